@@ -1,0 +1,138 @@
+"""Where stores are made, and which of them outlive the run.
+
+Modelled on pytest's ``TempPathFactory``: one object per session makes numbered folders
+under one base folder and decides retention in one place. Without ``--llama-store-dir``
+the base is ``<basetemp>/llamastate`` (per xdist worker, pruned by pytest with basetemp);
+with it, each run gets a numbered ``run-N`` folder of its own, of which the newest
+``llama_store_retention_count`` are kept.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock
+
+from .store import MARKER_NAME, LlamaStore, is_store
+
+__all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
+
+KeepPolicy = Literal["failed", "all", "none"]
+KEEP_POLICIES: tuple[KeepPolicy, ...] = ("failed", "all", "none")
+
+_RUN_PREFIX = "run-"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"\W", "_", name)[:30] or "store"
+
+
+def _remove_store(path: Path) -> None:
+    """Delete a folder, but only one the plugin marked as its own."""
+    if is_store(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def make_run_dir(root: Path, keep: int) -> Path:
+    """Create ``root/run-N`` for this run and prune the oldest marked runs beyond ``keep``.
+
+    Numbering and pruning happen under a file lock, so two sessions sharing ``root`` never
+    get the same folder nor delete each other's newest one.
+    """
+    with FileLock(str(root / ".llamastate.lock")):
+        numbers = sorted(
+            int(p.name[len(_RUN_PREFIX) :])
+            for p in root.glob(f"{_RUN_PREFIX}*")
+            if p.name[len(_RUN_PREFIX) :].isdigit()
+        )
+        run_dir = root / f"{_RUN_PREFIX}{(numbers[-1] + 1) if numbers else 0}"
+        LlamaStore.create(run_dir, kind="run")
+        for number in numbers[: max(0, len(numbers) + 1 - keep)]:
+            _remove_store(root / f"{_RUN_PREFIX}{number}")
+    return run_dir
+
+
+@dataclass
+class LlamaStoreFactory:
+    """Makes stores for any scope; ``llama_store`` uses it, and so can your own fixtures.
+
+    For a module- or session-scoped store::
+
+        @pytest.fixture(scope="module")
+        def shared_store(llama_store_factory):
+            store = llama_store_factory.mktemp("shared")
+            with store.activate():
+                yield store
+    """
+
+    keep_policy: KeepPolicy
+    _base: Path | None = None
+    _default_base: Callable[[], Path] | None = field(default=None, repr=False)
+    _base_ready: bool = field(default=False, repr=False)
+    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    _pending: dict[Path, LlamaStore] = field(default_factory=dict, repr=False)
+
+    def getbasedir(self) -> Path:
+        """The folder this process makes its stores in, created on first use."""
+        if self._base is None:
+            if self._default_base is None:
+                raise RuntimeError("llama_store_factory has no base folder yet")
+            self._base = self._default_base()
+        if not self._base_ready:
+            if not self._base.exists():
+                LlamaStore.create(self._base, kind="base")
+            self._base_ready = True
+        return self._base
+
+    def set_default_base(self, getter: Callable[[], Path]) -> None:
+        """Where stores go without ``--llama-store-dir``; resolved on first use."""
+        self._default_base = getter
+
+    def mktemp(self, basename: str, *, label: str | None = None, kind: str = "test") -> LlamaStore:
+        """A new store ``<base>/<basename><n>``; ``basename`` is made filesystem-safe.
+
+        ``label`` (default: ``basename``) is recorded in the store, e.g. the test id.
+        """
+        name = _safe_name(basename)
+        number = self._counts.get(name, 0)
+        while True:
+            try:
+                store = LlamaStore.create(
+                    self.getbasedir() / f"{name}{number}", label=label or basename, kind=kind
+                )
+            except FileExistsError:
+                number += 1
+            else:
+                break
+        self._counts[name] = number + 1
+        self._pending[store.path] = store
+        return store
+
+    def keeps(self, failed: bool) -> bool:
+        """The one place the keep policy is decided."""
+        return self.keep_policy == "all" or (self.keep_policy == "failed" and failed)
+
+    def release(self, store: LlamaStore, *, failed: bool) -> bool:
+        """Keep or remove a store whose user is done with it; return whether it was kept."""
+        self._pending.pop(store.path, None)
+        if self.keeps(failed):
+            return True
+        _remove_store(store.path)
+        return False
+
+    def finish(self, *, failed: bool) -> list[LlamaStore]:
+        """Release what is left at session end (module/session stores, interrupted tests).
+
+        Returns the stores kept. The base folder goes too when nothing is left in it.
+        """
+        kept = [s for s in list(self._pending.values()) if self.release(s, failed=failed)]
+        if self._base is not None and self._base.is_dir():
+            leftovers = [p for p in self._base.iterdir() if p.name != MARKER_NAME]
+            if not leftovers:
+                _remove_store(self._base)
+        return kept

@@ -1,0 +1,122 @@
+"""Command-line options, their ini twins, and validating both once at configure time.
+
+A wrong value must stop the run before any test starts, naming the value and the allowed
+ones: finding out in the middle of a suite (or never) is worse.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from .factory import KEEP_POLICIES, KeepPolicy
+from .guard import GUARD_MODES, GuardMode
+
+__all__ = ["Settings", "addoption"]
+
+_T = TypeVar("_T", bound=str)
+
+
+def addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llamastate", "isolated Llama Stack state (pytest-llamastate)")
+    group.addoption(
+        "--llama-store-dir",
+        metavar="DIR",
+        help="base folder for test stores (default: <basetemp>/llamastate); "
+        "each run gets a numbered run-N folder in it. ini: llama_store_dir",
+    )
+    parser.addini(
+        "llama_store_dir", "base folder for test stores (default: under pytest's basetemp)"
+    )
+    group.addoption(
+        "--llama-keep-store",
+        action="store_true",
+        default=None,
+        help="keep every store of the run (ini llama_keep_store = failed|all|none, default failed)",
+    )
+    parser.addini(
+        "llama_keep_store", "which stores to keep: failed (default), all, none", default="failed"
+    )
+    parser.addini(
+        "llama_store_retention_count",
+        "how many run-N folders to keep under llama_store_dir (default 3)",
+        default="3",
+    )
+    group.addoption(
+        "--llama-guard",
+        metavar="MODE",
+        help="on a test writing to the real ~/.llama or ~/.ogx: error (default), warn, off. "
+        "ini: llama_guard",
+    )
+    parser.addini("llama_guard", "leak guard mode: error (default), warn, off", default="error")
+
+
+def _choice(value: str, allowed: tuple[_T, ...], source: str) -> _T:
+    for choice in allowed:
+        if value.strip().lower() == choice:
+            return choice
+    raise pytest.UsageError(
+        f"{source}: unknown value {value!r}; allowed values: {', '.join(allowed)}"
+    )
+
+
+def _writable_dir(raw: str, base: Path, source: str) -> Path:
+    path = (base / os.path.expanduser(raw)).absolute()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{source}: {path} exists and is not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"{source}: cannot write to {path} ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from None
+    return path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option of the plugin, validated; built once per session."""
+
+    store_dir: Path | None
+    keep: KeepPolicy
+    retention_count: int
+    guard: GuardMode
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        raw_dir = config.getoption("llama_store_dir")
+        if raw_dir:
+            store_dir = _writable_dir(raw_dir, config.invocation_params.dir, "--llama-store-dir")
+        elif raw_ini := str(config.getini("llama_store_dir")):
+            ini_base = config.inipath.parent if config.inipath else config.rootpath
+            store_dir = _writable_dir(raw_ini, ini_base, "ini llama_store_dir")
+        else:
+            store_dir = None
+
+        if config.getoption("llama_keep_store"):
+            keep: KeepPolicy = "all"
+        else:
+            keep = _choice(
+                str(config.getini("llama_keep_store")), KEEP_POLICIES, "llama_keep_store"
+            )
+
+        raw_count = str(config.getini("llama_store_retention_count"))
+        if not raw_count.strip().isdigit():
+            raise pytest.UsageError(
+                f"llama_store_retention_count: {raw_count!r} is not a whole number >= 0"
+            )
+
+        raw_guard = config.getoption("llama_guard")
+        guard = _choice(
+            raw_guard or str(config.getini("llama_guard")),
+            GUARD_MODES,
+            "--llama-guard" if raw_guard else "llama_guard",
+        )
+        return cls(store_dir, keep, int(raw_count), guard)

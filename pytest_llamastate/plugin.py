@@ -1,0 +1,219 @@
+"""The pytest glue: options, fixtures, report header and summary, xdist wiring.
+
+Everything that knows Llama Stack's files lives in the modules this one imports; here we
+only decide *when* things happen in pytest's life cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import options
+from .factory import LlamaStoreFactory, make_run_dir
+from .guard import HomeGuard, Snapshot, real_state_homes
+from .options import Settings
+from .store import LlamaStore
+
+__all__ = ["LlamaStoreLeakWarning", "llama_store", "llama_store_factory"]
+
+_RUN_DIR_KEY = "llamastate_run_dir"
+_KEPT_KEY = "llamastate_kept"
+
+
+class LlamaStoreLeakWarning(UserWarning):
+    """A test wrote to the real Llama Stack home (``--llama-guard=warn``)."""
+
+
+@dataclass
+class _SessionState:
+    settings: Settings
+    factory: LlamaStoreFactory
+    guard: HomeGuard | None
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _ItemState:
+    stores: list[LlamaStore] = field(default_factory=list)
+    failed: bool = False
+    before: Snapshot | None = None
+    leak: str | None = None
+
+
+_session_key = pytest.StashKey[_SessionState]()
+_item_key = pytest.StashKey[_ItemState]()
+
+
+def _state(config: pytest.Config) -> _SessionState:
+    return config.stash[_session_key]
+
+
+def _item_state(item: pytest.Item) -> _ItemState:
+    return item.stash.setdefault(_item_key, _ItemState())
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = Settings.from_config(config)
+    # Resolved now, before any fixture points the environment at a store.
+    guard = None if settings.guard == "off" else HomeGuard.for_roots(real_state_homes(os.environ))
+    base: Path | None = None
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if settings.store_dir is not None:
+        if workerinput is not None and _RUN_DIR_KEY in workerinput:
+            base = Path(workerinput[_RUN_DIR_KEY]) / workerinput["workerid"]
+        else:
+            base = make_run_dir(settings.store_dir, settings.retention_count)
+    config.stash[_session_key] = _SessionState(
+        settings, LlamaStoreFactory(settings.keep, base), guard
+    )
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is installed, so its hooks are known."""
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        factory = _state(node.config).factory
+        if factory._base is not None:
+            node.workerinput[_RUN_DIR_KEY] = str(factory._base)
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        kept = getattr(node, "workeroutput", {}).get(_KEPT_KEY, [])
+        _state(node.config).kept.extend(tuple(pair) for pair in kept)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    state = _state(config)
+    s = state.settings
+    where = state.factory._base or "<basetemp>/llamastate"
+    stack = _version("llama-stack")
+    return (
+        f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
+        f"llama-stack {stack or 'not installed'}"
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    guard = _state(item.config).guard
+    if guard is not None:
+        _item_state(item).before = guard.snapshot()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        state = _state(item.config)
+        before = _item_state(item).before
+        if state.guard is not None and before is not None:
+            changes = state.guard.changes(before, state.guard.snapshot())
+            if changes:
+                message = state.guard.describe(changes)
+                if state.settings.guard == "warn":
+                    warnings.warn(LlamaStoreLeakWarning(message), stacklevel=1)
+                else:
+                    _item_state(item).leak = message
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    istate = _item_state(item)
+    if report.when == "teardown" and istate.leak:
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = istate.leak
+        else:
+            report.sections.append(("llama guard", istate.leak))
+    if report.failed:
+        istate.failed = True
+        if istate.stores:
+            paths = "\n".join(str(s.path) for s in istate.stores)
+            report.sections.append(("llama store", f"state of this test: {paths}"))
+    if report.when == "teardown" and istate.stores:
+        factory = _state(item.config).factory
+        kept = [str(s.path) for s in istate.stores if factory.release(s, failed=istate.failed)]
+        if kept:
+            report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
+    kept = [(s.label, str(s.path)) for s in state.factory.finish(failed=failed)]
+    state.kept.extend(kept)
+    workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput[_KEPT_KEY] = kept
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    # Reports from xdist workers arrive here too, with llama_kept_stores on them.
+    kept = [
+        (report.nodeid, path)
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for path in getattr(report, "llama_kept_stores", ())
+    ]
+    kept += _state(config).kept
+    if not kept:
+        return
+    terminalreporter.section("llama stores kept")
+    for label, path in kept:
+        terminalreporter.write_line(f"{label}: {path}")
+
+
+@pytest.fixture(scope="session")
+def llama_store_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> LlamaStoreFactory:
+    """Session-wide maker of stores, for module- or session-scoped state of your own."""
+    factory = _state(request.config).factory
+    factory.set_default_base(lambda: tmp_path_factory.getbasetemp() / "llamastate")
+    return factory
+
+
+@pytest.fixture
+def llama_store(
+    request: pytest.FixtureRequest, llama_store_factory: LlamaStoreFactory
+) -> Iterator[LlamaStore]:
+    """A fresh Llama Stack state folder for this test, active while it runs.
+
+    ``SQLITE_STORE_DIR`` and the other state roots point into it from setup to teardown;
+    afterwards every variable is exactly as before. Kept after a failure (see
+    ``llama_keep_store``) and named in the failure report.
+    """
+    store = llama_store_factory.mktemp(request.node.name, label=request.node.nodeid)
+    _item_state(request.node).stores.append(store)
+    with store.activate():
+        yield store

@@ -1,0 +1,119 @@
+"""A Llama Stack state folder and the environment that points a stack at it.
+
+Llama Stack reads its state roots from environment variables once, when a stack loads its
+config. So isolation means: one folder per scope, and every state root pointing into it
+*before* a stack starts. This module knows nothing about pytest; the plugin, the stack
+runner and the ``llamastate`` command all build on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "state_env"]
+
+#: Written into every folder the plugin creates; nothing without it is ever deleted.
+MARKER_NAME = ".llamastate.json"
+
+
+class NotAStoreError(ValueError):
+    """Raised when a folder was not made by pytest-llamastate."""
+
+
+def state_env(path: Path) -> dict[str, str]:
+    """The variables that point every state root Llama Stack (and OGX) knows into ``path``.
+
+    ``SQLITE_STORE_DIR`` alone is not isolation: the files API, Milvus Lite and the config
+    folder have roots of their own. Both the Llama Stack and the OGX name of the config
+    folder are set, so a suite isolates whichever of the two is installed, and the OGX CLI
+    never moves a developer's real ``~/.llama`` (it does so only when ``OGX_CONFIG_DIR``
+    is unset).
+    """
+    config_dir = str(path / "config")
+    return {
+        "SQLITE_STORE_DIR": str(path),
+        "FILES_STORAGE_DIR": str(path / "files"),
+        "MILVUS_DB_PATH": str(path / "milvus.db"),
+        "LLAMA_STACK_CONFIG_DIR": config_dir,
+        "OGX_CONFIG_DIR": config_dir,
+    }
+
+
+def is_store(path: Path) -> bool:
+    """Whether ``path`` is a folder made (and so removable) by pytest-llamastate."""
+    return (path / MARKER_NAME).is_file()
+
+
+@dataclass(frozen=True)
+class LlamaStore:
+    """One isolated state folder.
+
+    ``env`` is what :meth:`activate` applies: pass it to a subprocess (``{**os.environ,
+    **store.env}``) to point a ``llama stack run`` you start yourself at this store.
+    """
+
+    path: Path
+    label: str = ""
+    env: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", state_env(self.path))
+
+    @classmethod
+    def create(cls, path: Path, *, label: str = "", kind: str = "test") -> LlamaStore:
+        """Make ``path`` (which must not exist yet) a new, marked store."""
+        path.mkdir(mode=0o700)
+        marker = {"kind": kind, "label": label, "created": time.time()}
+        (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        return cls(path, label)
+
+    @classmethod
+    def open(cls, path: Path) -> LlamaStore:
+        """Open an existing store, refusing folders the plugin did not make."""
+        if not is_store(path):
+            raise NotAStoreError(f"{path} is not a pytest-llamastate store (no {MARKER_NAME})")
+        return cls(path, str(cls.read_marker(path).get("label", "")))
+
+    @staticmethod
+    def read_marker(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads((path / MARKER_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def kvstore_path(self) -> Path:
+        """The registry database (toolgroups, models, vector stores, ...)."""
+        return self.path / "kvstore.db"
+
+    @property
+    def sqlstore_path(self) -> Path:
+        """The SQL store (conversations, responses, files metadata, ...)."""
+        return self.path / "sql_store.db"
+
+    @contextmanager
+    def activate(self) -> Iterator[LlamaStore]:
+        """Point the process environment at this store until the block ends.
+
+        Restores each variable exactly as it was before, even one the block changed or
+        deleted: a variable that was unset is unset again. Activations nest (a test's store
+        inside a session store) and unwind in order.
+        """
+        saved = {name: os.environ.get(name) for name in self.env}
+        os.environ.update(self.env)
+        try:
+            yield self
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

@@ -1,0 +1,32 @@
+"""Every test gets its own Llama Stack state folder: nothing leaks between tests."""
+
+import os
+
+import pytest
+
+
+def test_state_roots_point_into_this_tests_store(llama_store):
+    assert os.environ["SQLITE_STORE_DIR"] == str(llama_store.path)
+    assert os.environ["FILES_STORAGE_DIR"] == str(llama_store.path / "files")
+    assert llama_store.kvstore_path == llama_store.path / "kvstore.db"
+
+
+def test_one_tests_files_are_invisible_to_the_next(llama_store):
+    # test_state_roots_... ran first and got a different folder.
+    assert not llama_store.kvstore_path.exists()
+
+
+@pytest.fixture(scope="module")
+def module_store(llama_store_factory):
+    """One store shared by the tests of this module (a documented trade-off: speed for isolation)."""
+    store = llama_store_factory.mktemp("module")
+    with store.activate():
+        yield store
+
+
+def test_module_store_first(module_store):
+    (module_store.path / "note.txt").write_text("kept for the next test in this module")
+
+
+def test_module_store_second(module_store):
+    assert (module_store.path / "note.txt").exists()

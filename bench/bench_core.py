@@ -42,8 +42,18 @@ def test_it(store, n):
 def _run(folder: Path, extra: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         *extra, str(folder)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:randomly",
+            *extra,
+            str(folder),
+        ],
         check=True,
         capture_output=True,
     )

@@ -16,6 +16,8 @@ import pytest
 
 from .factory import KEEP_POLICIES, KeepPolicy
 from .guard import GUARD_MODES, GuardMode
+from .stack import STACK_MODES, StackMode
+from .stackconfig import DEFAULT_CONFIG, StackConfig, StackConfigError
 
 __all__ = ["Settings", "addoption"]
 
@@ -54,6 +56,29 @@ def addoption(parser: pytest.Parser) -> None:
         "ini: llama_guard",
     )
     parser.addini("llama_guard", "leak guard mode: error (default), warn, off", default="error")
+    group.addoption(
+        "--llama-stack-mode",
+        metavar="MODE",
+        help="how llama_stack runs: library (in-process, default) or server "
+        "(`llama stack run`). ini: llama_stack_mode",
+    )
+    parser.addini("llama_stack_mode", "library (default) or server", default="library")
+    group.addoption(
+        "--llama-stack-config",
+        metavar="PATH",
+        help="run config for llama_stack (default: the plugin's offline minimal.yaml). "
+        "ini: llama_stack_config",
+    )
+    parser.addini("llama_stack_config", "run config for llama_stack")
+    group.addoption(
+        "--llama-stack-start-timeout",
+        metavar="SECONDS",
+        help="how long a server may take to become healthy (default 60). "
+        "ini: llama_stack_start_timeout",
+    )
+    parser.addini(
+        "llama_stack_start_timeout", "seconds a server may take to start (default 60)", default="60"
+    )
 
 
 def _choice(value: str, allowed: tuple[_T, ...], source: str) -> _T:
@@ -88,6 +113,9 @@ class Settings:
     keep: KeepPolicy
     retention_count: int
     guard: GuardMode
+    stack_mode: StackMode
+    stack_config: Path
+    start_timeout: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -119,4 +147,41 @@ class Settings:
             GUARD_MODES,
             "--llama-guard" if raw_guard else "llama_guard",
         )
-        return cls(store_dir, keep, int(raw_count), guard)
+        raw_mode = config.getoption("llama_stack_mode")
+        mode = _choice(
+            raw_mode or str(config.getini("llama_stack_mode")),
+            STACK_MODES,
+            "--llama-stack-mode" if raw_mode else "llama_stack_mode",
+        )
+        timeout = _positive_number(
+            config.getoption("llama_stack_start_timeout")
+            or str(config.getini("llama_stack_start_timeout")),
+            "llama_stack_start_timeout",
+        )
+        return cls(store_dir, keep, int(raw_count), guard, mode, _stack_config(config), timeout)
+
+
+def _positive_number(raw: str, source: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise pytest.UsageError(f"{source}: {raw!r} is not a positive number of seconds")
+    return value
+
+
+def _stack_config(config: pytest.Config) -> Path:
+    """The configured run config, checked now so a bad one stops the run before it starts."""
+    if raw := config.getoption("llama_stack_config"):
+        path, source = (config.invocation_params.dir / str(raw)).absolute(), "--llama-stack-config"
+    elif raw_ini := str(config.getini("llama_stack_config")):
+        ini_base = config.inipath.parent if config.inipath else config.rootpath
+        path, source = (ini_base / raw_ini).absolute(), "ini llama_stack_config"
+    else:
+        return DEFAULT_CONFIG
+    try:
+        StackConfig.load(path).check_paths(Path(tempfile.gettempdir(), "llamastate-check"))
+    except StackConfigError as exc:
+        raise pytest.UsageError(f"{source}: {exc}") from None
+    return path

@@ -20,9 +20,18 @@ from . import options
 from .factory import LlamaStoreFactory, make_run_dir
 from .guard import HomeGuard, Snapshot, real_state_homes
 from .options import Settings
+from .stack import LlamaStack, LlamaStackFactory, StackError
+from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore
 
-__all__ = ["LlamaStoreLeakWarning", "llama_store", "llama_store_factory"]
+__all__ = [
+    "LlamaStoreLeakWarning",
+    "llama_stack",
+    "llama_stack_config",
+    "llama_stack_factory",
+    "llama_store",
+    "llama_store_factory",
+]
 
 _RUN_DIR_KEY = "llamastate_run_dir"
 _KEPT_KEY = "llamastate_kept"
@@ -37,12 +46,14 @@ class _SessionState:
     settings: Settings
     factory: LlamaStoreFactory
     guard: HomeGuard | None
+    stacks: LlamaStackFactory
     kept: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
 class _ItemState:
     stores: list[LlamaStore] = field(default_factory=list)
+    stacks: list[LlamaStack] = field(default_factory=list)
     failed: bool = False
     before: Snapshot | None = None
     leak: str | None = None
@@ -82,8 +93,9 @@ def pytest_configure(config: pytest.Config) -> None:
             base = Path(workerinput[_RUN_DIR_KEY]) / workerinput["workerid"]
         else:
             base = make_run_dir(settings.store_dir, settings.retention_count)
+    stacks = LlamaStackFactory(settings.stack_mode, settings.stack_config, settings.start_timeout)
     config.stash[_session_key] = _SessionState(
-        settings, LlamaStoreFactory(settings.keep, base), guard
+        settings, LlamaStoreFactory(settings.keep, base), guard, stacks
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
@@ -111,7 +123,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     stack = _version("llama-stack")
     return (
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"llama-stack {stack or 'not installed'}"
+        f"stack mode={s.stack_mode}, llama-stack {stack or 'not installed'}"
     )
 
 
@@ -157,6 +169,11 @@ def pytest_runtest_makereport(
         if istate.stores:
             paths = "\n".join(str(s.path) for s in istate.stores)
             report.sections.append(("llama store", f"state of this test: {paths}"))
+        for stack in istate.stacks:
+            if stack.mode == "server":
+                report.sections.append(
+                    (f"llama stack server log ({stack.log_path})", stack.log_tail())
+                )
     if report.when == "teardown" and istate.stores:
         factory = _state(item.config).factory
         kept = [str(s.path) for s in istate.stores if factory.release(s, failed=istate.failed)]
@@ -167,6 +184,7 @@ def pytest_runtest_makereport(
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
+    state.stacks.close_all()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
     kept = [(s.label, str(s.path)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
@@ -217,3 +235,47 @@ def llama_store(
     _item_state(request.node).stores.append(store)
     with store.activate():
         yield store
+
+
+@pytest.fixture
+def llama_stack_config(pytestconfig: pytest.Config) -> Path | str | StackConfig:
+    """The run config ``llama_stack`` starts; override it to use your own.
+
+    Returns ``--llama-stack-config`` / ini ``llama_stack_config`` or the plugin's offline
+    ``minimal.yaml``. Every path the config writes must resolve inside the test's store.
+    """
+    return _state(pytestconfig).settings.stack_config
+
+
+@pytest.fixture(scope="session")
+def llama_stack_factory(request: pytest.FixtureRequest) -> Iterator[LlamaStackFactory]:
+    """Session-wide starter of stacks, for module- or session-scoped stacks of your own."""
+    factory = _state(request.config).stacks
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def llama_stack(
+    request: pytest.FixtureRequest,
+    llama_store: LlamaStore,
+    llama_stack_factory: LlamaStackFactory,
+    llama_stack_config: Path | str | StackConfig,
+) -> Iterator[LlamaStack]:
+    """A real Llama Stack running on this test's store, stopped after the test.
+
+    Library mode (default) runs it in-process; ``--llama-stack-mode=server`` runs
+    ``llama stack run`` as a child process (``base_url`` is set, its log is attached to
+    a failing test's report).
+    """
+    try:
+        stack = llama_stack_factory.start(
+            llama_store, config=llama_stack_config, label=request.node.nodeid
+        )
+    except (StackError, StackConfigError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _item_state(request.node).stacks.append(stack)
+    try:
+        yield stack
+    finally:
+        stack.close()

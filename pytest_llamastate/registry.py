@@ -1,0 +1,183 @@
+"""The on-disk registry of Llama Stack / OGX: what is in ``kvstore.db`` and how to write it.
+
+A stack keeps every registered resource as one row of ``kvstore(key, value, expiration)``,
+key ``distributions:registry:<version>::<type>:<identifier>``, value the resource's JSON.
+The version changes between releases (v9 -> v10 at 0.3.0, with no migration), so the
+format used for *writing* comes from the installed package's own ``KEY_FORMAT`` and
+model; *reading* accepts every version found, so a store made by another release (or by
+OGX) can still be inspected without either installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RegistryEntry",
+    "RegistryFormat",
+    "StoreCorruptError",
+    "ToolgroupRecord",
+    "installed_format",
+    "read_entries",
+    "write_entries",
+]
+
+_PREFIX = "distributions:registry"
+_TABLE = "kvstore"
+#: The packages we know, newest name first.
+_PACKAGES = ("ogx", "llama_stack")
+
+
+class StoreCorruptError(RuntimeError):
+    """A store's database cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class RegistryFormat:
+    """How the installed package names and shapes registry rows."""
+
+    package: str
+    prefix: str
+    version: str
+
+    def key(self, type: str, identifier: str) -> str:
+        return f"{self.prefix}:{self.version}::{type}:{identifier}"
+
+    def toolgroup_row(
+        self,
+        toolgroup_id: str,
+        provider_id: str,
+        mcp_endpoint: str | None = None,
+        args: Mapping[str, Any] | None = None,
+    ) -> tuple[str, str]:
+        """The row the stack's own ``register_tool_group`` would write, built by its model."""
+        model = importlib.import_module(f"{self.package}.core.datatypes").ToolGroupWithOwner
+        value = model(
+            identifier=toolgroup_id,
+            provider_id=provider_id,
+            provider_resource_id=toolgroup_id,
+            mcp_endpoint={"uri": mcp_endpoint} if mcp_endpoint else None,
+            args=dict(args) if args is not None else None,
+        )
+        return self.key("tool_group", toolgroup_id), str(value.model_dump_json())
+
+
+@cache
+def installed_format() -> RegistryFormat:
+    """The key format of the installed Llama Stack or OGX, read from its own source.
+
+    Raises ``ModuleNotFoundError`` when neither is installed: writing rows in a guessed
+    format would produce a store that no stack reads.
+    """
+    for package in _PACKAGES:
+        try:
+            module = importlib.import_module(f"{package}.core.store.registry")
+        except ModuleNotFoundError:
+            continue
+        return RegistryFormat(package, str(module.REGISTER_PREFIX), str(module.KEY_VERSION))
+    raise ModuleNotFoundError(
+        "neither llama-stack nor ogx is installed: pip install 'pytest-llamastate[stack]'"
+    )
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One registered resource, as stored."""
+
+    key: str
+    version: str
+    type: str
+    identifier: str
+    value: Mapping[str, Any] = field(compare=True)
+
+    @classmethod
+    def parse(cls, key: str, raw: str) -> RegistryEntry | None:
+        """``None`` for a key that is not a registry row."""
+        if not key.startswith(_PREFIX + ":") or "::" not in key:
+            return None
+        version, _, rest = key[len(_PREFIX) + 1 :].partition("::")
+        type_, _, identifier = rest.partition(":")
+        try:
+            value = json.loads(raw)
+        except (TypeError, ValueError):
+            value = {"unparsed": raw}
+        return cls(key, version, type_, identifier, value if isinstance(value, dict) else {})
+
+
+@dataclass(frozen=True)
+class ToolgroupRecord:
+    """A registered toolgroup: what stores and running stacks both report."""
+
+    identifier: str
+    provider_id: str | None
+    mcp_endpoint: str | None = None
+    args: Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_value(cls, value: Mapping[str, Any]) -> ToolgroupRecord:
+        endpoint = value.get("mcp_endpoint")
+        uri = endpoint.get("uri") if isinstance(endpoint, Mapping) else endpoint
+        return cls(
+            identifier=str(value.get("identifier", "")),
+            provider_id=value.get("provider_id"),
+            mcp_endpoint=str(uri) if uri else None,
+            args=value.get("args"),
+        )
+
+
+@contextmanager
+def _connect(db: Path, *, readonly: bool) -> Iterator[sqlite3.Connection]:
+    uri = f"file:{db}?mode=ro" if readonly else f"file:{db}"
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            yield conn
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
+
+
+def read_entries(db: Path) -> list[RegistryEntry]:
+    """Every registry row of ``db``, sorted by key; ``[]`` when the file does not exist."""
+    if not db.exists():
+        return []
+    with _connect(db, readonly=True) as conn:
+        try:
+            rows = conn.execute(
+                f"SELECT key, value FROM {_TABLE} WHERE key >= ? AND key < ? ORDER BY key",
+                (_PREFIX + ":", _PREFIX + ";"),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StoreCorruptError(f"{db}: cannot read the registry ({exc})") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(f"{db}: cannot read the registry ({exc})") from None
+    return [e for key, value in rows if (e := RegistryEntry.parse(key, value)) is not None]
+
+
+def write_entries(db: Path, rows: Mapping[str, str | None]) -> None:
+    """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction.
+
+    The table is created as the stack itself creates it, so a store seeded before any
+    stack ever ran is one the stack opens as its own.
+    """
+    with _connect(db, readonly=False) as conn, conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {_TABLE} "
+            "(key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMP)"
+        )
+        for key, value in rows.items():
+            if value is None:
+                conn.execute(f"DELETE FROM {_TABLE} WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {_TABLE} (key, value, expiration) VALUES (?, ?, NULL)",
+                    (key, value),
+                )

@@ -18,7 +18,7 @@ def test_one_tests_files_are_invisible_to_the_next(llama_store):
 
 @pytest.fixture(scope="module")
 def module_store(llama_store_factory):
-    """One store shared by the tests of this module (a documented trade-off: speed for isolation)."""
+    """One store for the whole module: a trade-off of isolation for speed."""
     store = llama_store_factory.mktemp("module")
     with store.activate():
         yield store

@@ -263,7 +263,10 @@ def test_report_header(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_it(): pass")
     result = pytester.runpytest("--llama-guard=warn")
     result.stdout.fnmatch_lines(
-        ["llamastate: stores in <basetemp>/llamastate, keep=failed, guard=warn, llama-stack *"]
+        [
+            "llamastate: stores in <basetemp>/llamastate, keep=failed, guard=warn, "
+            "stack mode=library, llama-stack *"
+        ]
     )
 
 

@@ -7,6 +7,21 @@ names for type hints and for helpers that run outside a test.
 from __future__ import annotations
 
 from .factory import LlamaStoreFactory
+from .registry import StoreCorruptError, ToolgroupRecord
+from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
+from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore, NotAStoreError
 
-__all__ = ["LlamaStore", "LlamaStoreFactory", "NotAStoreError"]
+__all__ = [
+    "LlamaStack",
+    "LlamaStackFactory",
+    "LlamaStore",
+    "LlamaStoreFactory",
+    "NotAStoreError",
+    "StackConfig",
+    "StackConfigError",
+    "StackError",
+    "StackNotInstalledError",
+    "StoreCorruptError",
+    "ToolgroupRecord",
+]

@@ -273,7 +273,11 @@ def llama_stack(
             llama_store, config=llama_stack_config, label=request.node.nodeid
         )
     except (StackError, StackConfigError) as exc:
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
     _item_state(request.node).stacks.append(stack)
     try:
         yield stack

@@ -1,0 +1,350 @@
+"""The llama_stack fixture against the real llama-stack package, in both modes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_stack", reason="needs pytest-llamastate[stack]")
+
+BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
+
+
+@BOTH_MODES
+def test_a_toolgroup_registered_in_one_test_is_absent_in_the_next(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_a(llama_stack):
+            llama_stack.register_toolgroup(
+                "mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"}
+            )
+            [tg] = llama_stack.toolgroups()
+            assert (tg.identifier, tg.provider_id, tg.mcp_endpoint, tg.args) == (
+                "mcp::one", "model-context-protocol", "http://127.0.0.1:9/sse", {"k": "v"}
+            )
+
+        def test_b(llama_stack):
+            assert llama_stack.toolgroups() == []
+        """
+    )
+    pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=2)
+    assert not (pytester.path / ".llama").exists()
+    assert not (pytester.path / ".ogx").exists()
+
+
+@BOTH_MODES
+def test_tools_of_one_stack_do_not_leak_into_the_next(
+    pytester: pytest.Pytester, mode: str, mcp_url: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        def test_a(llama_stack):
+            llama_stack.register_toolgroup("mcp::calc", mcp_endpoint="{mcp_url}")
+            assert [t["name"] for t in llama_stack.tools()] == ["add"]
+
+        def test_b(llama_stack):
+            assert llama_stack.tools() == []
+        """
+    )
+    pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=2)
+
+
+def test_same_toolgroup_id_in_the_next_test_serves_the_next_servers_tools(
+    pytester: pytest.Pytester, mcp_url: str, mcp_url_2: str
+) -> None:
+    """llama-stack indexes tools in class attributes; a stale index would answer 'add'."""
+    pytester.makepyfile(
+        f"""
+        def test_a(llama_stack):
+            llama_stack.register_toolgroup("mcp::calc", mcp_endpoint="{mcp_url}")
+            assert [t["name"] for t in llama_stack.tools()] == ["add"]
+
+        def test_b(llama_stack):
+            llama_stack.register_toolgroup("mcp::calc", mcp_endpoint="{mcp_url_2}")
+            assert [t["name"] for t in llama_stack.tools()] == ["multiply"]
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+@BOTH_MODES
+def test_restart_keeps_registrations_and_unregister_removes(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    pytester.makepyfile(
+        """
+        def test_it(llama_stack):
+            llama_stack.register_toolgroup("mcp::a", mcp_endpoint="http://127.0.0.1:9/a")
+            llama_stack.register_toolgroup("mcp::b", mcp_endpoint="http://127.0.0.1:9/b")
+            llama_stack.restart()
+            assert sorted(t.identifier for t in llama_stack.toolgroups()) == ["mcp::a", "mcp::b"]
+            llama_stack.unregister_toolgroup("mcp::a")
+            llama_stack.restart()
+            assert [t.identifier for t in llama_stack.toolgroups()] == ["mcp::b"]
+        """
+    )
+    pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=1)
+
+
+def test_server_mode_basics_and_log_on_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import json, os, urllib.request
+        def test_it(llama_stack, llama_store):
+            assert llama_stack.base_url.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(llama_stack.base_url + "/v1/health") as r:
+                assert json.load(r) == {"status": "OK"}
+            assert llama_stack.store is llama_store
+            assert llama_stack.log_path.parent == llama_store.path
+            assert False, "fail on purpose"
+        """
+    )
+    result = pytester.runpytest("--llama-stack-mode=server")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*fail on purpose*", "*- llama stack server log (*server.log) -*", "*Uvicorn running on*"]
+    )
+
+
+def test_server_that_dies_during_startup_fails_the_test_with_its_log(
+    pytester: pytest.Pytester,
+) -> None:
+    config = pytester.path / "broken.yaml"
+    config.write_text(
+        (Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml")
+        .read_text()
+        .replace("remote::model-context-protocol", "remote::no-such-provider")
+    )
+    pytester.makepyfile("def test_it(llama_stack): pass")
+    result = pytester.runpytest("--llama-stack-mode=server", f"--llama-stack-config={config}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*the server exited with code * during start-up*"])
+    result.stdout.fnmatch_lines(["*no-such-provider*"])
+
+
+def test_library_stack_with_unknown_provider_is_a_clear_test_error(
+    pytester: pytest.Pytester,
+) -> None:
+    config = pytester.path / "broken.yaml"
+    config.write_text(
+        (Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml")
+        .read_text()
+        .replace("remote::model-context-protocol", "remote::no-such-provider")
+    )
+    pytester.makepyfile("def test_it(llama_stack): pass")
+    result = pytester.runpytest(f"--llama-stack-config={config}")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*{config}: the stack did not start:*no-such-provider*"])
+
+
+def test_stacks_start_under_w_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_one(llama_stack):
+            llama_stack.register_toolgroup("mcp::x", mcp_endpoint="http://127.0.0.1:9/x")
+        def test_two(llama_stack):
+            assert llama_stack.toolgroups() == []
+        """
+    )
+    pytester.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider").assert_outcomes(passed=2)
+
+
+def test_recorder_variable_is_ignored_while_the_stack_starts(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLAMA_STACK_TEST_INFERENCE_MODE", "replay")
+    pytester.makepyfile(
+        """
+        import os
+        def test_it(llama_stack):
+            import llama_stack.core.stack as s
+            assert s.TEST_RECORDING_CONTEXT is None
+            assert os.environ["LLAMA_STACK_TEST_INFERENCE_MODE"] == "replay"
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_a_second_library_stack_in_one_process_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_llamastate import StackError
+
+        def test_it(llama_stack, llama_stack_factory, llama_store_factory):
+            other = llama_store_factory.mktemp("other")
+            with pytest.raises(StackError, match="already running in this process"):
+                llama_stack_factory.start(other)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_module_scoped_stack_from_the_factories(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.fixture(scope="module")
+        def shared_stack(llama_store_factory, llama_stack_factory):
+            store = llama_store_factory.mktemp("shared")
+            with llama_stack_factory.start(store) as stack:
+                yield stack
+
+        def test_one(shared_stack):
+            shared_stack.register_toolgroup("mcp::s", mcp_endpoint="http://127.0.0.1:9/s")
+
+        def test_two(shared_stack):
+            assert [t.identifier for t in shared_stack.toolgroups()] == ["mcp::s"]
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_xdist_server_mode_one_store_and_port_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.parametrize("n", range(4))
+        def test_it(llama_stack, n):
+            assert llama_stack.toolgroups() == []
+            llama_stack.register_toolgroup(f"mcp::{n}", mcp_endpoint="http://127.0.0.1:9/x")
+            print("PORT", llama_stack.base_url)
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "--llama-stack-mode=server", "-s")
+    result.assert_outcomes(passed=4)
+
+
+class TestConfigChecks:
+    MINIMAL = Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml"
+
+    @pytest.mark.parametrize(
+        ("edit", "message"),
+        [
+            (
+                lambda t: t.replace("${env.SQLITE_STORE_DIR}/kvstore.db", "~/.llama/kvstore.db"),
+                "*storage.backends.kv_default.db_path = */.llama/kvstore.db is outside the "
+                "test's store*",
+            ),
+            (
+                lambda t: t.replace("${env.SQLITE_STORE_DIR}/kvstore.db", "state/kvstore.db"),
+                "*storage.backends.kv_default.db_path = 'state/kvstore.db' is a relative path*",
+            ),
+            (
+                lambda t: t.split("storage:")[0],
+                "*no storage.backends section*",
+            ),
+            (lambda t: "key: [unclosed", "*not valid YAML*"),
+            (lambda t: "- a list\n", "*not a stack run config*"),
+        ],
+    )
+    def test_bad_config_on_the_command_line_is_a_usage_error(
+        self, pytester: pytest.Pytester, edit: object, message: str
+    ) -> None:
+        config = pytester.path / "run.yaml"
+        config.write_text(edit(self.MINIMAL.read_text()))  # type: ignore[operator]
+        pytester.makepyfile("def test_it(llama_stack): pass")
+        result = pytester.runpytest(f"--llama-stack-config={config}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"ERROR: --llama-stack-config: {config}: {message}"])
+
+    def test_missing_config_file_is_a_usage_error(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile("def test_it(llama_stack): pass")
+        result = pytester.runpytest("-o", "llama_stack_config=nope.yaml")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(
+            ["*ini llama_stack_config: */nope.yaml: stack config not found*"]
+        )
+
+    def test_bad_config_from_the_fixture_errors_the_test(self, pytester: pytest.Pytester) -> None:
+        config = pytester.path / "mine.yaml"
+        config.write_text(
+            self.MINIMAL.read_text().replace(
+                "${env.SQLITE_STORE_DIR}/sql_store.db", "/var/tmp/elsewhere.db"
+            )
+        )
+        pytester.makeconftest(
+            f"""
+            import pytest
+            @pytest.fixture
+            def llama_stack_config():
+                return {str(config)!r}
+            """
+        )
+        pytester.makepyfile("def test_it(llama_stack): pass")
+        result = pytester.runpytest()
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(
+            ["*sql_default.db_path = /var/tmp/elsewhere.db is outside the test's store*"]
+        )
+        assert "Traceback" not in result.stdout.str()
+
+    def test_own_config_from_the_fixture_is_used(self, pytester: pytest.Pytester) -> None:
+        config = pytester.path / "mine.yml"  # .yml: the plugin copies it to stack.yaml
+        config.write_text(self.MINIMAL.read_text().replace("pytest-llamastate", "my-distro"))
+        pytester.makeconftest(
+            f"""
+            import pytest
+            @pytest.fixture
+            def llama_stack_config():
+                return {str(config)!r}
+            """
+        )
+        pytester.makepyfile(
+            """
+            def test_it(llama_stack):
+                assert "my-distro" in (llama_stack.store.path / "stack.yaml").read_text()
+            """
+        )
+        pytester.runpytest().assert_outcomes(passed=1)
+
+    def test_env_resolution_agrees_with_llama_stack(self, tmp_path: Path) -> None:
+        """Our resolver (used before any stack starts) must read configs as llama-stack does."""
+        import yaml
+        from llama_stack.core.stack import replace_env_vars
+
+        from pytest_llamastate.stackconfig import resolve_env
+
+        text = (
+            "a: ${env.SET_VAR}\nb: ${env.UNSET_VAR:=fallback}\nc: ${env.SET_VAR:+if-set}\n"
+            "d: ${env.UNSET_VAR:+if-set}\ne: x-${env.SET_VAR:=d}-y\nf: ${env.UNSET_VAR:=}\n"
+        )
+        environ = {"SET_VAR": "value"}
+        saved = dict(os.environ)
+        try:
+            os.environ.pop("UNSET_VAR", None)
+            os.environ.update(environ)
+            theirs = replace_env_vars(yaml.safe_load(text))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        ours = yaml.safe_load(resolve_env(text, environ))
+        assert {k: v or None for k, v in ours.items()} == {k: v or None for k, v in theirs.items()}
+        with pytest.raises(KeyError, match="UNSET_VAR"):
+            resolve_env("${env.UNSET_VAR}", environ)
+
+
+def test_missing_llama_stack_names_the_install_command(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+        sys.modules["llama_stack.core.library_client"] = None
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_stack(llama_stack): pass
+        def test_store_still_works(llama_store): pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["llama-stack is not installed *: pip install 'pytest-llamastate?stack?'"]
+    )
+    assert "During handling" not in result.stdout.str()

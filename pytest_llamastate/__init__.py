@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .factory import LlamaStoreFactory
 from .registry import StoreCorruptError, ToolgroupRecord
+from .seeds import SeedError, ToolgroupSeed
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
 from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore, NotAStoreError
@@ -18,10 +19,12 @@ __all__ = [
     "LlamaStore",
     "LlamaStoreFactory",
     "NotAStoreError",
+    "SeedError",
     "StackConfig",
     "StackConfigError",
     "StackError",
     "StackNotInstalledError",
     "StoreCorruptError",
     "ToolgroupRecord",
+    "ToolgroupSeed",
 ]

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock
 
+from .seeds import TemplateCache, ToolgroupSeed, parse_seeds
 from .store import MARKER_NAME, LlamaStore, is_store
 
 __all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
@@ -71,6 +72,7 @@ class LlamaStoreFactory:
     """
 
     keep_policy: KeepPolicy
+    templates: TemplateCache
     _base: Path | None = None
     _default_base: Callable[[], Path] | None = field(default=None, repr=False)
     _base_ready: bool = field(default=False, repr=False)
@@ -93,11 +95,20 @@ class LlamaStoreFactory:
         """Where stores go without ``--llama-store-dir``; resolved on first use."""
         self._default_base = getter
 
-    def mktemp(self, basename: str, *, label: str | None = None, kind: str = "test") -> LlamaStore:
+    def mktemp(
+        self,
+        basename: str,
+        *,
+        label: str | None = None,
+        kind: str = "test",
+        seeds: Iterable[ToolgroupSeed | object] = (),
+    ) -> LlamaStore:
         """A new store ``<base>/<basename><n>``; ``basename`` is made filesystem-safe.
 
         ``label`` (default: ``basename``) is recorded in the store, e.g. the test id.
+        ``seeds`` (``ToolgroupSeed``, mappings or ids) are in its registry on return.
         """
+        parsed = parse_seeds(seeds, f"seeds of {label or basename}")
         name = _safe_name(basename)
         number = self._counts.get(name, 0)
         while True:
@@ -111,6 +122,9 @@ class LlamaStoreFactory:
                 break
         self._counts[name] = number + 1
         self._pending[store.path] = store
+        if parsed:
+            self.templates.apply(parsed, store.kvstore_path)
+            store = replace(store, seeds=parsed)
         return store
 
     def keeps(self, failed: bool) -> bool:

@@ -16,6 +16,7 @@ import pytest
 
 from .factory import KEEP_POLICIES, KeepPolicy
 from .guard import GUARD_MODES, GuardMode
+from .seeds import SeedError, ToolgroupSeed, load_seed_file
 from .stack import STACK_MODES, StackMode
 from .stackconfig import DEFAULT_CONFIG, StackConfig, StackConfigError
 
@@ -79,6 +80,10 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "llama_stack_start_timeout", "seconds a server may take to start (default 60)", default="60"
     )
+    parser.addini(
+        "llama_toolgroups_file",
+        "YAML, JSON or TOML file with a 'toolgroups' list every test's store starts with",
+    )
 
 
 def _choice(value: str, allowed: tuple[_T, ...], source: str) -> _T:
@@ -116,6 +121,7 @@ class Settings:
     stack_mode: StackMode
     stack_config: Path
     start_timeout: float
+    seeds: tuple[ToolgroupSeed, ...]
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -158,7 +164,27 @@ class Settings:
             or str(config.getini("llama_stack_start_timeout")),
             "llama_stack_start_timeout",
         )
-        return cls(store_dir, keep, int(raw_count), guard, mode, _stack_config(config), timeout)
+        return cls(
+            store_dir,
+            keep,
+            int(raw_count),
+            guard,
+            mode,
+            _stack_config(config),
+            timeout,
+            _seed_file(config),
+        )
+
+
+def _seed_file(config: pytest.Config) -> tuple[ToolgroupSeed, ...]:
+    raw = str(config.getini("llama_toolgroups_file"))
+    if not raw:
+        return ()
+    ini_base = config.inipath.parent if config.inipath else config.rootpath
+    try:
+        return load_seed_file((ini_base / raw).absolute())
+    except SeedError as exc:
+        raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
 
 
 def _positive_number(raw: str, source: str) -> float:

@@ -20,6 +20,7 @@ from . import options
 from .factory import LlamaStoreFactory, make_run_dir
 from .guard import HomeGuard, Snapshot, real_state_homes
 from .options import Settings
+from .seeds import SeedError, TemplateCache, ToolgroupSeed, merge_seeds, parse_seeds
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore
@@ -31,9 +32,11 @@ __all__ = [
     "llama_stack_factory",
     "llama_store",
     "llama_store_factory",
+    "llama_toolgroups",
 ]
 
 _RUN_DIR_KEY = "llamastate_run_dir"
+_TEMPLATES_KEY = "llamastate_templates"
 _KEPT_KEY = "llamastate_kept"
 
 
@@ -61,6 +64,7 @@ class _ItemState:
 
 _session_key = pytest.StashKey[_SessionState]()
 _item_key = pytest.StashKey[_ItemState]()
+_marker_seeds_key = pytest.StashKey[tuple[ToolgroupSeed, ...]]()
 
 
 def _state(config: pytest.Config) -> _SessionState:
@@ -87,7 +91,17 @@ def pytest_configure(config: pytest.Config) -> None:
     # Resolved now, before any fixture points the environment at a store.
     guard = None if settings.guard == "off" else HomeGuard.for_roots(real_state_homes(os.environ))
     base: Path | None = None
+    config.addinivalue_line(
+        "markers",
+        "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
+        "(ToolgroupSeed, mapping or id; on a test, class or module)",
+    )
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    templates = TemplateCache(
+        Path(workerinput[_TEMPLATES_KEY])
+        if workerinput is not None and _TEMPLATES_KEY in workerinput
+        else TemplateCache.new_root()
+    )
     if settings.store_dir is not None:
         if workerinput is not None and _RUN_DIR_KEY in workerinput:
             base = Path(workerinput[_RUN_DIR_KEY]) / workerinput["workerid"]
@@ -95,7 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
             base = make_run_dir(settings.store_dir, settings.retention_count)
     stacks = LlamaStackFactory(settings.stack_mode, settings.stack_config, settings.start_timeout)
     config.stash[_session_key] = _SessionState(
-        settings, LlamaStoreFactory(settings.keep, base), guard, stacks
+        settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
@@ -107,6 +121,7 @@ class _XdistHooks:
     @pytest.hookimpl
     def pytest_configure_node(self, node: Any) -> None:
         factory = _state(node.config).factory
+        node.workerinput[_TEMPLATES_KEY] = str(factory.templates.root)
         if factory._base is not None:
             node.workerinput[_RUN_DIR_KEY] = str(factory._base)
 
@@ -114,6 +129,24 @@ class _XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         kept = getattr(node, "workeroutput", {}).get(_KEPT_KEY, [])
         _state(node.config).kept.extend(tuple(pair) for pair in kept)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput") and _session_key in config.stash:
+        _state(config).factory.templates.remove()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Parse every ``llama_toolgroups`` marker now: a malformed seed stops the run early."""
+    for item in items:
+        layers = []
+        for marker in reversed(list(item.iter_markers("llama_toolgroups"))):
+            try:
+                layers.append(parse_seeds(marker.args, f"{item.nodeid}: llama_toolgroups"))
+            except SeedError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        if layers:
+            item.stash[_marker_seeds_key] = merge_seeds(*layers)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -222,16 +255,42 @@ def llama_store_factory(
 
 
 @pytest.fixture
+def llama_toolgroups(request: pytest.FixtureRequest) -> list[ToolgroupSeed]:
+    """The toolgroups this test's store starts with; override it to compute your own.
+
+    The ``llama_toolgroups_file`` seeds, then the ``llama_toolgroups`` markers of the
+    module, class and test; a closer seed replaces a farther one with the same id.
+    """
+    return list(
+        merge_seeds(
+            _state(request.config).settings.seeds, request.node.stash.get(_marker_seeds_key, ())
+        )
+    )
+
+
+@pytest.fixture
 def llama_store(
-    request: pytest.FixtureRequest, llama_store_factory: LlamaStoreFactory
+    request: pytest.FixtureRequest,
+    llama_store_factory: LlamaStoreFactory,
+    llama_toolgroups: list[ToolgroupSeed],
 ) -> Iterator[LlamaStore]:
     """A fresh Llama Stack state folder for this test, active while it runs.
 
     ``SQLITE_STORE_DIR`` and the other state roots point into it from setup to teardown;
-    afterwards every variable is exactly as before. Kept after a failure (see
-    ``llama_keep_store``) and named in the failure report.
+    afterwards every variable is exactly as before. It holds the ``llama_toolgroups``
+    seeds before the test starts. Kept after a failure (see ``llama_keep_store``) and
+    named in the failure report.
     """
-    store = llama_store_factory.mktemp(request.node.name, label=request.node.nodeid)
+    try:
+        store = llama_store_factory.mktemp(
+            request.node.name, label=request.node.nodeid, seeds=llama_toolgroups
+        )
+    except SeedError as exc:
+        problem = f"llama_toolgroups: {exc}"
+    else:
+        problem = ""
+    if problem:
+        pytest.fail(problem, pytrace=False)
     _item_state(request.node).stores.append(store)
     with store.activate():
         yield store

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RegistryDiff",
     "RegistryEntry",
     "RegistryFormat",
+    "RegistrySnapshot",
     "StoreCorruptError",
     "ToolgroupRecord",
     "installed_format",
     "read_entries",
+    "read_keys",
     "write_entries",
 ]
 
@@ -160,6 +163,70 @@ def read_entries(db: Path) -> list[RegistryEntry]:
         except sqlite3.DatabaseError as exc:
             raise StoreCorruptError(f"{db}: cannot read the registry ({exc})") from None
     return [e for key, value in rows if (e := RegistryEntry.parse(key, value)) is not None]
+
+
+def read_keys(db: Path, prefix: str = "") -> list[str]:
+    """Every key of ``db``'s kvstore table starting with ``prefix``, sorted."""
+    if not db.exists():
+        return []
+    with _connect(db, readonly=True) as conn:
+        try:
+            rows = conn.execute(
+                f"SELECT key FROM {_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
+                (len(prefix), prefix),
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StoreCorruptError(f"{db}: cannot read the keys ({exc})") from None
+    return [str(key) for (key,) in rows]
+
+
+@dataclass(frozen=True)
+class RegistryDiff:
+    """What changed in a registry between two snapshots."""
+
+    added: tuple[RegistryEntry, ...] = ()
+    removed: tuple[RegistryEntry, ...] = ()
+    changed: tuple[tuple[RegistryEntry, RegistryEntry], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def lines(self) -> list[str]:
+        """``+``, ``-`` and ``~`` lines, one per entry, e.g. ``+ tool_group:mcp::calc``."""
+        return (
+            [f"+ {e.type}:{e.identifier}" for e in self.added]
+            + [f"- {e.type}:{e.identifier}" for e in self.removed]
+            + [f"~ {new.type}:{new.identifier}" for _, new in self.changed]
+        )
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines()) or "(no registry changes)"
+
+
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """The registry of a store at one moment, by key."""
+
+    entries: Mapping[str, RegistryEntry] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, db: Path) -> RegistrySnapshot:
+        return cls({e.key: e for e in read_entries(db)})
+
+    def diff(self, later: RegistrySnapshot) -> RegistryDiff:
+        """What ``later`` added, removed and changed relative to this snapshot."""
+        before, after = self.entries, later.entries
+        return RegistryDiff(
+            added=tuple(after[k] for k in sorted(after.keys() - before.keys())),
+            removed=tuple(before[k] for k in sorted(before.keys() - after.keys())),
+            changed=tuple(
+                (before[k], after[k])
+                for k in sorted(after.keys() & before.keys())
+                if before[k].value != after[k].value
+            ),
+        )
 
 
 def write_entries(db: Path, rows: Mapping[str, str | None]) -> None:

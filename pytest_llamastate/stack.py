@@ -89,6 +89,13 @@ def _log_tail(path: Path) -> str:
 
 
 _live_library: LlamaStack | None = None
+#: Every running stack of this process, by store folder.
+_running: dict[Path, LlamaStack] = {}
+
+
+def running_stack(store_path: Path) -> LlamaStack | None:
+    """The stack of this process running on ``store_path``, if any."""
+    return _running.get(store_path)
 
 
 def _reset_library_globals() -> None:
@@ -243,18 +250,28 @@ class LlamaStack:
         if self.running:
             raise StackError(f"the stack on {self.store.path} is already running")
         self.config.check_paths(self.store.path)
+        known = self.config.providers("tool_runtime")
+        for seed in self.store.seeds:
+            if seed.provider_id not in known:
+                raise StackError(
+                    f"seeded toolgroup {seed.toolgroup_id!r} names provider "
+                    f"{seed.provider_id!r}, which {self.config.path} does not have "
+                    f"(tool_runtime providers: {', '.join(known) or 'none'})"
+                )
         self._config_path = self.config.write_into(self.store.path)
         with self.store.activate(), _unset(_UNSET_WHILE_STARTING):
             if self.mode == "library":
                 self._start_library()
             else:
                 self._start_server()
+        _running[self.store.path] = self
         return self
 
     def stop(self) -> None:
         """Stop the stack; safe to call twice."""
         global _live_library
         client, self.client = self.client, None
+        _running.pop(self.store.path, None)
         if self.mode == "library":
             if client is not None:
                 try:

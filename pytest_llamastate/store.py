@@ -15,7 +15,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
+
+if TYPE_CHECKING:
+    from .seeds import ToolgroupSeed
 
 __all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "state_env"]
 
@@ -61,16 +66,18 @@ class LlamaStore:
 
     path: Path
     label: str = ""
+    #: The toolgroups the store was created with.
+    seeds: tuple[ToolgroupSeed, ...] = field(default=(), repr=False, compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env", state_env(self.path))
 
     @classmethod
-    def create(cls, path: Path, *, label: str = "", kind: str = "test") -> LlamaStore:
+    def create(cls, path: Path, *, label: str = "", kind: str = "test", **extra: Any) -> LlamaStore:
         """Make ``path`` (which must not exist yet) a new, marked store."""
         path.mkdir(mode=0o700)
-        marker = {"kind": kind, "label": label, "created": time.time()}
+        marker = {"kind": kind, "label": label, "created": time.time(), **extra}
         (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
         return cls(path, label)
 
@@ -117,3 +124,21 @@ class LlamaStore:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+    # -- reading the store without a stack ------------------------------------------------
+
+    def toolgroups(self) -> list[ToolgroupRecord]:
+        """The toolgroups registered in this store, read straight from ``kvstore.db``."""
+        return [
+            ToolgroupRecord.from_value(e.value)
+            for e in read_entries(self.kvstore_path)
+            if e.type == "tool_group"
+        ]
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key of ``kvstore.db`` starting with ``prefix``, sorted."""
+        return read_keys(self.kvstore_path, prefix)
+
+    def snapshot(self) -> RegistrySnapshot:
+        """The registry as it is now; ``later.diff(earlier)`` tells what changed."""
+        return RegistrySnapshot.read(self.kvstore_path)

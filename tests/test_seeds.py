@@ -1,0 +1,359 @@
+"""Toolgroup seeds: declared by marker, file or fixture; in the store before the test runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pytest_llamastate import LlamaStore
+from pytest_llamastate.registry import installed_format, read_entries, write_entries
+from pytest_llamastate.seeds import SeedError, TemplateCache, ToolgroupSeed, load_seed_file
+
+pytest.importorskip("llama_stack", reason="needs pytest-llamastate[stack]")
+
+BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
+
+
+@BOTH_MODES
+def test_seeded_toolgroups_are_listed_by_a_running_stack(
+    pytester: pytest.Pytester, mode: str
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_llamastate import ToolgroupSeed
+
+        @pytest.mark.llama_toolgroups(
+            ToolgroupSeed("mcp::one", mcp_endpoint="http://127.0.0.1:9/one", args={"k": "v"}),
+            {"toolgroup_id": "mcp::two", "mcp_endpoint": "http://127.0.0.1:9/two"},
+        )
+        def test_seeded(llama_stack):
+            listed = {t.identifier: t for t in llama_stack.toolgroups()}
+            assert sorted(listed) == ["mcp::one", "mcp::two"]
+            assert listed["mcp::one"].args == {"k": "v"}
+            assert listed["mcp::one"].provider_id == "model-context-protocol"
+
+        def test_unseeded(llama_stack):
+            assert llama_stack.toolgroups() == []
+        """
+    )
+    pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=2)
+
+
+@BOTH_MODES
+def test_a_seeded_mcp_toolgroup_serves_its_tools(
+    pytester: pytest.Pytester, mode: str, mcp_url: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.llama_toolgroups({{"toolgroup_id": "mcp::calc", "mcp_endpoint": "{mcp_url}"}})
+        def test_tools(llama_stack):
+            tools = llama_stack.tools()
+            assert [(t["name"], t["toolgroup_id"]) for t in tools] == [("add", "mcp::calc")]
+        """
+    )
+    pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=1)
+
+
+def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The template is built from the installed package's own key format and model."""
+    registered = LlamaStore.create(tmp_path / "registered")
+    with llama_stack_factory.start(registered) as stack:
+        stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"})
+    cache = TemplateCache(tmp_path / "templates")
+    seeded = LlamaStore.create(tmp_path / "seeded")
+    cache.apply(
+        (ToolgroupSeed("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"}),),
+        seeded.kvstore_path,
+    )
+    theirs = {(e.key, json.dumps(e.value)) for e in read_entries(registered.kvstore_path)}
+    ours = {(e.key, json.dumps(e.value)) for e in read_entries(seeded.kvstore_path)}
+    assert ours == theirs
+    assert next(iter(ours))[0] == "distributions:registry:v10::tool_group:mcp::one"
+
+
+def test_markers_on_module_class_and_test_combine(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        pytestmark = pytest.mark.llama_toolgroups(
+            {"toolgroup_id": "mcp::mod", "mcp_endpoint": "http://127.0.0.1:9/module"}
+        )
+
+        @pytest.mark.llama_toolgroups(
+            {"toolgroup_id": "mcp::cls", "mcp_endpoint": "http://127.0.0.1:9/class"}
+        )
+        class TestGroup:
+            def test_class_and_module(self, llama_store):
+                assert sorted(t.identifier for t in llama_store.toolgroups()) == [
+                    "mcp::cls", "mcp::mod"
+                ]
+
+            @pytest.mark.llama_toolgroups(
+                {"toolgroup_id": "mcp::mod", "mcp_endpoint": "http://127.0.0.1:9/closer"}
+            )
+            def test_closer_seed_wins(self, llama_store):
+                by_id = {t.identifier: t.mcp_endpoint for t in llama_store.toolgroups()}
+                assert by_id == {
+                    "mcp::mod": "http://127.0.0.1:9/closer",
+                    "mcp::cls": "http://127.0.0.1:9/class",
+                }
+
+        def test_module_only(llama_store):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::mod"]
+            assert [s.toolgroup_id for s in llama_store.seeds] == ["mcp::mod"]
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=3)
+
+
+def test_two_seed_sets_do_not_see_each_other(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
+        def test_a(llama_store):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::a"]
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::b", "mcp_endpoint": "http://h/b"})
+        def test_b(llama_store):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::b"]
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
+        def test_a_again_after_a_write(llama_store):
+            from pytest_llamastate.registry import write_entries
+            write_entries(llama_store.kvstore_path, {"extra": "x"})
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
+        def test_a_sees_a_clean_copy(llama_store):
+            assert llama_store.keys() == ["distributions:registry:v10::tool_group:mcp::a"]
+        """
+    )
+    pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=4)
+
+
+SEED_FILES = {
+    "seeds.yaml": "toolgroups:\n  - toolgroup_id: mcp::file\n    mcp_endpoint: http://h/f\n"
+    "    args: {k: v}\n",
+    "seeds.json": json.dumps(
+        {
+            "toolgroups": [
+                {"toolgroup_id": "mcp::file", "mcp_endpoint": "http://h/f", "args": {"k": "v"}}
+            ]
+        }
+    ),
+    "seeds.toml": '[[toolgroups]]\ntoolgroup_id = "mcp::file"\nmcp_endpoint = "http://h/f"\n'
+    'args = { k = "v" }\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_FILES))
+def test_seeds_file_in_each_format(pytester: pytest.Pytester, name: str) -> None:
+    pytester.path.joinpath(name).write_text(SEED_FILES[name])
+    pytester.makeini(f"[pytest]\nllama_toolgroups_file = {name}\n")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        def test_file_seeds(llama_store):
+            [tg] = llama_store.toolgroups()
+            assert (tg.identifier, tg.mcp_endpoint, tg.args) == ("mcp::file", "http://h/f", {"k": "v"})
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::more", "mcp_endpoint": "http://h/m"})
+        def test_file_and_marker(llama_store):
+            assert sorted(t.identifier for t in llama_store.toolgroups()) == ["mcp::file", "mcp::more"]
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_fixture_override_computes_the_final_list(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        from pytest_llamastate import ToolgroupSeed
+
+        @pytest.fixture
+        def llama_toolgroups(llama_toolgroups):
+            return [*llama_toolgroups, ToolgroupSeed("mcp::conftest", mcp_endpoint="http://h/c")]
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::marker", "mcp_endpoint": "http://h/m"})
+        def test_it(llama_store):
+            assert sorted(t.identifier for t in llama_store.toolgroups()) == ["mcp::conftest", "mcp::marker"]
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            '{"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"}, {"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/b"}',
+            "*toolgroup 'mcp::a' is seeded twice*",
+        ),
+        ('""', "*toolgroup_id must be a non-empty string*"),
+        (
+            '{"toolgroup_id": "mcp::a", "endpoint": "http://h/a"}',
+            "*unknown key(s) endpoint*allowed:*",
+        ),
+        ('"mcp::a"', "*'mcp::a': an MCP toolgroup needs mcp_endpoint*"),
+        (
+            '{"toolgroup_id": "mcp::a", "mcp_endpoint": "not a url"}',
+            "*mcp_endpoint 'not a url' is not an http(s) URL*",
+        ),
+        ('"builtin::x"', "*'builtin::x': no provider_id*"),
+        ("42", "*a seed is a ToolgroupSeed, a mapping or an id string, got int 42*"),
+    ],
+)
+def test_bad_marker_seeds_are_a_usage_error(
+    pytester: pytest.Pytester, args: str, message: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+        @pytest.mark.llama_toolgroups({args})
+        def test_it(llama_store):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: *test_it: llama_toolgroups: {message}"])
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("missing.yaml", None, "*missing.yaml: seed file not found*"),
+        ("bad.yaml", "toolgroups: [unclosed", "*bad.yaml: does not parse (*"),
+        ("bad.json", "{", "*bad.json: does not parse (JSONDecodeError*"),
+        ("bad.toml", "[[toolgroups]\n", "*bad.toml: does not parse (TOMLDecodeError*"),
+        ("list.yaml", "toolgroups: 3\n", "*list.yaml: expected a top-level 'toolgroups' list*"),
+        ("seeds.ini", "x", "*unknown seed file type*"),
+        (
+            "dup.yaml",
+            "toolgroups: [{toolgroup_id: 'mcp::a', mcp_endpoint: 'http://h/'}, "
+            "{toolgroup_id: 'mcp::a', mcp_endpoint: 'http://h/'}]\n",
+            "*dup.yaml: toolgroup 'mcp::a' is seeded twice*",
+        ),
+    ],
+)
+def test_bad_seed_files_are_a_usage_error(
+    pytester: pytest.Pytester, name: str, text: str | None, message: str
+) -> None:
+    if text is not None:
+        pytester.path.joinpath(name).write_text(text)
+    pytester.makeini(f"[pytest]\nllama_toolgroups_file = {name}\n")
+    pytester.makepyfile("def test_it(llama_store): pass")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: llama_toolgroups_file: {message}"])
+
+
+def test_seed_with_a_provider_the_stack_lacks_errors_naming_its_providers(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "web", "provider_id": "brave-search"})
+        def test_it(llama_stack):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*seeded toolgroup 'web' names provider 'brave-search', which * does not have "
+            "(tool_runtime providers: model-context-protocol)*"
+        ]
+    )
+
+
+def test_seeding_a_store_under_a_running_stack_is_refused(
+    llama_stack_factory,
+    llama_store_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    store = llama_store_factory.mktemp("live")
+    with (
+        llama_stack_factory.start(store),
+        pytest.raises(SeedError, match="a stack is running on this store"),
+    ):
+        llama_store_factory.templates.apply(
+            (ToolgroupSeed("mcp::late", mcp_endpoint="http://h/l"),), store.kvstore_path
+        )
+
+
+def test_store_inspection_keys_and_snapshot_diff(tmp_path: Path) -> None:
+    store = LlamaStore.create(tmp_path / "s")
+    fmt = installed_format()
+    TemplateCache(tmp_path / "t").apply(
+        (
+            ToolgroupSeed("mcp::keep", mcp_endpoint="http://h/k"),
+            ToolgroupSeed("mcp::gone", mcp_endpoint="http://h/g"),
+            ToolgroupSeed("mcp::edit", mcp_endpoint="http://h/e"),
+        ),
+        store.kvstore_path,
+    )
+    before = store.snapshot()
+    key_new, value_new = fmt.toolgroup_row("mcp::new", "model-context-protocol", "http://h/n")
+    key_edit, value_edit = fmt.toolgroup_row("mcp::edit", "model-context-protocol", "http://h/E")
+    write_entries(
+        store.kvstore_path,
+        {key_new: value_new, key_edit: value_edit, fmt.key("tool_group", "mcp::gone"): None},
+    )
+    diff = before.diff(store.snapshot())
+    assert diff.lines() == [
+        "+ tool_group:mcp::new",
+        "- tool_group:mcp::gone",
+        "~ tool_group:mcp::edit",
+    ]
+    assert not before.diff(before)
+    assert store.keys("distributions:registry:v10::tool_group:mcp::e") == [key_edit]
+    assert len(store.keys()) == 3
+
+
+def test_a_template_is_built_once_per_run_and_shared(tmp_path: Path) -> None:
+    """Two caches on one root, like two xdist workers: the second copies, never rebuilds."""
+    seeds = (ToolgroupSeed("mcp::a", mcp_endpoint="http://h/a"),)
+    first, second = TemplateCache(tmp_path), TemplateCache(tmp_path)
+    template = first.template(seeds)
+    inode = template.stat().st_ino
+    assert second.template(seeds) == template
+    assert template.stat().st_ino == inode
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".db", ".lock"]
+
+
+def test_seeds_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::x", "mcp_endpoint": "http://h/x"})
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_it(llama_store, n):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::x"]
+        """
+    )
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
+
+
+def test_load_seed_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SEED_FILES["seeds.yaml"])
+    assert load_seed_file(path) == (
+        ToolgroupSeed("mcp::file", "model-context-protocol", "http://h/f", {"k": "v"}),
+    )

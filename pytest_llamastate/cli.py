@@ -37,29 +37,27 @@ object}]}``, a row being ``{"key", "type", "identifier", "value"}``; lists sorte
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import getpass
 import json
 import os
 import shlex
-import shutil
 import sqlite3
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from .registry import (
     RegistryEntry,
-    RegistrySnapshot,
     StoreCorruptError,
     ToolgroupRecord,
+    connect,
     read_entries,
 )
-from .store import MARKER_NAME, LlamaStore, is_store
+from .store import MARKER_NAME, LlamaStore, is_store, remove_store
 
 __all__ = ["main"]
 
@@ -69,7 +67,6 @@ _PERSIST_DIR = Path(".pytest_cache") / "llamastate"
 #: How many of the newest ``pytest-N`` basetemps ``ls`` searches by default.
 _BASETEMPS = 3
 #: Registry keys as written by a namespaced kvstore: ``<namespace>:`` + this.
-_NAMESPACED_REGISTRY = ":distributions:registry:"
 
 
 class CliError(Exception):
@@ -100,21 +97,6 @@ def _marker(path: Path) -> tuple[str, str, float | None]:
     return str(data.get("kind", "")), str(data.get("label", "")), created
 
 
-@contextmanager
-def _readonly(db: Path) -> Iterator[sqlite3.Connection]:
-    """Open ``db`` read-only; a file SQLite cannot read becomes ``StoreCorruptError``.
-
-    ``as_uri()`` percent-encodes the path, so a folder named with ``?``, ``#`` or ``%``
-    still opens (a bare ``file:{db}`` URI would cut the path there).
-    """
-    try:
-        uri = db.resolve().as_uri() + "?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
-            yield conn
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
-
-
 def _tables(conn: sqlite3.Connection) -> list[str]:
     rows = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
@@ -123,46 +105,11 @@ def _tables(conn: sqlite3.Connection) -> list[str]:
     return [str(name) for (name,) in rows]
 
 
-def _namespaced_entries(db: Path) -> list[RegistryEntry]:
-    """Registry rows whose key carries a kvstore namespace (``registry:distributions:...``).
-
-    ``read_entries`` only sees un-prefixed keys; a kvstore configured with ``namespace:``
-    (as OGX's may be) prefixes every key, and those rows must not look like an empty store.
-    Belongs in ``registry.read_entries``; kept here until it moves.
-    """
-    if not db.exists():
-        return []
-    with _readonly(db) as conn:
-        if "kvstore" not in _tables(conn):
-            return []
-        rows = conn.execute(
-            "SELECT key, value FROM kvstore WHERE instr(key, ?) > 1 ORDER BY key",
-            (_NAMESPACED_REGISTRY,),
-        ).fetchall()
-    found = []
-    for key, value in rows:
-        entry = RegistryEntry.parse(key[key.index(_NAMESPACED_REGISTRY) + 1 :], value)
-        if entry is not None:
-            found.append(dataclasses.replace(entry, key=key))
-    return found
-
-
-def _entries(store: LlamaStore) -> list[RegistryEntry]:
-    """Every registry row of the store, namespaced or not, sorted by key."""
-    db = store.kvstore_path
-    return sorted(read_entries(db) + _namespaced_entries(db), key=lambda e: e.key)
-
-
-def _toolgroup(entry: RegistryEntry) -> ToolgroupRecord:
-    # The key's identifier stands in when the value has none (or is not JSON).
-    return ToolgroupRecord.from_value({"identifier": entry.identifier, **entry.value})
-
-
 def _sql_tables(db: Path) -> dict[str, int]:
     """Row count of every table in ``sql_store.db``; ``{}`` when there is none."""
     if not db.exists():
         return {}
-    with _readonly(db) as conn:
+    with connect(db) as conn:
         counts = {}
         for name in _tables(conn):
             quoted = '"' + name.replace('"', '""') + '"'
@@ -249,7 +196,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     for path in dict.fromkeys(p for base in bases if base.is_dir() for p in _find(base)):
         kind, label, created = _marker(path)
         try:
-            toolgroups = str(sum(e.type == "tool_group" for e in _entries(LlamaStore(path))))
+            toolgroups = str(len(LlamaStore(path).toolgroups()))
         except StoreCorruptError:
             toolgroups = "?"  # one damaged store must not hide the others; show says why
         age = _age(created, now)
@@ -273,9 +220,10 @@ def _describe(store: LlamaStore) -> dict[str, Any]:
     """The ``show --json`` document; the text output is rendered from it, so both agree."""
     kind, label, created = _marker(store.path)
     marker = LlamaStore.read_marker(store.path)
-    entries = _entries(store)
+    entries = read_entries(store.kvstore_path)
     toolgroups = sorted(
-        (_toolgroup(e) for e in entries if e.type == "tool_group"), key=lambda t: t.identifier
+        (ToolgroupRecord.from_entry(e) for e in entries if e.type == "tool_group"),
+        key=lambda t: t.identifier,
     )
     registry: dict[str, list[str]] = {}
     for entry in entries:
@@ -350,7 +298,7 @@ def _changed_fields(before: RegistryEntry, after: RegistryEntry) -> list[str]:
 def cmd_diff(args: argparse.Namespace) -> int:
     """Registry rows from A to B, matched by full key (so a v9 -> v10 move is -/+)."""
     store_a, store_b = _open(args.a), _open(args.b)
-    snap_a, snap_b = (RegistrySnapshot({e.key: e for e in _entries(s)}) for s in (store_a, store_b))
+    snap_a, snap_b = (s.snapshot() for s in (store_a, store_b))
     diff = snap_a.diff(snap_b)
     if args.json:
         doc = {
@@ -437,8 +385,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print("nothing reset", file=sys.stderr)
         return 1
     for path in paths:
-        if is_store(path):  # checked again right before: never delete an unmarked folder
-            shutil.rmtree(path)
+        if remove_store(path):  # checked again right before: never delete an unmarked folder
             print(f"removed {path}")
     return 0
 

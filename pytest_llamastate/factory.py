@@ -10,7 +10,6 @@ with it, each run gets a numbered ``run-N`` folder of its own, of which the newe
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Literal
 from filelock import FileLock
 
 from .seeds import TemplateCache, ToolgroupSeed, parse_seeds
-from .store import MARKER_NAME, LlamaStore, is_store
+from .store import MARKER_NAME, LlamaStore, remove_store
 
 __all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
 
@@ -31,12 +30,6 @@ _RUN_PREFIX = "run-"
 
 def _safe_name(name: str) -> str:
     return re.sub(r"\W", "_", name)[:30] or "store"
-
-
-def _remove_store(path: Path) -> None:
-    """Delete a folder, but only one the plugin marked as its own."""
-    if is_store(path):
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def make_run_dir(root: Path, keep: int) -> Path:
@@ -54,7 +47,7 @@ def make_run_dir(root: Path, keep: int) -> Path:
         run_dir = root / f"{_RUN_PREFIX}{(numbers[-1] + 1) if numbers else 0}"
         LlamaStore.create(run_dir, kind="run")
         for number in numbers[: max(0, len(numbers) + 1 - keep)]:
-            _remove_store(root / f"{_RUN_PREFIX}{number}")
+            remove_store(root / f"{_RUN_PREFIX}{number}", best_effort=True)
     return run_dir
 
 
@@ -136,7 +129,7 @@ class LlamaStoreFactory:
         self._pending.pop(store.path, None)
         if self.keeps(failed):
             return True
-        _remove_store(store.path)
+        remove_store(store.path, best_effort=True)
         return False
 
     def finish(self, *, failed: bool) -> list[LlamaStore]:
@@ -148,5 +141,5 @@ class LlamaStoreFactory:
         if self._base is not None and self._base.is_dir():
             leftovers = [p for p in self._base.iterdir() if p.name != MARKER_NAME]
             if not leftovers:
-                _remove_store(self._base)
+                remove_store(self._base, best_effort=True)
         return kept

@@ -27,6 +27,7 @@ __all__ = [
     "RegistrySnapshot",
     "StoreCorruptError",
     "ToolgroupRecord",
+    "connect",
     "installed_format",
     "read_entries",
     "read_keys",
@@ -103,10 +104,16 @@ class RegistryEntry:
 
     @classmethod
     def parse(cls, key: str, raw: str) -> RegistryEntry | None:
-        """``None`` for a key that is not a registry row."""
-        if not key.startswith(_PREFIX + ":") or "::" not in key:
+        """``None`` for a key that is not a registry row.
+
+        A kvstore with a ``namespace`` (OGX's) prefixes every key, as in
+        ``registry:distributions:registry:v10::tool_group:x``; such rows count too.
+        """
+        start = key.find(_PREFIX + ":")
+        rest = key[start + len(_PREFIX) + 1 :]
+        if start < 0 or "::" not in rest:
             return None
-        version, _, rest = key[len(_PREFIX) + 1 :].partition("::")
+        version, _, rest = rest.partition("::")
         type_, _, identifier = rest.partition(":")
         try:
             value = json.loads(raw)
@@ -125,6 +132,11 @@ class ToolgroupRecord:
     args: Mapping[str, Any] | None = None
 
     @classmethod
+    def from_entry(cls, entry: RegistryEntry) -> ToolgroupRecord:
+        """The key's identifier stands in when the value has none (or is not JSON)."""
+        return cls.from_value({"identifier": entry.identifier, **entry.value})
+
+    @classmethod
     def from_value(cls, value: Mapping[str, Any]) -> ToolgroupRecord:
         endpoint = value.get("mcp_endpoint")
         uri = endpoint.get("uri") if isinstance(endpoint, Mapping) else endpoint
@@ -137,8 +149,13 @@ class ToolgroupRecord:
 
 
 @contextmanager
-def _connect(db: Path, *, readonly: bool) -> Iterator[sqlite3.Connection]:
-    uri = f"file:{db}?mode=ro" if readonly else f"file:{db}"
+def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
+    """Open a store database; one SQLite cannot read becomes ``StoreCorruptError``.
+
+    ``as_uri()`` percent-encodes the path, so a folder named with ``?``, ``#`` or ``%``
+    still opens (a bare ``file:{db}`` URI would be cut there).
+    """
+    uri = db.absolute().as_uri() + ("?mode=ro" if readonly else "")
     try:
         with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             yield conn
@@ -150,11 +167,11 @@ def read_entries(db: Path) -> list[RegistryEntry]:
     """Every registry row of ``db``, sorted by key; ``[]`` when the file does not exist."""
     if not db.exists():
         return []
-    with _connect(db, readonly=True) as conn:
+    with connect(db) as conn:
         try:
             rows = conn.execute(
-                f"SELECT key, value FROM {_TABLE} WHERE key >= ? AND key < ? ORDER BY key",
-                (_PREFIX + ":", _PREFIX + ";"),
+                f"SELECT key, value FROM {_TABLE} WHERE instr(key, ?) > 0 ORDER BY key",
+                (_PREFIX + ":",),
             ).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
@@ -169,7 +186,7 @@ def read_keys(db: Path, prefix: str = "") -> list[str]:
     """Every key of ``db``'s kvstore table starting with ``prefix``, sorted."""
     if not db.exists():
         return []
-    with _connect(db, readonly=True) as conn:
+    with connect(db) as conn:
         try:
             rows = conn.execute(
                 f"SELECT key FROM {_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
@@ -235,7 +252,7 @@ def write_entries(db: Path, rows: Mapping[str, str | None]) -> None:
     The table is created as the stack itself creates it, so a store seeded before any
     stack ever ran is one the stack opens as its own.
     """
-    with _connect(db, readonly=False) as conn, conn:
+    with connect(db, readonly=False) as conn, conn:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {_TABLE} "
             "(key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMP)"

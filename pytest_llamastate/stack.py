@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
-from .registry import ToolgroupRecord, installed_format, read_entries, write_entries
+from .registry import ToolgroupRecord, installed_format, write_entries
 from .stackconfig import StackConfig
 from .store import LlamaStore
 
@@ -310,10 +310,7 @@ class LlamaStack:
             data = self._run(_tool_groups(self._client()).list_tool_groups()).data
             return [ToolgroupRecord.from_value(tg.model_dump(mode="json")) for tg in data]
         # 0.7 has no HTTP toolgroup API: the server's registry rows are the truth.
-        from .registry import RegistryEntry
-
-        entries: list[RegistryEntry] = read_entries(self.store.kvstore_path)
-        return [ToolgroupRecord.from_value(e.value) for e in entries if e.type == "tool_group"]
+        return self.store.toolgroups()
 
     def register_toolgroup(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
 if TYPE_CHECKING:
     from .seeds import ToolgroupSeed
 
-__all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "state_env"]
+__all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "remove_store", "state_env"]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -54,6 +55,19 @@ def state_env(path: Path) -> dict[str, str]:
 def is_store(path: Path) -> bool:
     """Whether ``path`` is a folder made (and so removable) by pytest-llamastate."""
     return (path / MARKER_NAME).is_file()
+
+
+def remove_store(path: Path, *, best_effort: bool = False) -> bool:
+    """Delete ``path`` if, and only if, it is a store the plugin made; return whether it was.
+
+    ``best_effort`` ignores files that cannot be removed (like pytest's own tmp_path
+    clean-up); otherwise the error propagates, so a half-deleted store never passes
+    for a deleted one.
+    """
+    if not is_store(path):
+        return False
+    shutil.rmtree(path, ignore_errors=best_effort)
+    return True
 
 
 @dataclass(frozen=True)
@@ -130,7 +144,7 @@ class LlamaStore:
     def toolgroups(self) -> list[ToolgroupRecord]:
         """The toolgroups registered in this store, read straight from ``kvstore.db``."""
         return [
-            ToolgroupRecord.from_value(e.value)
+            ToolgroupRecord.from_entry(e)
             for e in read_entries(self.kvstore_path)
             if e.type == "tool_group"
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .factory import LlamaStoreFactory
 from .registry import StoreCorruptError, ToolgroupRecord
 from .seeds import SeedError, ToolgroupSeed
+from .soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
 from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore, NotAStoreError
@@ -27,4 +28,5 @@ __all__ = [
     "StoreCorruptError",
     "ToolgroupRecord",
     "ToolgroupSeed",
+    "restart_cycles",
 ]

@@ -16,6 +16,7 @@ import pytest
 
 from .factory import KEEP_POLICIES, KeepPolicy
 from .guard import GUARD_MODES, GuardMode
+from .persistence import check_name
 from .seeds import SeedError, ToolgroupSeed, load_seed_file
 from .stack import STACK_MODES, StackMode
 from .stackconfig import DEFAULT_CONFIG, StackConfig, StackConfigError
@@ -80,6 +81,27 @@ def addoption(parser: pytest.Parser) -> None:
     parser.addini(
         "llama_stack_start_timeout", "seconds a server may take to start (default 60)", default="60"
     )
+    group.addoption(
+        "--llama-persist-dir",
+        metavar="DIR",
+        help="folder of @pytest.mark.persistent stores (default: <pytest cache dir>/llamastate). "
+        "ini: llama_persist_dir",
+    )
+    parser.addini("llama_persist_dir", "folder of persistent stores")
+    group.addoption(
+        "--llama-reset-persistent",
+        nargs="?",
+        const="*",
+        metavar="NAME[,NAME]",
+        help="wipe persistent stores before their first use in this run: all, or the named "
+        "ones (write --llama-reset-persistent=NAME). ini: llama_reset_persistent",
+    )
+    parser.addini("llama_reset_persistent", "persistent stores to wipe first: * or NAME[,NAME]")
+    parser.addini(
+        "llama_persist_lock_timeout",
+        "seconds a test waits for a persistent store another test holds (default 600)",
+        default="600",
+    )
     parser.addini(
         "llama_toolgroups_file",
         "YAML, JSON or TOML file with a 'toolgroups' list every test's store starts with",
@@ -122,6 +144,9 @@ class Settings:
     stack_config: Path
     start_timeout: float
     seeds: tuple[ToolgroupSeed, ...]
+    persist_dir: Path
+    reset_persistent: frozenset[str]
+    persist_lock_timeout: float
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -173,7 +198,40 @@ class Settings:
             _stack_config(config),
             timeout,
             _seed_file(config),
+            _persist_dir(config),
+            _reset_names(config),
+            _positive_number(
+                str(config.getini("llama_persist_lock_timeout")), "llama_persist_lock_timeout"
+            ),
         )
+
+
+def _persist_dir(config: pytest.Config) -> Path:
+    if raw := config.getoption("llama_persist_dir"):
+        return _writable_dir(str(raw), config.invocation_params.dir, "--llama-persist-dir")
+    if raw_ini := str(config.getini("llama_persist_dir")):
+        ini_base = config.inipath.parent if config.inipath else config.rootpath
+        return _writable_dir(raw_ini, ini_base, "ini llama_persist_dir")
+    try:
+        cache_dir = str(config.getini("cache_dir"))
+    except ValueError:  # -p no:cacheprovider
+        cache_dir = ".pytest_cache"
+    # Inside pytest's cache, so --cache-clear resets the persistent stores too.
+    return config.rootpath / os.path.expanduser(cache_dir) / "llamastate"
+
+
+def _reset_names(config: pytest.Config) -> frozenset[str]:
+    raw = config.getoption("llama_reset_persistent") or str(config.getini("llama_reset_persistent"))
+    names = frozenset(n.strip() for n in str(raw).split(",") if n.strip())
+    for name in names - {"*"}:
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise pytest.UsageError(
+                f"--llama-reset-persistent: {exc} (a path after the option? write "
+                "--llama-reset-persistent=NAME, or put the option last)"
+            ) from None
+    return names
 
 
 def _seed_file(config: pytest.Config) -> tuple[ToolgroupSeed, ...]:

@@ -7,8 +7,10 @@ only decide *when* things happen in pytest's life cycle.
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +22,7 @@ from . import options
 from .factory import LlamaStoreFactory, make_run_dir
 from .guard import HomeGuard, Snapshot, real_state_homes
 from .options import Settings
+from .persistence import Lease, PersistentStoreError, PersistentStores, check_name, fingerprint
 from .seeds import SeedError, TemplateCache, ToolgroupSeed, merge_seeds, parse_seeds
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig, StackConfigError
@@ -37,6 +40,7 @@ __all__ = [
 
 _RUN_DIR_KEY = "llamastate_run_dir"
 _TEMPLATES_KEY = "llamastate_templates"
+_RUN_ID_KEY = "llamastate_run_id"
 _KEPT_KEY = "llamastate_kept"
 
 
@@ -50,6 +54,7 @@ class _SessionState:
     factory: LlamaStoreFactory
     guard: HomeGuard | None
     stacks: LlamaStackFactory
+    persistent: PersistentStores
     kept: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -57,6 +62,7 @@ class _SessionState:
 class _ItemState:
     stores: list[LlamaStore] = field(default_factory=list)
     stacks: list[LlamaStack] = field(default_factory=list)
+    leases: list[Lease] = field(default_factory=list)
     failed: bool = False
     before: Snapshot | None = None
     leak: str | None = None
@@ -65,6 +71,7 @@ class _ItemState:
 _session_key = pytest.StashKey[_SessionState]()
 _item_key = pytest.StashKey[_ItemState]()
 _marker_seeds_key = pytest.StashKey[tuple[ToolgroupSeed, ...]]()
+_persistent_key = pytest.StashKey[str]()
 
 
 def _state(config: pytest.Config) -> _SessionState:
@@ -96,7 +103,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
         "(ToolgroupSeed, mapping or id; on a test, class or module)",
     )
+    config.addinivalue_line(
+        "markers",
+        "persistent(name=None): the test's llama_store is the named persistent store, kept "
+        "across tests and runs (default name: the test module)",
+    )
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    persistent = PersistentStores(
+        settings.persist_dir,
+        (workerinput or {}).get(_RUN_ID_KEY) or uuid.uuid4().hex,
+        settings.reset_persistent,
+        settings.persist_lock_timeout,
+    )
     templates = TemplateCache(
         Path(workerinput[_TEMPLATES_KEY])
         if workerinput is not None and _TEMPLATES_KEY in workerinput
@@ -109,7 +127,7 @@ def pytest_configure(config: pytest.Config) -> None:
             base = make_run_dir(settings.store_dir, settings.retention_count)
     stacks = LlamaStackFactory(settings.stack_mode, settings.stack_config, settings.start_timeout)
     config.stash[_session_key] = _SessionState(
-        settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks
+        settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks, persistent
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
@@ -122,6 +140,7 @@ class _XdistHooks:
     def pytest_configure_node(self, node: Any) -> None:
         factory = _state(node.config).factory
         node.workerinput[_TEMPLATES_KEY] = str(factory.templates.root)
+        node.workerinput[_RUN_ID_KEY] = _state(node.config).persistent.run_id
         if factory._base is not None:
             node.workerinput[_RUN_DIR_KEY] = str(factory._base)
 
@@ -147,17 +166,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 raise pytest.UsageError(str(exc)) from None
         if layers:
             item.stash[_marker_seeds_key] = merge_seeds(*layers)
+        if (persistent := item.get_closest_marker("persistent")) is not None:
+            name = persistent.args[0] if persistent.args else persistent.kwargs.get("name")
+            if name is None:  # default: the module, e.g. tests.test_soak
+                name = item.nodeid.split("::")[0].removesuffix(".py").replace("/", ".")
+            try:
+                item.stash[_persistent_key] = check_name(name)
+            except ValueError as exc:
+                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.persistent: {exc}") from None
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _state(config)
     s = state.settings
     where = state.factory._base or "<basetemp>/llamastate"
     stack = _version("llama-stack")
-    return (
+    reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
+    return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"stack mode={s.stack_mode}, llama-stack {stack or 'not installed'}"
-    )
+        f"stack mode={s.stack_mode}, llama-stack {stack or 'not installed'}",
+        f"llamastate: persistent stores in {s.persist_dir}{reset}",
+    ]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -199,9 +228,12 @@ def pytest_runtest_makereport(
             report.sections.append(("llama guard", istate.leak))
     if report.failed:
         istate.failed = True
-        if istate.stores:
-            paths = "\n".join(str(s.path) for s in istate.stores)
-            report.sections.append(("llama store", f"state of this test: {paths}"))
+        paths = [str(s.path) for s in istate.stores] + [
+            f"{lease.store.path} (persistent store {lease.name!r}, {lease.status})"
+            for lease in istate.leases
+        ]
+        if paths:
+            report.sections.append(("llama store", "state of this test: " + "\n".join(paths)))
         for stack in istate.stacks:
             if stack.mode == "server":
                 report.sections.append(
@@ -212,6 +244,10 @@ def pytest_runtest_makereport(
         kept = [str(s.path) for s in istate.stores if factory.release(s, failed=istate.failed)]
         if kept:
             report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
+    if report.when == "teardown" and istate.leases:
+        report.llama_persistent = [  # type: ignore[attr-defined]
+            (lease.name, str(lease.store.path), lease.status) for lease in istate.leases
+        ]
     return report
 
 
@@ -237,11 +273,22 @@ def pytest_terminal_summary(
         for path in getattr(report, "llama_kept_stores", ())
     ]
     kept += _state(config).kept
-    if not kept:
-        return
-    terminalreporter.section("llama stores kept")
-    for label, path in kept:
-        terminalreporter.write_line(f"{label}: {path}")
+    if kept:
+        terminalreporter.section("llama stores kept")
+        for label, path in kept:
+            terminalreporter.write_line(f"{label}: {path}")
+    persistent: dict[tuple[str, str], list[str]] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, path, status in getattr(report, "llama_persistent", ()):
+                persistent.setdefault((name, path), []).append(status)
+    if persistent:
+        terminalreporter.section("llama persistent stores")
+        for (name, path), statuses in sorted(persistent.items()):
+            first = next((s for s in statuses if s != "reused"), "reused")
+            terminalreporter.write_line(
+                f"{name}: {path} ({first}, used by {len(statuses)} test(s))"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -273,27 +320,71 @@ def llama_store(
     request: pytest.FixtureRequest,
     llama_store_factory: LlamaStoreFactory,
     llama_toolgroups: list[ToolgroupSeed],
+    llama_stack_config: Path | str | StackConfig,
 ) -> Iterator[LlamaStore]:
     """A fresh Llama Stack state folder for this test, active while it runs.
 
     ``SQLITE_STORE_DIR`` and the other state roots point into it from setup to teardown;
     afterwards every variable is exactly as before. It holds the ``llama_toolgroups``
     seeds before the test starts. Kept after a failure (see ``llama_keep_store``) and
-    named in the failure report.
+    named in the failure report. Under ``@pytest.mark.persistent`` it is the named
+    persistent store instead, locked for this test.
+    """
+    istate = _item_state(request.node)
+    name = request.node.stash.get(_persistent_key, None)
+    lease: Lease | None = None
+    with _as_test_error(SeedError, PersistentStoreError):
+        seeds = parse_seeds(llama_toolgroups, "llama_toolgroups")
+        if name is None:
+            store = llama_store_factory.mktemp(
+                request.node.name, label=request.node.nodeid, seeds=seeds
+            )
+            istate.stores.append(store)
+        else:
+            lease = _state(request.config).persistent.acquire(
+                name,
+                fingerprint=fingerprint(_stack_versions(), _config_text(llama_stack_config), seeds),
+                seeds=seeds,
+                templates=llama_store_factory.templates,
+            )
+            istate.leases.append(lease)
+            store = lease.store
+    try:
+        with store.activate():
+            yield store
+    finally:
+        if lease is not None:
+            with _as_test_error(PersistentStoreError):
+                lease.release()
+
+
+def _stack_versions() -> str:
+    return ",".join(f"{dist}={_version(dist)}" for dist in ("llama-stack", "ogx"))
+
+
+def _config_text(config: Path | str | StackConfig) -> str:
+    if isinstance(config, StackConfig):
+        return config.text
+    try:
+        return Path(config).read_text(encoding="utf-8")
+    except OSError:
+        return str(config)
+
+
+@contextmanager
+def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
+    """Turn our own errors into a test error showing only their message.
+
+    ``pytest.fail`` is called outside the ``except`` block so the report does not add
+    "During handling of the above exception" and a traceback from inside the plugin.
     """
     try:
-        store = llama_store_factory.mktemp(
-            request.node.name, label=request.node.nodeid, seeds=llama_toolgroups
-        )
-    except SeedError as exc:
-        problem = f"llama_toolgroups: {exc}"
+        yield
+    except errors as exc:
+        problem = str(exc)
     else:
-        problem = ""
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    _item_state(request.node).stores.append(store)
-    with store.activate():
-        yield store
+        return
+    pytest.fail(problem, pytrace=False)
 
 
 @pytest.fixture
@@ -327,16 +418,10 @@ def llama_stack(
     ``llama stack run`` as a child process (``base_url`` is set, its log is attached to
     a failing test's report).
     """
-    try:
+    with _as_test_error(StackError, StackConfigError):
         stack = llama_stack_factory.start(
             llama_store, config=llama_stack_config, label=request.node.nodeid
         )
-    except (StackError, StackConfigError) as exc:
-        problem = str(exc)
-    else:
-        problem = ""
-    if problem:
-        pytest.fail(problem, pytrace=False)
     _item_state(request.node).stacks.append(stack)
     try:
         yield stack

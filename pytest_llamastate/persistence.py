@@ -1,0 +1,184 @@
+"""Named persistent stores: state that deliberately survives tests and runs.
+
+Soak and stability tests need what production has, registrations that outlive restarts,
+without the accidents of a hand-managed folder: so a persistent store is opt-in and
+named, reset on request, rebuilt when what made it changes (llama-stack version, stack
+config, seeds: registry keys went v9 -> v10 with no migration), checked for integrity
+when released, and used by one test at a time across pytest-xdist workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from filelock import FileLock, Timeout
+
+from .seeds import TemplateCache, ToolgroupSeed, seed_set_key
+from .store import LlamaStore, is_store, remove_store
+
+__all__ = ["PersistentStoreError", "PersistentStores", "Status", "check_name", "fingerprint"]
+
+Status = Literal["created", "reused", "reset", "rebuilt"]
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_DATABASES = ("kvstore.db", "sql_store.db")
+
+
+class PersistentStoreError(RuntimeError):
+    """A persistent store cannot be used; the message names it and the reset command."""
+
+
+def check_name(name: object) -> str:
+    """A store name is one plain folder name: no separators, no ``..``, not empty."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"invalid persistent store name {name!r}: use letters, digits, '_', '-' and '.' "
+            "(no path separators, no '..', not empty)"
+        )
+    return name
+
+
+def fingerprint(stack_versions: str, config_text: str, seeds: tuple[ToolgroupSeed, ...]) -> str:
+    """What a store's contents depend on; a change means the old contents may not load."""
+    material = json.dumps([stack_versions, config_text, seed_set_key(seeds)])
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+
+def _reset_hint(name: str) -> str:
+    return f"reset it with: pytest --llama-reset-persistent={name}  (or: llamastate reset {name})"
+
+
+def integrity_problems(path: Path) -> list[str]:
+    """Checkpoint the WAL of each database and run ``PRAGMA integrity_check``.
+
+    Returns one line per problem; empty when every database is ``ok``.
+    """
+    problems = []
+    for name in _DATABASES:
+        db = path / name
+        if not db.exists():
+            continue
+        try:
+            with closing(sqlite3.connect(db, timeout=30)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            problems.append(f"{db}: {'; '.join(rows[:5])}")
+    return problems
+
+
+@dataclass
+class Lease:
+    """One test's hold on a persistent store; ``release()`` checks it and lets go."""
+
+    name: str
+    store: LlamaStore
+    status: Status
+    lock: FileLock = field(repr=False)
+
+    def release(self) -> None:
+        """Unlock the store, then raise if it is no longer a sound database."""
+        try:
+            problems = integrity_problems(self.store.path)
+        finally:
+            self.lock.release()
+        if problems:
+            raise PersistentStoreError(
+                f"persistent store {self.name!r} failed its integrity check:\n  "
+                + "\n  ".join(problems)
+                + f"\n{_reset_hint(self.name)}"
+            )
+
+
+@dataclass
+class PersistentStores:
+    """The persistent stores under one folder (default ``<pytest cache>/llamastate``).
+
+    ``reset`` names the stores to wipe before their first use in this run (``"*"``: all);
+    ``run_id`` is shared by every xdist worker of a run, so a store is reset once per
+    run, not once per worker.
+    """
+
+    root: Path
+    run_id: str
+    reset: frozenset[str] = frozenset()
+    lock_timeout: float = 600.0
+
+    def path(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def acquire(
+        self,
+        name: str,
+        *,
+        fingerprint: str,
+        seeds: tuple[ToolgroupSeed, ...],
+        templates: TemplateCache,
+    ) -> Lease:
+        """Lock the store for one test, creating, resetting or rebuilding it first.
+
+        The lock is an OS file lock: a worker killed with SIGKILL drops it with its
+        process, so a crashed run never blocks the next one.
+        """
+        path = self.path(name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / f"{name}.lock"))
+        try:
+            lock.acquire(timeout=self.lock_timeout)
+        except Timeout:
+            raise PersistentStoreError(
+                f"persistent store {name!r} ({path}) stayed locked by another test for "
+                f"{self.lock_timeout:g}s (llama_persist_lock_timeout)"
+            ) from None
+        try:
+            status = self._prepare(name, path, fingerprint, seeds, templates)
+        except BaseException:
+            lock.release()
+            raise
+        return Lease(name, LlamaStore(path, name, seeds), status, lock)
+
+    def _prepare(
+        self,
+        name: str,
+        path: Path,
+        fingerprint: str,
+        seeds: tuple[ToolgroupSeed, ...],
+        templates: TemplateCache,
+    ) -> Status:
+        status: Status = "created"
+        if path.exists():
+            if not is_store(path):
+                raise PersistentStoreError(
+                    f"{path} exists but is not a pytest-llamastate store; move it away or "
+                    "choose another name (it is never deleted for you)"
+                )
+            marker = LlamaStore.read_marker(path)
+            if ("*" in self.reset or name in self.reset) and marker.get("reset_run") != self.run_id:
+                status = "reset"
+            elif marker.get("fingerprint") != fingerprint:
+                status = "rebuilt"
+            else:
+                problems = integrity_problems(path)
+                if problems:
+                    raise PersistentStoreError(
+                        f"persistent store {name!r} is corrupt:\n  "
+                        + "\n  ".join(problems)
+                        + f"\n{_reset_hint(name)}"
+                    )
+                return "reused"
+            remove_store(path)
+        extra = {"fingerprint": fingerprint}
+        if "*" in self.reset or name in self.reset:
+            extra["reset_run"] = self.run_id  # made in this run: no second reset
+        LlamaStore.create(path, label=name, kind="persistent", **extra)
+        templates.apply(seeds, path / "kvstore.db")
+        return status

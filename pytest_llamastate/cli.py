@@ -4,7 +4,7 @@ A kept store is only useful if you can see what is in it without starting a stac
 this command reads the files directly and never imports Llama Stack (it works on a CI
 artifact, or a store made by another release). Commands::
 
-    llamastate ls [BASE ...]             stores under BASE (default: ./.pytest_cache/llamastate
+    llamastate ls [BASE ...]             stores under BASE (default: ./.pytest_cache/d/llamastate
                                          and the newest 3 pytest basetemps)
     llamastate show STORE [--json]       marker, toolgroups, registry, SQL tables
     llamastate diff A B [--json]         registry rows added / removed / changed from A to B
@@ -63,7 +63,7 @@ __all__ = ["main"]
 
 #: Kinds ``ls`` lists; "run" and "base" folders only hold stores, so it looks inside them.
 _LISTED_KINDS = ("test", "persistent")
-_PERSIST_DIR = Path(".pytest_cache") / "llamastate"
+_PERSIST_DIR = Path(".pytest_cache") / "d" / "llamastate"
 #: How many of the newest ``pytest-N`` basetemps ``ls`` searches by default.
 _BASETEMPS = 3
 #: Registry keys as written by a namespaced kvstore: ``<namespace>:`` + this.

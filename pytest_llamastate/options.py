@@ -84,7 +84,7 @@ def addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--llama-persist-dir",
         metavar="DIR",
-        help="folder of @pytest.mark.persistent stores (default: <pytest cache dir>/llamastate). "
+        help="folder of @pytest.mark.persistent stores (default: <pytest cache dir>/d/llamastate). "
         "ini: llama_persist_dir",
     )
     parser.addini("llama_persist_dir", "folder of persistent stores")
@@ -216,8 +216,9 @@ def _persist_dir(config: pytest.Config) -> Path:
         cache_dir = str(config.getini("cache_dir"))
     except ValueError:  # -p no:cacheprovider
         cache_dir = ".pytest_cache"
-    # Inside pytest's cache, so --cache-clear resets the persistent stores too.
-    return config.rootpath / os.path.expanduser(cache_dir) / "llamastate"
+    # Where pytest's Cache.mkdir() puts folders: --cache-clear wipes d/, so it resets
+    # the persistent stores too.
+    return config.rootpath / os.path.expanduser(cache_dir) / "d" / "llamastate"
 
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:

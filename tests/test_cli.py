@@ -148,15 +148,15 @@ def test_ls_defaults_to_persistent_stores_and_the_newest_three_basetemps(
     new.parent.mkdir(parents=True)
     LlamaStore.create(new)
     project = tmp_path / "project"
-    (project / ".pytest_cache" / "llamastate").mkdir(parents=True)
-    LlamaStore.create(project / ".pytest_cache/llamastate/db", label="db", kind="persistent")
+    (project / ".pytest_cache" / "d" / "llamastate").mkdir(parents=True)
+    LlamaStore.create(project / ".pytest_cache/d/llamastate/db", label="db", kind="persistent")
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_DEBUG_TEMPROOT"}
 
     result = llamastate("ls", cwd=project, env={**env, "TMPDIR": str(temproot)})
 
     assert result.returncode == 0, result.stderr
     rows = table(result.stdout)
-    assert set(rows) == {".pytest_cache/llamastate/db", str(new)}
+    assert set(rows) == {".pytest_cache/d/llamastate/db", str(new)}
     assert str(old) not in result.stdout
 
 
@@ -306,7 +306,7 @@ def test_reset_all_deletes_persistent_stores_only(persist: Path) -> None:
 
 
 def test_reset_defaults_to_the_project_persist_dir(tmp_path: Path) -> None:
-    folder = tmp_path / ".pytest_cache" / "llamastate"
+    folder = tmp_path / ".pytest_cache" / "d" / "llamastate"
     folder.mkdir(parents=True)
     LlamaStore.create(folder / "db", label="db", kind="persistent")
     result = llamastate("reset", "db", "--yes", cwd=tmp_path)

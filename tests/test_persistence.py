@@ -28,7 +28,7 @@ def test_state_survives_across_runs_and_resets_on_request(pytester: pytest.Pytes
     pytester.makepyfile(REGISTER_ONE_MORE)
     first = pytester.runpytest("-s")
     first.stdout.fnmatch_lines(
-        ["*COUNT 1*", "soak: */.pytest_cache/llamastate/soak (created, used by 1 test(s))"]
+        ["*COUNT 1*", "soak: */.pytest_cache/d/llamastate/soak (created, used by 1 test(s))"]
     )
     pytester.runpytest("-s").stdout.fnmatch_lines(["*COUNT 2*", "*soak: * (reused, *"])
     pytester.runpytest("-s", "--llama-reset-persistent=other").stdout.fnmatch_lines(["*COUNT 3*"])
@@ -99,7 +99,7 @@ def test_default_name_is_the_module_and_marker_works_on_a_class(pytester: pytest
         """
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=2)
-    assert (pytester.path / ".pytest_cache/llamastate/test_mod/note").exists()
+    assert (pytester.path / ".pytest_cache/d/llamastate/test_mod/note").exists()
 
 
 def test_persist_dir_option(pytester: pytest.Pytester) -> None:
@@ -107,7 +107,7 @@ def test_persist_dir_option(pytester: pytest.Pytester) -> None:
     target = pytester.path / "keep-here"
     pytester.runpytest("--llama-persist-dir", str(target)).assert_outcomes(passed=1)
     assert (target / "soak" / "kvstore.db").exists()
-    assert not (pytester.path / ".pytest_cache/llamastate/soak").exists()
+    assert not (pytester.path / ".pytest_cache/d/llamastate/soak").exists()
 
 
 @pytest.mark.parametrize(
@@ -144,7 +144,7 @@ def test_a_corrupt_store_errors_with_the_reset_command_and_is_kept(
 ) -> None:
     pytester.makepyfile(REGISTER_ONE_MORE)
     pytester.runpytest().assert_outcomes(passed=1)
-    db = pytester.path / ".pytest_cache/llamastate/soak/kvstore.db"
+    db = pytester.path / ".pytest_cache/d/llamastate/soak/kvstore.db"
     db.write_bytes(b"this is not a database" * 100)
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
@@ -197,7 +197,7 @@ def test_200_restart_cycles_lose_nothing(pytester: pytest.Pytester) -> None:
     pytester.runpytest().assert_outcomes(passed=1)
     from pytest_llamastate import LlamaStore
 
-    store = LlamaStore.open(pytester.path / ".pytest_cache/llamastate/cycles")
+    store = LlamaStore.open(pytester.path / ".pytest_cache/d/llamastate/cycles")
     assert len(store.toolgroups()) == 200
 
 
@@ -302,6 +302,6 @@ def test_xdist_workers_hammering_one_store_are_serialized(pytester: pytest.Pytes
 
     ids = {
         t.identifier
-        for t in LlamaStore.open(pytester.path / ".pytest_cache/llamastate/shared").toolgroups()
+        for t in LlamaStore.open(pytester.path / ".pytest_cache/d/llamastate/shared").toolgroups()
     }
     assert ids == {f"mcp::gw{w}-{n}" for w in (0, 1) for n in range(15)}

@@ -9,11 +9,11 @@ def test_state_roots_point_into_this_tests_store(llama_store):
     assert os.environ["SQLITE_STORE_DIR"] == str(llama_store.path)
     assert os.environ["FILES_STORAGE_DIR"] == str(llama_store.path / "files")
     assert llama_store.kvstore_path == llama_store.path / "kvstore.db"
+    (llama_store.path / "scratch.txt").write_text("only this test sees me")
 
 
 def test_one_tests_files_are_invisible_to_the_next(llama_store):
-    # test_state_roots_... ran first and got a different folder.
-    assert not llama_store.kvstore_path.exists()
+    assert not (llama_store.path / "scratch.txt").exists()
 
 
 @pytest.fixture(scope="module")

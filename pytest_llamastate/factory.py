@@ -9,7 +9,9 @@ with it, each run gets a numbered ``run-N`` folder of its own, of which the newe
 
 from __future__ import annotations
 
+import queue
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +53,35 @@ def make_run_dir(root: Path, keep: int) -> Path:
     return run_dir
 
 
+class _Reaper:
+    """Deletes released stores on a background thread.
+
+    Unlinking a store's files is disk I/O the next test need not wait for; the thread
+    releases the GIL while it waits on the disk, and ``join`` at session end makes sure
+    every removal is done before the run reports.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, path: Path) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="llamastate-reaper", daemon=True)
+            self._thread.start()
+        self._queue.put(path)
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            remove_store(path, best_effort=True)
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+
 @dataclass
 class LlamaStoreFactory:
     """Makes stores for any scope; ``llama_store`` uses it, and so can your own fixtures.
@@ -71,6 +102,7 @@ class LlamaStoreFactory:
     _base_ready: bool = field(default=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
     _pending: dict[Path, LlamaStore] = field(default_factory=dict, repr=False)
+    _reaper: _Reaper = field(default_factory=_Reaper, repr=False)
 
     def getbasedir(self) -> Path:
         """The folder this process makes its stores in, created on first use."""
@@ -129,7 +161,7 @@ class LlamaStoreFactory:
         self._pending.pop(store.path, None)
         if self.keeps(failed):
             return True
-        remove_store(store.path, best_effort=True)
+        self._reaper.put(store.path)
         return False
 
     def finish(self, *, failed: bool) -> list[LlamaStore]:
@@ -138,6 +170,7 @@ class LlamaStoreFactory:
         Returns the stores kept. The base folder goes too when nothing is left in it.
         """
         kept = [s for s in list(self._pending.values()) if self.release(s, failed=failed)]
+        self._reaper.join()
         if self._base is not None and self._base.is_dir():
             leftovers = [p for p in self._base.iterdir() if p.name != MARKER_NAME]
             if not leftovers:

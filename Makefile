@@ -1,10 +1,14 @@
 # Two commands do all set-up on a fresh machine: `make test` and `make demo`.
 # PYTHON=/path/to/python3.12 picks the interpreter; by default a Python 3.12+ is searched.
+# `make test` runs the suite twice: against llama-stack 0.7 (.venv) and against the newest
+# OGX (.venv-ogx). They cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2.
 VENV ?= .venv
+OGX_VENV ?= .venv-ogx
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test demo lint bench clean
+.PHONY: test test-llama-stack test-ogx demo lint bench clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -13,13 +17,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[stack,dev]'
 	touch $(STAMP)
 
+$(OGX_STAMP): pyproject.toml
+	rm -rf $(OGX_VENV)
+	"$$(.ci/find-python)" -m venv $(OGX_VENV)
+	$(OGX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,dev]'
+	touch $(OGX_STAMP)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pytest_llamastate tests examples bench
 	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench
 	$(VENV)/bin/mypy
 
-test: lint
+# One after the other: each already uses both cores (-n 2).
+test: lint test-llama-stack test-ogx
+
+test-llama-stack: $(STAMP)
 	$(VENV)/bin/pytest -n 2 tests
+
+test-ogx: $(OGX_STAMP)
+	$(OGX_VENV)/bin/pytest -n 2 tests
 
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples
@@ -28,4 +45,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OGX_VENV) .pytest_cache .mypy_cache .ruff_cache

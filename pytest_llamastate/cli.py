@@ -50,6 +50,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from .flavor import detect
 from .registry import (
     RegistryEntry,
     StoreCorruptError,
@@ -338,7 +339,9 @@ def cmd_env(args: argparse.Namespace) -> int:
         print(f"export {name}={shlex.quote(value)}")
     config = store.path / "stack.yaml"
     if config.is_file():
-        print(f"# llama stack run {shlex.quote(str(config))}")
+        flavor = detect()  # the installed one (metadata only, nothing imported)
+        command = [flavor.cli, *flavor.run_args, str(config), *flavor.server_flags]
+        print(f"# {shlex.join(command)}")
     return 0
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .flavor import FLAVORS
+
 __all__ = ["GUARD_MODES", "GuardMode", "HomeGuard", "Snapshot", "real_state_homes"]
 
 GuardMode = Literal["error", "warn", "off"]
@@ -27,10 +29,9 @@ _MAX_LISTED = 20
 def real_state_homes(environ: Mapping[str, str]) -> list[Path]:
     """The user's real state homes; call before anything points the environment elsewhere."""
     home = Path(environ.get("HOME") or os.path.expanduser("~"))
-    roots = [home / ".llama", home / ".ogx"]
-    roots += [
-        Path(environ[v]) for v in ("LLAMA_STACK_CONFIG_DIR", "OGX_CONFIG_DIR") if v in environ
-    ]
+    # Both flavors' homes, whichever is installed: the OGX CLI moves ~/.llama to ~/.ogx.
+    roots = [home / flavor.home for flavor in FLAVORS]
+    roots += [Path(environ[f.config_dir_var]) for f in FLAVORS if f.config_dir_var in environ]
     return list(dict.fromkeys(p.absolute() for p in roots))
 
 

@@ -15,11 +15,12 @@ from typing import TypeVar
 import pytest
 
 from .factory import KEEP_POLICIES, KeepPolicy
+from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from .guard import GUARD_MODES, GuardMode
 from .persistence import check_name
 from .seeds import SeedError, ToolgroupSeed, load_seed_file
 from .stack import STACK_MODES, StackMode
-from .stackconfig import DEFAULT_CONFIG, StackConfig, StackConfigError
+from .stackconfig import StackConfig, StackConfigError
 
 __all__ = ["Settings", "addoption"]
 
@@ -62,9 +63,16 @@ def addoption(parser: pytest.Parser) -> None:
         "--llama-stack-mode",
         metavar="MODE",
         help="how llama_stack runs: library (in-process, default) or server "
-        "(`llama stack run`). ini: llama_stack_mode",
+        "(`llama stack run` / `ogx run`). ini: llama_stack_mode",
     )
     parser.addini("llama_stack_mode", "library (default) or server", default="library")
+    group.addoption(
+        "--llama-flavor",
+        metavar="FLAVOR",
+        help="which stack to run: auto (default: the installed one; llama-stack if both), "
+        "llama-stack or ogx. ini: llama_flavor",
+    )
+    parser.addini("llama_flavor", "auto (default), llama-stack or ogx", default="auto")
     group.addoption(
         "--llama-stack-config",
         metavar="PATH",
@@ -147,6 +155,7 @@ class Settings:
     persist_dir: Path
     reset_persistent: frozenset[str]
     persist_lock_timeout: float
+    flavor: Flavor = LLAMA_STACK
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -184,6 +193,14 @@ class Settings:
             STACK_MODES,
             "--llama-stack-mode" if raw_mode else "llama_stack_mode",
         )
+        raw_flavor = config.getoption("llama_flavor")
+        flavor = detect(
+            _choice(
+                raw_flavor or str(config.getini("llama_flavor")),
+                FLAVOR_CHOICES,
+                "--llama-flavor" if raw_flavor else "llama_flavor",
+            )
+        )
         timeout = _positive_number(
             config.getoption("llama_stack_start_timeout")
             or str(config.getini("llama_stack_start_timeout")),
@@ -195,7 +212,7 @@ class Settings:
             int(raw_count),
             guard,
             mode,
-            _stack_config(config),
+            _stack_config(config, flavor),
             timeout,
             _seed_file(config),
             _persist_dir(config),
@@ -203,6 +220,7 @@ class Settings:
             _positive_number(
                 str(config.getini("llama_persist_lock_timeout")), "llama_persist_lock_timeout"
             ),
+            flavor=flavor,
         )
 
 
@@ -256,15 +274,18 @@ def _positive_number(raw: str, source: str) -> float:
     return value
 
 
-def _stack_config(config: pytest.Config) -> Path:
-    """The configured run config, checked now so a bad one stops the run before it starts."""
+def _stack_config(config: pytest.Config, flavor: Flavor) -> Path:
+    """The configured run config, checked now so a bad one stops the run before it starts.
+
+    Without one, the flavor's own offline config (OGX keeps prompts in SQL tables).
+    """
     if raw := config.getoption("llama_stack_config"):
         path, source = (config.invocation_params.dir / str(raw)).absolute(), "--llama-stack-config"
     elif raw_ini := str(config.getini("llama_stack_config")):
         ini_base = config.inipath.parent if config.inipath else config.rootpath
         path, source = (ini_base / raw_ini).absolute(), "ini llama_stack_config"
     else:
-        return DEFAULT_CONFIG
+        return flavor.default_config
     try:
         StackConfig.load(path).check_paths(Path(tempfile.gettempdir(), "llamastate-check"))
     except StackConfigError as exc:

@@ -6,6 +6,7 @@ only decide *when* things happen in pytest's life cycle.
 
 from __future__ import annotations
 
+import copy
 import os
 import uuid
 import warnings
@@ -20,9 +21,11 @@ import pytest
 
 from . import options
 from .factory import LlamaStoreFactory, make_run_dir
+from .flavor import FLAVORS
 from .guard import HomeGuard, Snapshot, real_state_homes
 from .options import Settings
 from .persistence import Lease, PersistentStoreError, PersistentStores, check_name, fingerprint
+from .registry import RegistrySnapshot, StoreCorruptError
 from .seeds import SeedError, TemplateCache, ToolgroupSeed, merge_seeds, parse_seeds
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig, StackConfigError
@@ -36,6 +39,7 @@ __all__ = [
     "llama_store",
     "llama_store_factory",
     "llama_toolgroups",
+    "ogx_stack",
 ]
 
 _RUN_DIR_KEY = "llamastate_run_dir"
@@ -62,6 +66,7 @@ class _SessionState:
 class _ItemState:
     stores: list[LlamaStore] = field(default_factory=list)
     stacks: list[LlamaStack] = field(default_factory=list)
+    initial: dict[Path, RegistrySnapshot] = field(default_factory=dict)
     leases: list[Lease] = field(default_factory=list)
     failed: bool = False
     before: Snapshot | None = None
@@ -93,6 +98,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.addoption(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hooks
+
+    pluginmanager.add_hookspecs(hooks)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
     # Resolved now, before any fixture points the environment at a store.
@@ -118,14 +129,18 @@ def pytest_configure(config: pytest.Config) -> None:
     templates = TemplateCache(
         Path(workerinput[_TEMPLATES_KEY])
         if workerinput is not None and _TEMPLATES_KEY in workerinput
-        else TemplateCache.new_root()
+        else TemplateCache.new_root(),
+        settings.flavor,
+        settings.stack_config,
     )
     if settings.store_dir is not None:
         if workerinput is not None and _RUN_DIR_KEY in workerinput:
             base = Path(workerinput[_RUN_DIR_KEY]) / workerinput["workerid"]
         else:
             base = make_run_dir(settings.store_dir, settings.retention_count)
-    stacks = LlamaStackFactory(settings.stack_mode, settings.stack_config, settings.start_timeout)
+    stacks = LlamaStackFactory(
+        settings.stack_mode, settings.stack_config, settings.start_timeout, settings.flavor
+    )
     config.stash[_session_key] = _SessionState(
         settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks, persistent
     )
@@ -180,11 +195,16 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = _state(config)
     s = state.settings
     where = state.factory._base or "<basetemp>/llamastate"
-    stack = _version("llama-stack")
+    flavor = f"flavor={s.flavor.name} {s.flavor.version() or 'not installed'}"
+    flavor += "".join(
+        f" ({f.name} {f.version()} also installed)"
+        for f in FLAVORS
+        if f is not s.flavor and f.installed()
+    )
     reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"stack mode={s.stack_mode}, llama-stack {stack or 'not installed'}",
+        f"stack mode={s.stack_mode}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
     ]
 
@@ -228,12 +248,12 @@ def pytest_runtest_makereport(
             report.sections.append(("llama guard", istate.leak))
     if report.failed:
         istate.failed = True
-        paths = [str(s.path) for s in istate.stores] + [
-            f"{lease.store.path} (persistent store {lease.name!r}, {lease.status})"
+        described = [_describe(s, istate.initial.get(s.path)) for s in istate.stores] + [
+            _describe(lease.store, istate.initial.get(lease.store.path), lease)
             for lease in istate.leases
         ]
-        if paths:
-            report.sections.append(("llama store", "state of this test: " + "\n".join(paths)))
+        if described:
+            report.sections.append(("llama store", "\n\n".join(described)))
         for stack in istate.stacks:
             if stack.mode == "server":
                 report.sections.append(
@@ -241,7 +261,12 @@ def pytest_runtest_makereport(
                 )
     if report.when == "teardown" and istate.stores:
         factory = _state(item.config).factory
-        kept = [str(s.path) for s in istate.stores if factory.release(s, failed=istate.failed)]
+        kept = []
+        for store in istate.stores:
+            keep = factory.release(store, failed=istate.failed)
+            item.ihook.pytest_llamastate_store_released(store=store, kept=keep, nodeid=item.nodeid)
+            if keep:
+                kept.append(str(store.path))
         if kept:
             report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
     if report.when == "teardown" and istate.leases:
@@ -333,8 +358,11 @@ def llama_store(
     istate = _item_state(request.node)
     name = request.node.stash.get(_persistent_key, None)
     lease: Lease | None = None
-    with _as_test_error(SeedError, PersistentStoreError):
-        seeds = parse_seeds(llama_toolgroups, "llama_toolgroups")
+    hook = request.node.ihook
+    with _as_test_error(SeedError, PersistentStoreError, StoreCorruptError):
+        wanted = list(llama_toolgroups)
+        hook.pytest_llamastate_seeds(seeds=wanted, request=request)
+        seeds = parse_seeds(wanted, "llama_toolgroups")
         if name is None:
             store = llama_store_factory.mktemp(
                 request.node.name, label=request.node.nodeid, seeds=seeds
@@ -349,13 +377,42 @@ def llama_store(
             )
             istate.leases.append(lease)
             store = lease.store
+        # What the test changes is reported on failure: remember where it started.
+        istate.initial[store.path] = (
+            store.snapshot() if lease is not None or seeds else RegistrySnapshot()
+        )
+    hook.pytest_llamastate_store_created(store=store, request=request)
     try:
         with store.activate():
             yield store
     finally:
         if lease is not None:
             with _as_test_error(PersistentStoreError):
-                lease.release()
+                try:
+                    lease.release()
+                finally:
+                    hook.pytest_llamastate_store_released(
+                        store=store, kept=True, nodeid=request.node.nodeid
+                    )
+
+
+def _describe(
+    store: LlamaStore, initial: RegistrySnapshot | None, lease: Lease | None = None
+) -> str:
+    """The failure-report view of a store: where, what is in it, what the test changed."""
+    what = f" (persistent store {lease.name!r}, {lease.status})" if lease is not None else ""
+    lines = [f"state of this test: {store.path}{what}"]
+    try:
+        toolgroups = ", ".join(t.identifier for t in store.toolgroups()) or "none"
+        changes = (initial or RegistrySnapshot()).diff(store.snapshot())
+    except StoreCorruptError as exc:
+        lines.append(f"registry unreadable: {exc}")
+    else:
+        lines.append(f"toolgroups: {toolgroups}")
+        lines.append("registry changes in this test:" if changes else str(changes))
+        lines += [f"  {line}" for line in changes.lines()]
+    lines.append(f"inspect: llamastate show {store.path}")
+    return "\n".join(lines)
 
 
 def _stack_versions() -> str:
@@ -375,8 +432,9 @@ def _config_text(config: Path | str | StackConfig) -> str:
 def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
     """Turn our own errors into a test error showing only their message.
 
-    ``pytest.fail`` is called outside the ``except`` block so the report does not add
-    "During handling of the above exception" and a traceback from inside the plugin.
+    The failure is raised ``from None``: inside a context manager's ``__exit__`` the
+    error is still being handled even outside the ``except`` block, so the report would
+    add "During handling of the above exception" and the message twice.
     """
     try:
         yield
@@ -384,7 +442,7 @@ def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
         problem = str(exc)
     else:
         return
-    pytest.fail(problem, pytrace=False)
+    raise pytest.fail.Exception(problem, pytrace=False) from None
 
 
 @pytest.fixture
@@ -415,15 +473,32 @@ def llama_stack(
     """A real Llama Stack running on this test's store, stopped after the test.
 
     Library mode (default) runs it in-process; ``--llama-stack-mode=server`` runs
-    ``llama stack run`` as a child process (``base_url`` is set, its log is attached to
-    a failing test's report).
+    ``llama stack run`` (OGX: ``ogx run``) as a child process (``base_url`` is set, its
+    log is attached to a failing test's report). Which of the two: ``llama_flavor``.
     """
     with _as_test_error(StackError, StackConfigError):
-        stack = llama_stack_factory.start(
-            llama_store, config=llama_stack_config, label=request.node.nodeid
+        config = (
+            llama_stack_config
+            if isinstance(llama_stack_config, StackConfig)
+            else llama_stack_factory.load_config(llama_stack_config)
         )
+        data = copy.deepcopy(dict(config.data))
+        request.node.ihook.pytest_llamastate_stack_config(
+            config=data, store=llama_store, request=request
+        )
+        if data != config.data:
+            import yaml
+
+            config = StackConfig(config.path, yaml.safe_dump(data, sort_keys=False), data)
+        stack = llama_stack_factory.start(llama_store, config=config, label=request.node.nodeid)
     _item_state(request.node).stacks.append(stack)
     try:
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def ogx_stack(llama_stack: LlamaStack) -> LlamaStack:
+    """``llama_stack`` by its OGX name: the same stack object, for suites that say OGX."""
+    return llama_stack

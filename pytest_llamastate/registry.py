@@ -2,15 +2,16 @@
 
 A stack keeps every registered resource as one row of ``kvstore(key, value, expiration)``,
 key ``distributions:registry:<version>::<type>:<identifier>``, value the resource's JSON.
-The version changes between releases (v9 -> v10 at 0.3.0, with no migration), so the
-format used for *writing* comes from the installed package's own ``KEY_FORMAT`` and
-model; *reading* accepts every version found, so a store made by another release (or by
-OGX) can still be inspected without either installed.
+OGX prefixes every key with the metadata store's namespace (``registry:distributions:...``)
+and ignores rows without it. The version changes between releases (v9 -> v10 at 0.3.0,
+with no migration), so the format used for *writing* comes from the installed package's
+own ``KEY_FORMAT`` and model, plus the run config's namespace; *reading* accepts every
+version and namespace found, so a store made by either can be inspected without either
+installed.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from .flavor import Flavor, detect, import_quietly
 
 __all__ = [
     "RegistryDiff",
@@ -36,8 +39,6 @@ __all__ = [
 
 _PREFIX = "distributions:registry"
 _TABLE = "kvstore"
-#: The packages we know, newest name first.
-_PACKAGES = ("ogx", "llama_stack")
 
 
 class StoreCorruptError(RuntimeError):
@@ -51,9 +52,12 @@ class RegistryFormat:
     package: str
     prefix: str
     version: str
+    #: Prefix of every key (OGX: the metadata store's namespace); ``None`` for none.
+    namespace: str | None = None
 
     def key(self, type: str, identifier: str) -> str:
-        return f"{self.prefix}:{self.version}::{type}:{identifier}"
+        key = f"{self.prefix}:{self.version}::{type}:{identifier}"
+        return f"{self.namespace}:{key}" if self.namespace else key
 
     def toolgroup_row(
         self,
@@ -63,7 +67,7 @@ class RegistryFormat:
         args: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         """The row the stack's own ``register_tool_group`` would write, built by its model."""
-        model = importlib.import_module(f"{self.package}.core.datatypes").ToolGroupWithOwner
+        model = import_quietly(f"{self.package}.core.datatypes").ToolGroupWithOwner
         value = model(
             identifier=toolgroup_id,
             provider_id=provider_id,
@@ -74,21 +78,29 @@ class RegistryFormat:
         return self.key("tool_group", toolgroup_id), str(value.model_dump_json())
 
 
-@cache
-def installed_format() -> RegistryFormat:
-    """The key format of the installed Llama Stack or OGX, read from its own source.
+def installed_format(flavor: Flavor | None = None, namespace: str | None = None) -> RegistryFormat:
+    """The key format of the installed ``flavor`` (default: detected), read from its source.
 
-    Raises ``ModuleNotFoundError`` when neither is installed: writing rows in a guessed
+    ``namespace`` is the run config's ``storage.stores.metadata.namespace`` (``None``: the
+    config names none); it only shapes keys of a flavor that prefixes them. Raises
+    ``ModuleNotFoundError`` when the flavor is not installed: writing rows in a guessed
     format would produce a store that no stack reads.
     """
-    for package in _PACKAGES:
-        try:
-            module = importlib.import_module(f"{package}.core.store.registry")
-        except ModuleNotFoundError:
-            continue
-        return RegistryFormat(package, str(module.REGISTER_PREFIX), str(module.KEY_VERSION))
-    raise ModuleNotFoundError(
-        "neither llama-stack nor ogx is installed: pip install 'pytest-llamastate[stack]'"
+    flavor = flavor or detect()
+    return _installed_format(flavor, flavor.registry_namespace(namespace))
+
+
+@cache
+def _installed_format(flavor: Flavor, namespace: str | None) -> RegistryFormat:
+    try:
+        module = import_quietly(f"{flavor.package}.core.store.registry")
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}",
+            name=exc.name,
+        ) from None
+    return RegistryFormat(
+        flavor.package, str(module.REGISTER_PREFIX), str(module.KEY_VERSION), namespace
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -25,7 +26,9 @@ from urllib.parse import urlparse
 
 from filelock import FileLock
 
-from .registry import installed_format, write_entries
+from .flavor import Flavor, detect
+from .registry import RegistryFormat, installed_format, write_entries
+from .stackconfig import StackConfig
 
 __all__ = ["SeedError", "TemplateCache", "ToolgroupSeed", "load_seed_file", "parse_seeds"]
 
@@ -174,8 +177,7 @@ def seed_set_key(seeds: Iterable[ToolgroupSeed]) -> str:
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _rows(seeds: Iterable[ToolgroupSeed]) -> dict[str, str]:
-    fmt = installed_format()
+def _rows(seeds: Iterable[ToolgroupSeed], fmt: RegistryFormat) -> dict[str, str]:
     return dict(
         fmt.toolgroup_row(s.toolgroup_id, str(s.provider_id), s.mcp_endpoint, s.args) for s in seeds
     )
@@ -193,20 +195,38 @@ class TemplateCache:
     """One template ``kvstore.db`` per distinct seed set, shared by every xdist worker.
 
     ``root`` is chosen by the controller and handed to the workers; it is created on the
-    first template built, so runs without seeds touch nothing.
+    first template built, so runs without seeds touch nothing. Rows are written in the
+    format of ``flavor`` (default: detected) for the metadata namespace of ``config``
+    (OGX only reads keys under it); the config is read when the first template is built.
     """
 
     root: Path
+    flavor: Flavor | None = None
+    config: Path | None = None
+    _format: RegistryFormat | None = field(default=None, repr=False)
     _built: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @classmethod
     def new_root(cls) -> Path:
         return Path(tempfile.gettempdir()) / f"pytest-llamastate-templates-{uuid.uuid4().hex[:12]}"
 
+    @property
+    def format(self) -> RegistryFormat:
+        """How seed rows are written: the installed stack's format, with the namespace."""
+        if self._format is None:
+            flavor = self.flavor or detect()
+            namespace = None
+            if self.config is not None and flavor.namespaced_keys:
+                namespace = StackConfig.load(self.config).metadata_namespace
+            self._format = installed_format(flavor, namespace)
+        return self._format
+
     def template(self, seeds: tuple[ToolgroupSeed, ...]) -> Path:
         """The template database for ``seeds``, built on first use (once per run, locked)."""
-        fmt = installed_format()
-        key = f"{fmt.version}-{seed_set_key(seeds)}"
+        fmt = self.format
+        # Everything that shapes the rows names the file: workers never share a wrong one.
+        shape = re.sub(r"\W", "_", f"{fmt.package}-{fmt.version}-{fmt.namespace or ''}")
+        key = f"{shape}-{seed_set_key(seeds)}"
         if key in self._built:
             return self._built[key]
         db = self.root / f"{key}.db"
@@ -215,7 +235,7 @@ class TemplateCache:
             if not db.exists():
                 partial = db.with_suffix(".partial")
                 partial.unlink(missing_ok=True)
-                write_entries(partial, _rows(seeds))
+                write_entries(partial, _rows(seeds, fmt))
                 _finalize(partial)
                 partial.rename(db)
         self._built[key] = db
@@ -239,7 +259,7 @@ class TemplateCache:
         if not kvstore.exists():
             shutil.copyfile(self.template(seeds), kvstore)
             return
-        write_entries(kvstore, _rows(seeds))
+        write_entries(kvstore, _rows(seeds, self.format))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

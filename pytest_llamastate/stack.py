@@ -1,13 +1,15 @@
-"""Running a real Llama Stack on a store: in-process (library client) or as a server.
+"""Running a real Llama Stack (or OGX) on a store: in-process (library client) or as a server.
 
-Both modes share one handle, :class:`LlamaStack`, so a test reads the same either way.
+Both modes share one handle, :class:`LlamaStack`, so a test reads the same either way,
+and both flavors share one code path: what differs is data of a :class:`~.flavor.Flavor`.
 This module owns the traps of running stacks under a test runner:
 
 - library mode: storage backends and the toolgroup tool index are process globals, so at
   most one library stack is live per process and the globals are reset between stacks;
   construction prints the config, replaces the root logging handlers, leaks an event
-  loop and fails under ``-W error`` unless shielded; ``LLAMA_STACK_TEST_INFERENCE_MODE``
-  silently turns on llama-stack's recorder;
+  loop and fails under ``-W error`` unless shielded; ``*_TEST_INFERENCE_MODE``
+  silently turns on the stack's recorder; OGX's client registers an ``atexit`` hook that
+  would keep every stack of the session alive until exit;
 - server mode: a child process in its own process group, on a port no other worker
   holds, ready when ``/v1/health`` says so, killed as a group, its log kept in the store.
 """
@@ -27,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
@@ -36,7 +39,8 @@ from typing import Any, Literal
 
 from filelock import FileLock, Timeout
 
-from .registry import ToolgroupRecord, installed_format, write_entries
+from .flavor import FLAVORS, Flavor, detect, import_quietly
+from .registry import RegistryFormat, ToolgroupRecord, installed_format, read_entries, write_entries
 from .stackconfig import StackConfig
 from .store import LlamaStore
 
@@ -53,9 +57,8 @@ StackMode = Literal["library", "server"]
 STACK_MODES: tuple[StackMode, ...] = ("library", "server")
 
 MCP_PROVIDER = "model-context-protocol"
-INSTALL_HINT = "pip install 'pytest-llamastate[stack]'"
 #: Variables that change what a stack does to its state; unset while one starts.
-_UNSET_WHILE_STARTING = ("LLAMA_STACK_TEST_INFERENCE_MODE", "OGX_TEST_INFERENCE_MODE")
+_UNSET_WHILE_STARTING = tuple(flavor.inference_mode_var for flavor in FLAVORS)
 _LOG_TAIL_LINES = 40
 
 
@@ -98,28 +101,45 @@ def running_stack(store_path: Path) -> LlamaStack | None:
     return _running.get(store_path)
 
 
-def _reset_library_globals() -> None:
+def _reset_library_globals(flavor: Flavor) -> None:
     """Clear what one in-process stack leaves for the next: the class-level tool index.
 
     ``Stack.initialize`` re-registers the storage backends itself; the MCP transport
     cache is keyed by URL, and a later test may reuse a port for another server.
     """
-    from llama_stack.core.routing_tables.toolgroups import ToolGroupsRoutingTable
-    from llama_stack.providers.utils.tools.mcp import protocol_cache
+    toolgroups = import_quietly(f"{flavor.package}.core.routing_tables.toolgroups")
+    mcp = import_quietly(f"{flavor.package}.providers.utils.tools.mcp")
+    toolgroups.ToolGroupsRoutingTable.toolgroups_to_tools.clear()
+    toolgroups.ToolGroupsRoutingTable.tool_to_toolgroup.clear()
+    mcp.protocol_cache.clear()
 
-    ToolGroupsRoutingTable.toolgroups_to_tools.clear()
-    ToolGroupsRoutingTable.tool_to_toolgroup.clear()
-    protocol_cache.clear()
+
+def _close_storage(flavor: Flavor) -> None:
+    """Close the databases a stack that failed half-way left open in process globals.
+
+    OGX opens its SQL store before a bad provider stops the start, and its client then
+    stops its loop without shutting the stack down; the next start would drop the open
+    connection unclosed (a warning at a random later point). Best effort, bounded.
+    """
+    kvstore = import_quietly(f"{flavor.package}.core.storage.kvstore.kvstore")
+    sqlstore = import_quietly(f"{flavor.package}.core.storage.sqlstore.sqlstore")
+
+    async def close() -> None:
+        await kvstore.shutdown_kvstore_backends()
+        await sqlstore.shutdown_sqlstore_backends()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(asyncio.wait_for(close(), 10))
 
 
-def _new_library_client(config_path: Path) -> Any:
+def _new_library_client(config_path: Path, flavor: Flavor) -> Any:
     try:
-        import llama_stack.core.library_client as library_client
+        library_client: Any = import_quietly(flavor.library_module)
     except ModuleNotFoundError as exc:
         raise StackNotInstalledError(
-            f"llama-stack is not installed ({exc.name} missing): {INSTALL_HINT}"
+            f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}"
         ) from None
-    _reset_library_globals()
+    _reset_library_globals(flavor)
     created: list[asyncio.AbstractEventLoop] = []
     new_event_loop = asyncio.new_event_loop
 
@@ -134,25 +154,26 @@ def _new_library_client(config_path: Path) -> Any:
     library_client.setup_logging = lambda *a, **k: None
     asyncio.new_event_loop = tracked_loop
     os.environ.setdefault("PYTEST_CURRENT_TEST", "pytest-llamastate")
+    client = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            client = library_client.LlamaStackAsLibraryClient(str(config_path))
+            client = getattr(library_client, flavor.library_client)(str(config_path))
     finally:
         library_client.setup_logging = setup_logging
         asyncio.new_event_loop = new_event_loop
         if os.environ.get("PYTEST_CURRENT_TEST") == "pytest-llamastate":
             del os.environ["PYTEST_CURRENT_TEST"]
-        for loop in created[1:]:  # the first is client.loop; the rest ran initialize()
-            if not loop.is_closed():
+        # Keep client.loop (OGX runs it in a thread); llama-stack ran initialize() on another.
+        for loop in created:
+            if loop is not getattr(client, "loop", None) and not loop.is_running():
                 loop.close()
     return client
 
 
-def _tool_groups(client: Any) -> Any:
-    from llama_stack_api import Api
-
-    return client.async_client.impls[Api.tool_groups]
+def _tool_groups(client: Any, flavor: Flavor) -> Any:
+    api = import_quietly(flavor.api_package).Api
+    return client.async_client.impls[api.tool_groups]
 
 
 # ---------------------------------------------------------------------------------------
@@ -198,12 +219,14 @@ def _kill_leftover_servers() -> None:
         _kill_group(proc, grace=2.0)
 
 
-def _server_command(config_path: Path, port: int) -> list[str]:
-    llama = Path(sys.executable).with_name("llama")
-    exe = str(llama) if llama.exists() else shutil.which("llama")
+def _server_command(config_path: Path, port: int, flavor: Flavor) -> list[str]:
+    beside = Path(sys.executable).with_name(flavor.cli)
+    exe = str(beside) if beside.exists() else shutil.which(flavor.cli)
     if exe is None:
-        raise StackNotInstalledError(f"the `llama` command is not installed: {INSTALL_HINT}")
-    return [exe, "stack", "run", str(config_path), "--port", str(port)]
+        raise StackNotInstalledError(
+            f"the `{flavor.cli}` command is not installed: {flavor.install_hint}"
+        )
+    return [exe, *flavor.run_args, str(config_path), "--port", str(port), *flavor.server_flags]
 
 
 def _healthy(url: str) -> bool:
@@ -222,8 +245,9 @@ def _healthy(url: str) -> bool:
 class LlamaStack:
     """A running stack whose every write lands in ``store``.
 
-    ``client`` is a ``llama_stack_client``-compatible client (the library client in
-    library mode, ``LlamaStackClient(base_url)`` in server mode).
+    ``client`` is the flavor's own client: for llama-stack a ``llama_stack_client``
+    client (the library client in library mode, ``LlamaStackClient(base_url)`` in server
+    mode), for OGX an ``ogx_client`` one (``OGXAsLibraryClient``, ``OgxClient``).
     """
 
     store: LlamaStore
@@ -231,6 +255,7 @@ class LlamaStack:
     mode: StackMode = "library"
     start_timeout: float = 60.0
     label: str = ""
+    flavor: Flavor = field(default_factory=detect)
     client: Any = field(default=None, init=False, repr=False)
     base_url: str | None = field(default=None, init=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -259,6 +284,7 @@ class LlamaStack:
                     f"(tool_runtime providers: {', '.join(known) or 'none'})"
                 )
         self._config_path = self.config.write_into(self.store.path)
+        self._align_seed_keys()
         with self.store.activate(), _unset(_UNSET_WHILE_STARTING):
             if self.mode == "library":
                 self._start_library()
@@ -277,8 +303,10 @@ class LlamaStack:
                 try:
                     client.shutdown()
                 finally:
+                    # OGX's atexit hook would keep this whole stack alive until exit.
+                    atexit.unregister(client.shutdown)
                     _live_library = None
-                    _reset_library_globals()
+                    _reset_library_globals(self.flavor)
         else:
             if self._proc is not None:
                 _kill_group(self._proc)
@@ -307,9 +335,10 @@ class LlamaStack:
     def toolgroups(self) -> list[ToolgroupRecord]:
         """The registered toolgroups, as the stack sees them."""
         if self.mode == "library":
-            data = self._run(_tool_groups(self._client()).list_tool_groups()).data
+            data = self._run(self._tool_groups().list_tool_groups()).data
             return [ToolgroupRecord.from_value(tg.model_dump(mode="json")) for tg in data]
-        # 0.7 has no HTTP toolgroup API: the server's registry rows are the truth.
+        # Neither 0.7 nor OGX has an HTTP toolgroup API: the server's registry rows are
+        # the truth.
         return self.store.toolgroups()
 
     def register_toolgroup(
@@ -322,8 +351,9 @@ class LlamaStack:
     ) -> None:
         """Register a toolgroup; an ``mcp::`` id or an endpoint defaults to the MCP provider.
 
-        In server mode this writes the registry row and restarts the server (0.7 has no
-        HTTP route for it), so it costs a restart; seed toolgroups for bulk set-up.
+        In server mode this writes the registry row and restarts the server (neither 0.7
+        nor OGX has an HTTP route for it), so it costs a restart; seed toolgroups for bulk
+        set-up.
         """
         provider = provider_id or (
             MCP_PROVIDER if mcp_endpoint or toolgroup_id.startswith("mcp::") else None
@@ -337,39 +367,56 @@ class LlamaStack:
                 f"{self.config.path} (tool_runtime providers: {', '.join(known) or 'none'})"
             )
         if self.mode == "library":
-            from llama_stack_api import URL
-
+            url = import_quietly(self.flavor.api_package).URL
             self._run(
-                _tool_groups(self._client()).register_tool_group(
+                self._tool_groups().register_tool_group(
                     toolgroup_id=toolgroup_id,
                     provider_id=provider,
-                    mcp_endpoint=URL(uri=mcp_endpoint) if mcp_endpoint else None,
+                    mcp_endpoint=url(uri=mcp_endpoint) if mcp_endpoint else None,
                     args=dict(args) if args is not None else None,
                 )
             )
             return
-        key, value = installed_format().toolgroup_row(toolgroup_id, provider, mcp_endpoint, args)
+        key, value = self._format().toolgroup_row(toolgroup_id, provider, mcp_endpoint, args)
         self._edit_server_registry({key: value})
 
     def unregister_toolgroup(self, toolgroup_id: str) -> None:
         if toolgroup_id not in {tg.identifier for tg in self.toolgroups()}:
             raise StackError(f"unregister_toolgroup({toolgroup_id!r}): no such toolgroup")
         if self.mode == "library":
-            routing = _tool_groups(self._client())
+            routing = self._tool_groups()
             self._run(routing.unregister_toolgroup(toolgroup_id))
-            # llama-stack leaves the group's tools in its class-level index.
+            # llama-stack (and OGX) leave the group's tools in the class-level index.
             index = type(routing)
             for tool in index.toolgroups_to_tools.pop(toolgroup_id, []):
                 if index.tool_to_toolgroup.get(tool.name) == toolgroup_id:
                     del index.tool_to_toolgroup[tool.name]
             return
-        self._edit_server_registry({installed_format().key("tool_group", toolgroup_id): None})
+        self._edit_server_registry({self._format().key("tool_group", toolgroup_id): None})
 
     def tools(self, toolgroup_id: str | None = None) -> list[dict[str, Any]]:
-        """``GET /v1/tools`` (optionally of one toolgroup), as plain dicts."""
-        params = {"toolgroup_id": toolgroup_id} if toolgroup_id else {}
-        response = self._client().get("/v1/tools", cast_to=object, options={"params": params})
-        return list(response["data"])
+        """The tools of every toolgroup (or of one), as the stack's list-tools API returns
+        them: ``GET /v1/tools`` (OGX: ``/v1/admin/tools``) as plain dicts.
+
+        Library mode calls the handler behind that route directly: OGX 1.5's route fails
+        (its admin API is built without the toolgroups dependency), the handler does not.
+        """
+        if self.mode == "library":
+            request = import_quietly(self.flavor.api_package).ListToolsRequest
+            data = self._run(self._tool_groups().list_tools(request(toolgroup_id=toolgroup_id)))
+            return [tool.model_dump(mode="json") for tool in data.data]
+        query = f"?{urllib.parse.urlencode({'toolgroup_id': toolgroup_id})}" if toolgroup_id else ""
+        url = f"{self._base_url()}{self.flavor.tools_path}{query}"
+        try:
+            with urllib.request.urlopen(url, timeout=300) as response:
+                return list(json.load(response)["data"])
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")[:500]
+            known = self.flavor.tools_route_bug if exc.code == 500 else ""
+            raise StackError(
+                f"GET {self.flavor.tools_path} failed with HTTP {exc.code}: {body}."
+                + (f" This is a known upstream bug: {known}" if known else "")
+            ) from None
 
     # -- internals ----------------------------------------------------------------------
 
@@ -378,25 +425,66 @@ class LlamaStack:
             raise StackError(f"the stack on {self.store.path} is not running")
         return self.client
 
+    def _base_url(self) -> str:
+        self._client()
+        assert self.base_url is not None
+        return self.base_url
+
     def _run(self, coro: Any) -> Any:
-        return self._client().loop.run_until_complete(coro)
+        return self.flavor.run(self._client().loop, coro)
+
+    def _tool_groups(self) -> Any:
+        return _tool_groups(self._client(), self.flavor)
+
+    def _format(self) -> RegistryFormat:
+        """How this stack's registry rows are keyed (OGX: under the config's namespace)."""
+        try:
+            return installed_format(self.flavor, self.config.metadata_namespace)
+        except ModuleNotFoundError as exc:
+            raise StackNotInstalledError(str(exc)) from None
+
+    def _align_seed_keys(self) -> None:
+        """Move seed rows written under another namespace to the one this stack reads.
+
+        Seeds are written when the store is made, for the session's run config; a test
+        whose own config names another metadata namespace would not see them on OGX.
+        A seed the test has since unregistered has no row anywhere, so stays gone.
+        """
+        if not self.store.seeds or not self.flavor.namespaced_keys:
+            return
+        fmt = self._format()
+        entries = read_entries(self.store.kvstore_path)
+        present = {e.key for e in entries}
+        moves: dict[str, str | None] = {}
+        for seed in self.store.seeds:
+            wanted = fmt.key("tool_group", seed.toolgroup_id)
+            if wanted in present:
+                continue
+            for e in entries:
+                if (e.type, e.identifier) == ("tool_group", seed.toolgroup_id):
+                    moves[wanted], moves[e.key] = json.dumps(dict(e.value)), None
+                    break
+        if moves:
+            write_entries(self.store.kvstore_path, moves)
 
     def _start_library(self) -> None:
         global _live_library
         if _live_library is not None:
             raise StackError(
                 f"a library stack is already running in this process (store "
-                f"{_live_library.store.path}, {_live_library.label or 'no label'}): llama-stack "
-                "keeps its storage in process globals, so two would share state. Use one "
-                "stack per test, stop the other first, or --llama-stack-mode=server."
+                f"{_live_library.store.path}, {_live_library.label or 'no label'}): "
+                f"{self.flavor.name} keeps its storage in process globals, so two would share "
+                "state. Use one stack per test, stop the other first, or "
+                "--llama-stack-mode=server."
             )
         assert self._config_path is not None
         try:
-            self.client = _new_library_client(self._config_path)
+            self.client = _new_library_client(self._config_path, self.flavor)
         except StackNotInstalledError:
             raise
         except Exception as exc:
-            _reset_library_globals()
+            _close_storage(self.flavor)
+            _reset_library_globals(self.flavor)
             raise StackError(
                 f"{self.config.path}: the stack did not start: {type(exc).__name__}: {exc}"
             ) from None
@@ -407,7 +495,7 @@ class LlamaStack:
         if self._port is None:
             self._port = _claim_port()
         port = self._port[0]
-        command = _server_command(self._config_path, port)
+        command = _server_command(self._config_path, port, self.flavor)
         url = f"http://127.0.0.1:{port}"
         with self.log_path.open("ab") as log:
             log.write(f"\n--- pytest-llamastate: {' '.join(command)}\n".encode())
@@ -439,10 +527,9 @@ class LlamaStack:
                     f"{_log_tail(self.log_path)}"
                 )
             time.sleep(0.1)
-        from llama_stack_client import LlamaStackClient
-
+        client_class = getattr(import_quietly(self.flavor.client_package), self.flavor.client_class)
         self.base_url = url
-        self.client = LlamaStackClient(base_url=url)
+        self.client = client_class(base_url=url)
 
     def _edit_server_registry(self, rows: Mapping[str, str | None]) -> None:
         was_running = self.running
@@ -471,6 +558,8 @@ class LlamaStackFactory:
     mode: StackMode
     config_path: Path
     start_timeout: float = 60.0
+    #: Which stack to run (``llama_flavor``); detected when not given.
+    flavor: Flavor = field(default_factory=detect)
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
     _live: list[LlamaStack] = field(default_factory=list, repr=False)
 
@@ -491,7 +580,9 @@ class LlamaStackFactory:
     ) -> LlamaStack:
         """Start a stack on ``store``; stop it with ``close()`` or a ``with`` block."""
         stack_config = config if isinstance(config, StackConfig) else self.load_config(config)
-        stack = LlamaStack(store, stack_config, mode or self.mode, self.start_timeout, label)
+        stack = LlamaStack(
+            store, stack_config, mode or self.mode, self.start_timeout, label, self.flavor
+        )
         stack.start()
         self._live = [s for s in self._live if s.running] + [stack]
         return stack

@@ -17,7 +17,8 @@ from typing import Any
 
 __all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "resolve_env"]
 
-#: The offline, tool-runtime-only config shipped with the plugin.
+#: The offline, tool-runtime-only config shipped with the plugin (the llama-stack one;
+#: each flavor names its own as ``Flavor.default_config``).
 DEFAULT_CONFIG = Path(str(resources.files("pytest_llamastate") / "configs" / "minimal.yaml"))
 
 #: Keys whose string value is a path the stack writes to.
@@ -106,6 +107,14 @@ class StackConfig:
                 "db_path: ${env.SQLITE_STORE_DIR}/kvstore.db (see the plugin's minimal.yaml)"
             )
         return cls(path, text, data)
+
+    @property
+    def metadata_namespace(self) -> str | None:
+        """``storage.stores.metadata.namespace``: OGX prefixes registry keys with it."""
+        stores = (self.data.get("storage") or {}).get("stores")
+        metadata = stores.get("metadata") if isinstance(stores, Mapping) else None
+        namespace = metadata.get("namespace") if isinstance(metadata, Mapping) else None
+        return namespace if isinstance(namespace, str) and namespace else None
 
     def providers(self, api: str) -> list[str]:
         """The provider ids configured for ``api`` (e.g. ``tool_runtime``)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .flavor import FLAVORS
 from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
 
 if TYPE_CHECKING:
@@ -47,8 +48,7 @@ def state_env(path: Path) -> dict[str, str]:
         "SQLITE_STORE_DIR": str(path),
         "FILES_STORAGE_DIR": str(path / "files"),
         "MILVUS_DB_PATH": str(path / "milvus.db"),
-        "LLAMA_STACK_CONFIG_DIR": config_dir,
-        "OGX_CONFIG_DIR": config_dir,
+        **{flavor.config_dir_var: config_dir for flavor in FLAVORS},
     }
 
 

@@ -9,6 +9,21 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Import the installed stack once, in this (outer) process.
+
+    pytester's in-process runs drop every module imported during the run; re-importing
+    the stack next time mixes fresh modules with compiled extensions that cannot be
+    re-initialised (OGX's SQLAlchemy use then fails with "'InternalTraversal' object is
+    not callable"). Imported here, the modules outlive each run, which is also faster.
+    """
+    from pytest_llamastate.flavor import detect, import_quietly
+
+    flavor = detect()
+    if flavor.installed():
+        import_quietly(flavor.library_module)
+
+
 @pytest.fixture(scope="session")
 def mcp_url() -> Iterator[str]:
     """A real MCP server with one tool, ``add``, for the whole session."""

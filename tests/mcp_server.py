@@ -9,7 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
-from mcp.server.fastmcp import FastMCP
+
+try:  # mcp 1.x (llama-stack 0.7)
+    from mcp.server.fastmcp import FastMCP
+except ModuleNotFoundError:  # mcp 2.x (ogx) renamed it
+    from mcp.server.mcpserver import MCPServer as FastMCP  # type: ignore[no-redef]
 
 
 @contextmanager

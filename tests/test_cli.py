@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llamastate import LlamaStore
+from pytest_llamastate.flavor import detect
 from pytest_llamastate.registry import write_entries
 
 KEY = "distributions:registry:v10::"
@@ -362,9 +363,12 @@ def test_env_console_script_output_evals_in_bash(tmp_path: Path) -> None:
         [script, "env", str(store.path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+    flavor = detect()
+    command = " ".join([flavor.cli, *flavor.run_args])
+    flags = "".join(f" {flag}" for flag in flavor.server_flags)
     assert (
         result.stdout.splitlines()[-1]
-        == f"# llama stack run '{tmp_path}/it'\"'\"'s a store/stack.yaml'"
+        == f"# {command} '{tmp_path}/it'\"'\"'s a store/stack.yaml'{flags}"
     )
 
     shell = 'eval "$(llamastate env "$1")" && printf "%s\\n" "$SQLITE_STORE_DIR" "$OGX_CONFIG_DIR"'

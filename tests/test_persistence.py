@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from flavors import FLAVOR, skip_module_without_a_stack
 
-pytest.importorskip("llama_stack", reason="needs pytest-llamastate[stack]")
+skip_module_without_a_stack()
 
 REGISTER_ONE_MORE = """
 import pytest
@@ -59,7 +60,7 @@ def test_a_fingerprint_change_rebuilds_the_store(pytester: pytest.Pytester) -> N
     pytester.makepyfile(REGISTER_ONE_MORE)
     pytester.runpytest("-s").stdout.fnmatch_lines(["*COUNT 1*"])
     config = pytester.path / "other.yaml"
-    minimal = Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml"
+    minimal = FLAVOR.default_config
     config.write_text(minimal.read_text().replace("pytest-llamastate", "changed-distro"))
     result = pytester.runpytest("-s", f"--llama-stack-config={config}")
     result.stdout.fnmatch_lines(["*COUNT 1*", "*soak: * (rebuilt, *"])

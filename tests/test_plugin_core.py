@@ -265,7 +265,7 @@ def test_report_header(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "llamastate: stores in <basetemp>/llamastate, keep=failed, guard=warn, "
-            "stack mode=library, llama-stack *"
+            "stack mode=library, flavor=* *"
         ]
     )
 

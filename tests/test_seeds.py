@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
 from pytest_llamastate.registry import installed_format, read_entries, write_entries
 from pytest_llamastate.seeds import SeedError, TemplateCache, ToolgroupSeed, load_seed_file
 
-pytest.importorskip("llama_stack", reason="needs pytest-llamastate[stack]")
+skip_module_without_a_stack()
 
 BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
 
@@ -42,7 +43,7 @@ def test_seeded_toolgroups_are_listed_by_a_running_stack(
     pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=2)
 
 
-@BOTH_MODES
+@TOOLS_MODES
 def test_a_seeded_mcp_toolgroup_serves_its_tools(
     pytester: pytest.Pytester, mode: str, mcp_url: str
 ) -> None:
@@ -73,7 +74,7 @@ def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, t
     theirs = {(e.key, json.dumps(e.value)) for e in read_entries(registered.kvstore_path)}
     ours = {(e.key, json.dumps(e.value)) for e in read_entries(seeded.kvstore_path)}
     assert ours == theirs
-    assert next(iter(ours))[0] == "distributions:registry:v10::tool_group:mcp::one"
+    assert next(iter(ours))[0] == f"{KEY}tool_group:mcp::one"
 
 
 def test_markers_on_module_class_and_test_combine(pytester: pytest.Pytester) -> None:
@@ -132,8 +133,8 @@ def test_two_seed_sets_do_not_see_each_other(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
         def test_a_sees_a_clean_copy(llama_store):
-            assert llama_store.keys() == ["distributions:registry:v10::tool_group:mcp::a"]
-        """
+            assert llama_store.keys() == ["<KEY>tool_group:mcp::a"]
+        """.replace("<KEY>", KEY)
     )
     pytester.runpytest("-p", "no:randomly").assert_outcomes(passed=4)
 
@@ -322,7 +323,7 @@ def test_store_inspection_keys_and_snapshot_diff(tmp_path: Path) -> None:
         "~ tool_group:mcp::edit",
     ]
     assert not before.diff(before)
-    assert store.keys("distributions:registry:v10::tool_group:mcp::e") == [key_edit]
+    assert store.keys(f"{KEY}tool_group:mcp::e") == [key_edit]
     assert len(store.keys()) == 3
 
 

@@ -1,15 +1,18 @@
-"""The llama_stack fixture against the real llama-stack package, in both modes."""
+"""The llama_stack fixture against the real llama-stack (or ogx) package, in both modes."""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
 import pytest
+from flavors import FLAVOR, TOOLS_MODES, skip_module_without_a_stack
 
-pytest.importorskip("llama_stack", reason="needs pytest-llamastate[stack]")
+skip_module_without_a_stack()
 
 BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
+MINIMAL = FLAVOR.default_config
 
 
 @BOTH_MODES
@@ -36,7 +39,7 @@ def test_a_toolgroup_registered_in_one_test_is_absent_in_the_next(
     assert not (pytester.path / ".ogx").exists()
 
 
-@BOTH_MODES
+@TOOLS_MODES
 def test_tools_of_one_stack_do_not_leak_into_the_next(
     pytester: pytest.Pytester, mode: str, mcp_url: str
 ) -> None:
@@ -115,9 +118,7 @@ def test_server_that_dies_during_startup_fails_the_test_with_its_log(
 ) -> None:
     config = pytester.path / "broken.yaml"
     config.write_text(
-        (Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml")
-        .read_text()
-        .replace("remote::model-context-protocol", "remote::no-such-provider")
+        MINIMAL.read_text().replace("remote::model-context-protocol", "remote::no-such-provider")
     )
     pytester.makepyfile("def test_it(llama_stack): pass")
     result = pytester.runpytest("--llama-stack-mode=server", f"--llama-stack-config={config}")
@@ -131,9 +132,7 @@ def test_library_stack_with_unknown_provider_is_a_clear_test_error(
 ) -> None:
     config = pytester.path / "broken.yaml"
     config.write_text(
-        (Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml")
-        .read_text()
-        .replace("remote::model-context-protocol", "remote::no-such-provider")
+        MINIMAL.read_text().replace("remote::model-context-protocol", "remote::no-such-provider")
     )
     pytester.makepyfile("def test_it(llama_stack): pass")
     result = pytester.runpytest(f"--llama-stack-config={config}")
@@ -156,14 +155,14 @@ def test_stacks_start_under_w_error(pytester: pytest.Pytester) -> None:
 def test_recorder_variable_is_ignored_while_the_stack_starts(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLAMA_STACK_TEST_INFERENCE_MODE", "replay")
+    monkeypatch.setenv(FLAVOR.inference_mode_var, "replay")
     pytester.makepyfile(
-        """
-        import os
+        f"""
+        import importlib, os
         def test_it(llama_stack):
-            import llama_stack.core.stack as s
+            s = importlib.import_module("{FLAVOR.package}.core.stack")
             assert s.TEST_RECORDING_CONTEXT is None
-            assert os.environ["LLAMA_STACK_TEST_INFERENCE_MODE"] == "replay"
+            assert os.environ["{FLAVOR.inference_mode_var}"] == "replay"
         """
     )
     pytester.runpytest().assert_outcomes(passed=1)
@@ -221,7 +220,7 @@ def test_xdist_server_mode_one_store_and_port_per_test(pytester: pytest.Pytester
 
 
 class TestConfigChecks:
-    MINIMAL = Path(__file__).parents[1] / "pytest_llamastate/configs/minimal.yaml"
+    MINIMAL = MINIMAL
 
     @pytest.mark.parametrize(
         ("edit", "message"),
@@ -303,10 +302,11 @@ class TestConfigChecks:
         )
         pytester.runpytest().assert_outcomes(passed=1)
 
-    def test_env_resolution_agrees_with_llama_stack(self, tmp_path: Path) -> None:
-        """Our resolver (used before any stack starts) must read configs as llama-stack does."""
+    def test_env_resolution_agrees_with_the_stack(self, tmp_path: Path) -> None:
+        """Our resolver (used before any stack starts) must read configs as the stack does."""
         import yaml
-        from llama_stack.core.stack import replace_env_vars
+
+        replace_env_vars = importlib.import_module(f"{FLAVOR.package}.core.stack").replace_env_vars
 
         from pytest_llamastate.stackconfig import resolve_env
 
@@ -331,9 +331,9 @@ class TestConfigChecks:
 
 def test_missing_llama_stack_names_the_install_command(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(
-        """
+        f"""
         import sys
-        sys.modules["llama_stack.core.library_client"] = None
+        sys.modules["{FLAVOR.library_module}"] = None
         """
     )
     pytester.makepyfile(
@@ -344,7 +344,6 @@ def test_missing_llama_stack_names_the_install_command(pytester: pytest.Pytester
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(
-        ["llama-stack is not installed *: pip install 'pytest-llamastate?stack?'"]
-    )
+    hint = FLAVOR.install_hint.replace("[", "?").replace("]", "?")
+    result.stdout.fnmatch_lines([f"{FLAVOR.name} is not installed *: {hint}"])
     assert "During handling" not in result.stdout.str()

@@ -1,0 +1,204 @@
+"""Llama Stack and OGX (its new name): everything the plugin does differently for each.
+
+Llama Stack was renamed OGX at 0.8.0: a new package, CLI, client, home folder and
+variable prefix, registry keys prefixed with a namespace, a library client whose event
+loop runs in a thread of its own, and a server that wants TLS unless told otherwise.
+Rather than branch on a name all over the code, each difference is one field of a
+:class:`Flavor`, and the code reads the field: adding the next rename is adding an instance.
+
+Nothing here imports either package (that takes seconds, and a run that only uses
+``llama_store`` should not pay for it): detection reads installed distributions' metadata.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import warnings
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "FLAVORS",
+    "FLAVOR_CHOICES",
+    "LLAMA_STACK",
+    "OGX",
+    "Flavor",
+    "FlavorChoice",
+    "FlavorName",
+    "detect",
+    "import_quietly",
+]
+
+FlavorName = Literal["llama-stack", "ogx"]
+FlavorChoice = Literal["auto", "llama-stack", "ogx"]
+FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """One distribution of the stack: its names, and how to drive it."""
+
+    name: FlavorName
+    #: Distribution name for ``importlib.metadata`` (versions, detection).
+    distribution: str
+    #: Import name of the server package (``<package>.core...``).
+    package: str
+    #: Import name of the API types package (``Api``, ``URL``, ``ListToolsRequest``).
+    api_package: str
+    #: Class in ``<package>.core.library_client`` that runs a stack in-process.
+    library_client: str
+    #: Whether that client's event loop runs in a thread of its own (OGX): coroutines are
+    #: then submitted to it; otherwise the loop is idle and we run them on it.
+    threaded_loop: bool
+    #: Import name and class of the HTTP client used in server mode.
+    client_package: str
+    client_class: str
+    #: The CLI, and its arguments before the config path (``llama stack run CFG``).
+    cli: str
+    run_args: tuple[str, ...]
+    #: Extra server flags: OGX refuses to serve plain HTTP without ``--insecure``.
+    server_flags: tuple[str, ...]
+    #: The variable naming the config/home folder; set per store, so OGX's CLI never
+    #: moves a developer's real ``~/.llama`` (it only does so when this is unset).
+    config_dir_var: str
+    #: Setting this turns on the stack's request recorder; unset while a stack starts.
+    inference_mode_var: str
+    #: The home folder under ``~`` (guarded against writes by tests).
+    home: str
+    #: Whether registry keys carry the metadata store's namespace as a prefix
+    #: (OGX's kvstores prefix every key; llama-stack 0.7 ignores the namespace).
+    namespaced_keys: bool
+    #: The metadata namespace when the run config names none.
+    default_namespace: str
+    #: HTTP route that lists tools (``toolgroup_id`` query parameter).
+    tools_path: str
+    #: Why that route answers HTTP 500, when it is a known upstream bug ("" if none).
+    tools_route_bug: str
+    #: File name of the plugin's default run config for this flavor.
+    default_config_name: str
+    install_hint: str
+
+    @property
+    def library_module(self) -> str:
+        return f"{self.package}.core.library_client"
+
+    @property
+    def default_config(self) -> Path:
+        """The offline, tool-runtime-only run config shipped with the plugin."""
+        files = resources.files("pytest_llamastate") / "configs" / self.default_config_name
+        return Path(str(files))
+
+    def version(self) -> str | None:
+        """The installed version, or ``None``: metadata only, nothing imported."""
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def installed(self) -> bool:
+        return self.version() is not None
+
+    def registry_namespace(self, configured: str | None) -> str | None:
+        """The prefix of registry keys for a run config whose metadata namespace is
+        ``configured`` (``None`` when the config names none), or ``None`` for no prefix."""
+        if not self.namespaced_keys:
+            return None
+        return configured or self.default_namespace
+
+    def run(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on a library client's loop and return its result.
+
+        llama-stack's loop is idle between calls, so we run it; OGX's runs forever in its
+        own thread, where ``run_until_complete`` would fail, so we submit and wait.
+        """
+        if self.threaded_loop:
+            return asyncio.run_coroutine_threadsafe(coro, loop).result(_CALL_TIMEOUT)
+        return loop.run_until_complete(coro)
+
+
+#: Seconds a call on OGX's loop thread may take (it lists MCP tools over the network).
+_CALL_TIMEOUT = 300.0
+
+LLAMA_STACK = Flavor(
+    name="llama-stack",
+    distribution="llama-stack",
+    package="llama_stack",
+    api_package="llama_stack_api",
+    library_client="LlamaStackAsLibraryClient",
+    threaded_loop=False,
+    client_package="llama_stack_client",
+    client_class="LlamaStackClient",
+    cli="llama",
+    run_args=("stack", "run"),
+    server_flags=(),
+    config_dir_var="LLAMA_STACK_CONFIG_DIR",
+    inference_mode_var="LLAMA_STACK_TEST_INFERENCE_MODE",
+    home=".llama",
+    namespaced_keys=False,
+    default_namespace="registry",
+    tools_path="/v1/tools",
+    tools_route_bug="",
+    default_config_name="minimal.yaml",
+    install_hint="pip install 'pytest-llamastate[stack]'",
+)
+
+OGX = Flavor(
+    name="ogx",
+    distribution="ogx",
+    package="ogx",
+    api_package="ogx_api",
+    library_client="OGXAsLibraryClient",
+    threaded_loop=True,
+    client_package="ogx_client",
+    client_class="OgxClient",
+    cli="ogx",
+    run_args=("run",),  # `ogx stack run` still works but warns that it is deprecated
+    server_flags=("--insecure",),
+    config_dir_var="OGX_CONFIG_DIR",
+    inference_mode_var="OGX_TEST_INFERENCE_MODE",
+    home=".ogx",
+    namespaced_keys=True,
+    default_namespace="registry",
+    tools_path="/v1/admin/tools",
+    tools_route_bug=(
+        "ogx 1.5 builds the admin API that serves this route without its toolgroups "
+        "dependency (KeyError: Api.tool_groups), so an OGX server cannot list tools; "
+        "use library mode for tools()"
+    ),
+    default_config_name="minimal-ogx.yaml",
+    install_hint="pip install 'pytest-llamastate[ogx]'",
+)
+
+FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
+
+
+def detect(choice: str = "auto") -> Flavor:
+    """The flavor ``choice`` names, or for ``auto`` the one that is installed.
+
+    With both installed, ``auto`` picks llama-stack: adding ogx to an environment must not
+    silently change what an existing suite runs (set ``llama_flavor = ogx`` to switch).
+    With neither, it is llama-stack too, so the errors a stack start raises name the
+    install command of the package most suites start from. An explicit choice is returned
+    even when not installed: stores work without a stack, and a start says what to install.
+    """
+    if choice == "auto":
+        return next((f for f in FLAVORS if f.installed()), LLAMA_STACK)
+    for flavor in FLAVORS:
+        if flavor.name == choice:
+            return flavor
+    raise ValueError(f"unknown flavor {choice!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
+
+
+def import_quietly(name: str) -> Any:
+    """Import a module of the stack (or its client) with import-time warnings ignored.
+
+    Both packages emit deprecation warnings while importing (OGX 1.5: ``httpx`` status
+    names); under ``-W error`` those would fail the test for code that is not the user's.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return importlib.import_module(name)

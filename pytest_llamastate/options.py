@@ -29,14 +29,18 @@ _T = TypeVar("_T", bound=str)
 
 def addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llamastate", "isolated Llama Stack state (pytest-llamastate)")
-    group.addoption(
-        "--llama-store-dir",
+
+    def twin(name: str, help: str, default: str = "", **option: object) -> None:
+        """``--llama-x`` on the command line and ``llama_x`` in the ini file, one meaning."""
+        option.setdefault("metavar", "VALUE")
+        group.addoption("--" + name.replace("_", "-"), help=f"{help} (ini: {name})", **option)
+        parser.addini(name, help, default=default)
+
+    twin(
+        "llama_store_dir",
+        "base folder of test stores (default: <basetemp>/llamastate); "
+        "each run gets a numbered run-N folder in it",
         metavar="DIR",
-        help="base folder for test stores (default: <basetemp>/llamastate); "
-        "each run gets a numbered run-N folder in it. ini: llama_store_dir",
-    )
-    parser.addini(
-        "llama_store_dir", "base folder for test stores (default: under pytest's basetemp)"
     )
     group.addoption(
         "--llama-keep-store",
@@ -52,59 +56,50 @@ def addoption(parser: pytest.Parser) -> None:
         "how many run-N folders to keep under llama_store_dir (default 3)",
         default="3",
     )
-    group.addoption(
-        "--llama-guard",
+    twin(
+        "llama_guard",
+        "on a test writing to the real ~/.llama or ~/.ogx: error (default), warn, off",
+        default="error",
         metavar="MODE",
-        help="on a test writing to the real ~/.llama or ~/.ogx: error (default), warn, off. "
-        "ini: llama_guard",
     )
-    parser.addini("llama_guard", "leak guard mode: error (default), warn, off", default="error")
-    group.addoption(
-        "--llama-stack-mode",
+    twin(
+        "llama_stack_mode",
+        "how llama_stack runs: library (in-process, default) or server "
+        "(`llama stack run` / `ogx run`)",
+        default="library",
         metavar="MODE",
-        help="how llama_stack runs: library (in-process, default) or server "
-        "(`llama stack run` / `ogx run`). ini: llama_stack_mode",
     )
-    parser.addini("llama_stack_mode", "library (default) or server", default="library")
-    group.addoption(
-        "--llama-flavor",
+    twin(
+        "llama_flavor",
+        "which stack to run: auto (default: the installed one; llama-stack "
+        "if both), llama-stack or ogx",
+        default="auto",
         metavar="FLAVOR",
-        help="which stack to run: auto (default: the installed one; llama-stack if both), "
-        "llama-stack or ogx. ini: llama_flavor",
     )
-    parser.addini("llama_flavor", "auto (default), llama-stack or ogx", default="auto")
-    group.addoption(
-        "--llama-stack-config",
+    twin(
+        "llama_stack_config",
+        "run config for llama_stack (default: the plugin's offline minimal config)",
         metavar="PATH",
-        help="run config for llama_stack (default: the plugin's offline minimal.yaml). "
-        "ini: llama_stack_config",
     )
-    parser.addini("llama_stack_config", "run config for llama_stack")
-    group.addoption(
-        "--llama-stack-start-timeout",
+    twin(
+        "llama_stack_start_timeout",
+        "seconds a server may take to become healthy (default 60)",
+        default="60",
         metavar="SECONDS",
-        help="how long a server may take to become healthy (default 60). "
-        "ini: llama_stack_start_timeout",
     )
-    parser.addini(
-        "llama_stack_start_timeout", "seconds a server may take to start (default 60)", default="60"
-    )
-    group.addoption(
-        "--llama-persist-dir",
+    twin(
+        "llama_persist_dir",
+        "folder of @pytest.mark.persistent stores (default: <pytest cache dir>/d/llamastate)",
         metavar="DIR",
-        help="folder of @pytest.mark.persistent stores (default: <pytest cache dir>/d/llamastate). "
-        "ini: llama_persist_dir",
     )
-    parser.addini("llama_persist_dir", "folder of persistent stores")
-    group.addoption(
-        "--llama-reset-persistent",
+    twin(
+        "llama_reset_persistent",
+        "wipe persistent stores before their first use in this "
+        "run: all, or the named ones (write --llama-reset-persistent=NAME)",
         nargs="?",
         const="*",
         metavar="NAME[,NAME]",
-        help="wipe persistent stores before their first use in this run: all, or the named "
-        "ones (write --llama-reset-persistent=NAME). ini: llama_reset_persistent",
     )
-    parser.addini("llama_reset_persistent", "persistent stores to wipe first: * or NAME[,NAME]")
     parser.addini(
         "llama_persist_lock_timeout",
         "seconds a test waits for a persistent store another test holds (default 600)",
@@ -116,25 +111,64 @@ def addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _choice(value: str, allowed: tuple[_T, ...], source: str) -> _T:
+@dataclass(frozen=True)
+class _Raw:
+    """An option's value as given, where it came from, and what a relative path means."""
+
+    value: str
+    source: str
+    base: Path
+
+    def path(self) -> Path:
+        return (self.base / os.path.expanduser(self.value)).absolute()
+
+
+def _raw(config: pytest.Config, name: str) -> _Raw | None:
+    """The command line wins over the ini file; ``None`` when neither gives a value."""
+    if cli := config.getoption(name, None):
+        return _Raw(str(cli), "--" + name.replace("_", "-"), config.invocation_params.dir)
+    if ini := str(config.getini(name)):
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return _Raw(ini, f"ini {name}", base)
+    return None
+
+
+def _required(config: pytest.Config, name: str) -> _Raw:
+    """For options with an ini default, which always have a value."""
+    raw = _raw(config, name)
+    assert raw is not None, name
+    return raw
+
+
+def _choice(raw: _Raw, allowed: tuple[_T, ...]) -> _T:
     for choice in allowed:
-        if value.strip().lower() == choice:
+        if raw.value.strip().lower() == choice:
             return choice
     raise pytest.UsageError(
-        f"{source}: unknown value {value!r}; allowed values: {', '.join(allowed)}"
+        f"{raw.source}: unknown value {raw.value!r}; allowed values: {', '.join(allowed)}"
     )
 
 
-def _writable_dir(raw: str, base: Path, source: str) -> Path:
-    path = (base / os.path.expanduser(raw)).absolute()
+def _positive_number(raw: _Raw) -> float:
+    try:
+        value = float(raw.value)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a positive number of seconds")
+    return value
+
+
+def _writable_dir(raw: _Raw) -> Path:
+    path = raw.path()
     if path.exists() and not path.is_dir():
-        raise pytest.UsageError(f"{source}: {path} exists and is not a folder; choose a folder")
+        raise pytest.UsageError(f"{raw.source}: {path} exists and is not a folder; choose a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
     except OSError as exc:
         raise pytest.UsageError(
-            f"{source}: cannot write to {path} ({exc.strerror or exc}); "
+            f"{raw.source}: cannot write to {path} ({exc.strerror or exc}); "
             "choose a folder you can write to"
         ) from None
     return path
@@ -159,77 +193,35 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
-        raw_dir = config.getoption("llama_store_dir")
-        if raw_dir:
-            store_dir = _writable_dir(raw_dir, config.invocation_params.dir, "--llama-store-dir")
-        elif raw_ini := str(config.getini("llama_store_dir")):
-            ini_base = config.inipath.parent if config.inipath else config.rootpath
-            store_dir = _writable_dir(raw_ini, ini_base, "ini llama_store_dir")
-        else:
-            store_dir = None
-
-        if config.getoption("llama_keep_store"):
-            keep: KeepPolicy = "all"
-        else:
-            keep = _choice(
-                str(config.getini("llama_keep_store")), KEEP_POLICIES, "llama_keep_store"
-            )
-
-        raw_count = str(config.getini("llama_store_retention_count"))
-        if not raw_count.strip().isdigit():
-            raise pytest.UsageError(
-                f"llama_store_retention_count: {raw_count!r} is not a whole number >= 0"
-            )
-
-        raw_guard = config.getoption("llama_guard")
-        guard = _choice(
-            raw_guard or str(config.getini("llama_guard")),
-            GUARD_MODES,
-            "--llama-guard" if raw_guard else "llama_guard",
+        raw_dir = _raw(config, "llama_store_dir")
+        keep: KeepPolicy = (
+            "all"
+            if config.getoption("llama_keep_store")
+            else _choice(_required(config, "llama_keep_store"), KEEP_POLICIES)
         )
-        raw_mode = config.getoption("llama_stack_mode")
-        mode = _choice(
-            raw_mode or str(config.getini("llama_stack_mode")),
-            STACK_MODES,
-            "--llama-stack-mode" if raw_mode else "llama_stack_mode",
-        )
-        raw_flavor = config.getoption("llama_flavor")
-        flavor = detect(
-            _choice(
-                raw_flavor or str(config.getini("llama_flavor")),
-                FLAVOR_CHOICES,
-                "--llama-flavor" if raw_flavor else "llama_flavor",
-            )
-        )
-        timeout = _positive_number(
-            config.getoption("llama_stack_start_timeout")
-            or str(config.getini("llama_stack_start_timeout")),
-            "llama_stack_start_timeout",
-        )
+        count = _required(config, "llama_store_retention_count")
+        if not count.value.strip().isdigit():
+            raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
+        flavor = detect(_choice(_required(config, "llama_flavor"), FLAVOR_CHOICES))
         return cls(
-            store_dir,
-            keep,
-            int(raw_count),
-            guard,
-            mode,
-            _stack_config(config, flavor),
-            timeout,
-            _seed_file(config),
-            _persist_dir(config),
-            _reset_names(config),
-            _positive_number(
-                str(config.getini("llama_persist_lock_timeout")), "llama_persist_lock_timeout"
-            ),
+            store_dir=_writable_dir(raw_dir) if raw_dir else None,
+            keep=keep,
+            retention_count=int(count.value),
+            guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
+            stack_mode=_choice(_required(config, "llama_stack_mode"), STACK_MODES),
+            stack_config=_stack_config(config, flavor),
+            start_timeout=_positive_number(_required(config, "llama_stack_start_timeout")),
+            seeds=_seed_file(config),
+            persist_dir=_persist_dir(config),
+            reset_persistent=_reset_names(config),
+            persist_lock_timeout=_positive_number(_required(config, "llama_persist_lock_timeout")),
             flavor=flavor,
         )
 
 
 def _persist_dir(config: pytest.Config) -> Path:
-    if raw := config.getoption("llama_persist_dir"):
-        return _writable_dir(str(raw), config.invocation_params.dir, "--llama-persist-dir")
-    if raw_ini := str(config.getini("llama_persist_dir")):
-        ini_base = config.inipath.parent if config.inipath else config.rootpath
-        return _writable_dir(raw_ini, ini_base, "ini llama_persist_dir")
+    if raw := _raw(config, "llama_persist_dir"):
+        return _writable_dir(raw)
     try:
         cache_dir = str(config.getini("cache_dir"))
     except ValueError:  # -p no:cacheprovider
@@ -240,8 +232,8 @@ def _persist_dir(config: pytest.Config) -> Path:
 
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:
-    raw = config.getoption("llama_reset_persistent") or str(config.getini("llama_reset_persistent"))
-    names = frozenset(n.strip() for n in str(raw).split(",") if n.strip())
+    raw = _raw(config, "llama_reset_persistent")
+    names = frozenset(n.strip() for n in raw.value.split(",") if n.strip()) if raw else frozenset()
     for name in names - {"*"}:
         try:
             check_name(name)
@@ -254,24 +246,12 @@ def _reset_names(config: pytest.Config) -> frozenset[str]:
 
 
 def _seed_file(config: pytest.Config) -> tuple[ToolgroupSeed, ...]:
-    raw = str(config.getini("llama_toolgroups_file"))
-    if not raw:
+    if (raw := _raw(config, "llama_toolgroups_file")) is None:
         return ()
-    ini_base = config.inipath.parent if config.inipath else config.rootpath
     try:
-        return load_seed_file((ini_base / raw).absolute())
+        return load_seed_file(raw.path())
     except SeedError as exc:
         raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
-
-
-def _positive_number(raw: str, source: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise pytest.UsageError(f"{source}: {raw!r} is not a positive number of seconds")
-    return value
 
 
 def _stack_config(config: pytest.Config, flavor: Flavor) -> Path:
@@ -279,15 +259,10 @@ def _stack_config(config: pytest.Config, flavor: Flavor) -> Path:
 
     Without one, the flavor's own offline config (OGX keeps prompts in SQL tables).
     """
-    if raw := config.getoption("llama_stack_config"):
-        path, source = (config.invocation_params.dir / str(raw)).absolute(), "--llama-stack-config"
-    elif raw_ini := str(config.getini("llama_stack_config")):
-        ini_base = config.inipath.parent if config.inipath else config.rootpath
-        path, source = (ini_base / raw_ini).absolute(), "ini llama_stack_config"
-    else:
+    if (raw := _raw(config, "llama_stack_config")) is None:
         return flavor.default_config
     try:
-        StackConfig.load(path).check_paths(Path(tempfile.gettempdir(), "llamastate-check"))
+        StackConfig.load(raw.path()).check_paths(Path(tempfile.gettempdir(), "llamastate-check"))
     except StackConfigError as exc:
-        raise pytest.UsageError(f"{source}: {exc}") from None
-    return path
+        raise pytest.UsageError(f"{raw.source}: {exc}") from None
+    return raw.path()

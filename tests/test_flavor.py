@@ -67,7 +67,7 @@ def test_every_flavors_homes_are_guarded_and_config_dirs_isolated(tmp_path: Path
     ("args", "message"),
     [
         (["--llama-flavor=llama"], "--llama-flavor: unknown value 'llama'"),
-        (["-o", "llama_flavor=OGX-1"], "llama_flavor: unknown value 'OGX-1'"),
+        (["-o", "llama_flavor=OGX-1"], "ini llama_flavor: unknown value 'OGX-1'"),
     ],
 )
 def test_a_bad_flavor_is_a_usage_error(

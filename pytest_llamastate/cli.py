@@ -67,7 +67,6 @@ _LISTED_KINDS = ("test", "persistent")
 _PERSIST_DIR = Path(".pytest_cache") / "d" / "llamastate"
 #: How many of the newest ``pytest-N`` basetemps ``ls`` searches by default.
 _BASETEMPS = 3
-#: Registry keys as written by a namespaced kvstore: ``<namespace>:`` + this.
 
 
 class CliError(Exception):

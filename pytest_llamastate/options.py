@@ -233,13 +233,15 @@ def _persist_dir(config: pytest.Config) -> Path:
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:
     raw = _raw(config, "llama_reset_persistent")
-    names = frozenset(n.strip() for n in raw.value.split(",") if n.strip()) if raw else frozenset()
+    if raw is None:
+        return frozenset()
+    names = frozenset(n.strip() for n in raw.value.split(",") if n.strip())
     for name in names - {"*"}:
         try:
             check_name(name)
         except ValueError as exc:
             raise pytest.UsageError(
-                f"--llama-reset-persistent: {exc} (a path after the option? write "
+                f"{raw.source}: {exc} (a path after the option? write "
                 "--llama-reset-persistent=NAME, or put the option last)"
             ) from None
     return names

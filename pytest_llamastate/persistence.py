@@ -101,7 +101,7 @@ class Lease:
 
 @dataclass
 class PersistentStores:
-    """The persistent stores under one folder (default ``<pytest cache>/llamastate``).
+    """The persistent stores under one folder (default ``<pytest cache>/d/llamastate``).
 
     ``reset`` names the stores to wipe before their first use in this run (``"*"``: all);
     ``run_id`` is shared by every xdist worker of a run, so a store is reset once per

@@ -13,7 +13,6 @@ import warnings
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +84,6 @@ def _state(config: pytest.Config) -> _SessionState:
 
 def _item_state(item: pytest.Item) -> _ItemState:
     return item.stash.setdefault(_item_key, _ItemState())
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -171,7 +163,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Parse every ``llama_toolgroups`` marker now: a malformed seed stops the run early."""
+    """Parse every ``llama_toolgroups`` and ``persistent`` marker now: a malformed seed or
+    store name stops the run before any test starts."""
     for item in items:
         layers = []
         for marker in reversed(list(item.iter_markers("llama_toolgroups"))):
@@ -359,7 +352,7 @@ def llama_store(
     name = request.node.stash.get(_persistent_key, None)
     lease: Lease | None = None
     hook = request.node.ihook
-    with _as_test_error(SeedError, PersistentStoreError, StoreCorruptError):
+    with _as_test_error(SeedError, PersistentStoreError):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
         seeds = parse_seeds(wanted, "llama_toolgroups")
@@ -377,12 +370,13 @@ def llama_store(
             )
             istate.leases.append(lease)
             store = lease.store
-        # What the test changes is reported on failure: remember where it started.
-        istate.initial[store.path] = (
-            store.snapshot() if lease is not None or seeds else RegistrySnapshot()
-        )
-    hook.pytest_llamastate_store_created(store=store, request=request)
     try:
+        with _as_test_error(StoreCorruptError):
+            # What the test changes is reported on failure: remember where it started.
+            istate.initial[store.path] = (
+                store.snapshot() if lease is not None or seeds else RegistrySnapshot()
+            )
+        hook.pytest_llamastate_store_created(store=store, request=request)
         with store.activate():
             yield store
     finally:
@@ -416,7 +410,7 @@ def _describe(
 
 
 def _stack_versions() -> str:
-    return ",".join(f"{dist}={_version(dist)}" for dist in ("llama-stack", "ogx"))
+    return ",".join(f"{f.distribution}={f.version()}" for f in FLAVORS)
 
 
 def _config_text(config: Path | str | StackConfig) -> str:

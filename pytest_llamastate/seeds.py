@@ -218,7 +218,10 @@ class TemplateCache:
             namespace = None
             if self.config is not None and flavor.namespaced_keys:
                 namespace = StackConfig.load(self.config).metadata_namespace
-            self._format = installed_format(flavor, namespace)
+            try:
+                self._format = installed_format(flavor, namespace)
+            except ModuleNotFoundError as exc:
+                raise SeedError(f"seeds need a stack to take their format from: {exc}") from None
         return self._format
 
     def template(self, seeds: tuple[ToolgroupSeed, ...]) -> Path:

@@ -23,7 +23,7 @@ def restart_cycles(
 
     ``before_restart(stack, cycle)`` runs before each restart, e.g. to register one more
     toolgroup. Raises ``AssertionError`` naming the cycle and the toolgroups that went
-    missing. Returns the toolgroup ids listed at the end.
+    missing. Returns every toolgroup id checked (all of them listed after the last restart).
     """
     expected = {tg.identifier for tg in stack.toolgroups()}
     for cycle in range(cycles):

@@ -41,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from .flavor import FLAVORS, Flavor, detect, import_quietly
 from .registry import RegistryFormat, ToolgroupRecord, installed_format, read_entries, write_entries
+from .seeds import SeedError, ToolgroupSeed
 from .stackconfig import StackConfig
 from .store import LlamaStore
 
@@ -56,7 +57,6 @@ __all__ = [
 StackMode = Literal["library", "server"]
 STACK_MODES: tuple[StackMode, ...] = ("library", "server")
 
-MCP_PROVIDER = "model-context-protocol"
 #: Variables that change what a stack does to its state; unset while one starts.
 _UNSET_WHILE_STARTING = tuple(flavor.inference_mode_var for flavor in FLAVORS)
 _LOG_TAIL_LINES = 40
@@ -355,11 +355,11 @@ class LlamaStack:
         nor OGX has an HTTP route for it), so it costs a restart; seed toolgroups for bulk
         set-up.
         """
-        provider = provider_id or (
-            MCP_PROVIDER if mcp_endpoint or toolgroup_id.startswith("mcp::") else None
-        )
-        if provider is None:
-            raise StackError(f"register_toolgroup({toolgroup_id!r}): provider_id is required")
+        try:  # the same defaults and checks as a seed
+            seed = ToolgroupSeed(toolgroup_id, provider_id, mcp_endpoint, args)
+        except SeedError as exc:
+            raise StackError(f"register_toolgroup: {exc}") from None
+        provider = str(seed.provider_id)
         known = self.config.providers("tool_runtime")
         if provider not in known:
             raise StackError(
@@ -513,6 +513,7 @@ class LlamaStack:
         while not _healthy(url):
             if self._proc.poll() is not None:
                 code = self._proc.returncode
+                _kill_group(self._proc)  # reaps it and forgets it
                 self._proc = None
                 raise StackError(
                     f"the server exited with code {code} during start-up; "
@@ -527,7 +528,13 @@ class LlamaStack:
                     f"{_log_tail(self.log_path)}"
                 )
             time.sleep(0.1)
-        client_class = getattr(import_quietly(self.flavor.client_package), self.flavor.client_class)
+        try:
+            client_module = import_quietly(self.flavor.client_package)
+        except ModuleNotFoundError as exc:
+            raise StackNotInstalledError(
+                f"{exc.name} is not installed: {self.flavor.install_hint}"
+            ) from None
+        client_class = getattr(client_module, self.flavor.client_class)
         self.base_url = url
         self.client = client_class(base_url=url)
 
@@ -583,7 +590,11 @@ class LlamaStackFactory:
         stack = LlamaStack(
             store, stack_config, mode or self.mode, self.start_timeout, label, self.flavor
         )
-        stack.start()
+        try:
+            stack.start()
+        except BaseException:
+            stack.close()  # a server half-started, a claimed port: nothing may outlive it
+            raise
         self._live = [s for s in self._live if s.running] + [stack]
         return stack
 

@@ -11,15 +11,16 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .flavor import LLAMA_STACK
 
 __all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "resolve_env"]
 
 #: The offline, tool-runtime-only config shipped with the plugin (the llama-stack one;
 #: each flavor names its own as ``Flavor.default_config``).
-DEFAULT_CONFIG = Path(str(resources.files("pytest_llamastate") / "configs" / "minimal.yaml"))
+DEFAULT_CONFIG = LLAMA_STACK.default_config
 
 #: Keys whose string value is a path the stack writes to.
 _PATH_KEYS = frozenset({"db_path", "storage_dir", "external_providers_dir"})

@@ -306,3 +306,43 @@ def test_xdist_workers_hammering_one_store_are_serialized(pytester: pytest.Pytes
         for t in LlamaStore.open(pytester.path / ".pytest_cache/d/llamastate/shared").toolgroups()
     }
     assert ids == {f"mcp::gw{w}-{n}" for w in (0, 1) for n in range(15)}
+
+
+def test_a_failing_store_created_hook_does_not_leave_the_store_locked(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        FAILED = []
+
+        def pytest_llamastate_store_created(store, request):
+            if not FAILED:
+                FAILED.append(1)
+                raise RuntimeError("hook broke")
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.persistent("locked")
+        def test_first(llama_store):
+            pass
+
+        @pytest.mark.persistent("locked")
+        def test_second(llama_store):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:randomly", "-o", "llama_persist_lock_timeout=5")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*RuntimeError: hook broke*"])
+    assert "stayed locked" not in result.stdout.str()
+
+
+def test_reset_names_from_the_ini_are_checked_too(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-o", "llama_reset_persistent=a/b")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: ini llama_reset_persistent: invalid persistent store name 'a/b'*"]
+    )

@@ -358,3 +358,26 @@ def test_load_seed_file_round_trip(tmp_path: Path) -> None:
     assert load_seed_file(path) == (
         ToolgroupSeed("mcp::file", "model-context-protocol", "http://h/f", {"k": "v"}),
     )
+
+
+def test_seeds_without_a_stack_installed_name_the_problem(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+        sys.modules["llama_stack.core.store.registry"] = None
+        sys.modules["ogx.core.store.registry"] = None
+        """
+    )
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
+        def test_it(llama_store):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*seeds need a stack to take their format from*"])
+    assert "Traceback" not in result.stdout.str()

@@ -347,3 +347,20 @@ def test_missing_llama_stack_names_the_install_command(pytester: pytest.Pytester
     hint = FLAVOR.install_hint.replace("[", "?").replace("]", "?")
     result.stdout.fnmatch_lines([f"{FLAVOR.name} is not installed *: {hint}"])
     assert "During handling" not in result.stdout.str()
+
+
+def test_register_toolgroup_applies_the_seed_rules(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_llamastate import StackError
+
+        def test_it(llama_stack):
+            with pytest.raises(StackError, match="an MCP toolgroup needs mcp_endpoint"):
+                llama_stack.register_toolgroup("mcp::no-endpoint")
+            with pytest.raises(StackError, match="no provider_id"):
+                llama_stack.register_toolgroup("plain")
+            assert llama_stack.toolgroups() == []
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1)

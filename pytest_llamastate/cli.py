@@ -290,11 +290,6 @@ def _row(entry: RegistryEntry) -> dict[str, Any]:
     return {"key": entry.key, "type": entry.type, "identifier": entry.identifier}
 
 
-def _changed_fields(before: RegistryEntry, after: RegistryEntry) -> list[str]:
-    old, new = before.value, after.value
-    return sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
-
-
 def cmd_diff(args: argparse.Namespace) -> int:
     """Registry rows from A to B, matched by full key (so a v9 -> v10 move is -/+)."""
     store_a, store_b = _open(args.a), _open(args.b)
@@ -309,7 +304,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             "changed": [
                 {
                     **_row(new),
-                    "fields": _changed_fields(old, new),
+                    "fields": diff.changed_fields(old, new),
                     "before": old.value,
                     "after": new.value,
                 }
@@ -318,13 +313,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2))
     else:
-        # RegistryDiff.lines(), with the fields that changed after each "~" line.
-        for entry in diff.added:
-            print(f"+ {entry.type}:{entry.identifier}")
-        for entry in diff.removed:
-            print(f"- {entry.type}:{entry.identifier}")
-        for old, new in diff.changed:
-            print(f"~ {new.type}:{new.identifier} ({', '.join(_changed_fields(old, new))})")
+        for line in diff.lines(fields=True):
+            print(line)
     return 1 if diff else 0
 
 

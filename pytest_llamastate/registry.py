@@ -175,39 +175,38 @@ def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
         raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
 
 
-def read_entries(db: Path) -> list[RegistryEntry]:
-    """Every registry row of ``db``, sorted by key; ``[]`` when the file does not exist."""
+def _select(db: Path, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on ``db``'s kvstore table; none when the file or table does not exist."""
     if not db.exists():
         return []
     with connect(db) as conn:
         try:
-            rows = conn.execute(
-                f"SELECT key, value FROM {_TABLE} WHERE instr(key, ?) > 0 ORDER BY key",
-                (_PREFIX + ":",),
-            ).fetchall()
-        except sqlite3.OperationalError as exc:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
             if "no such table" in str(exc):
                 return []
-            raise StoreCorruptError(f"{db}: cannot read the registry ({exc})") from None
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{db}: cannot read the registry ({exc})") from None
+            raise StoreCorruptError(f"{db}: cannot read the {what} ({exc})") from None
+
+
+def read_entries(db: Path) -> list[RegistryEntry]:
+    """Every registry row of ``db``, sorted by key; ``[]`` when the file does not exist."""
+    rows = _select(
+        db,
+        f"SELECT key, value FROM {_TABLE} WHERE instr(key, ?) > 0 ORDER BY key",
+        (_PREFIX + ":",),
+        "registry",
+    )
     return [e for key, value in rows if (e := RegistryEntry.parse(key, value)) is not None]
 
 
 def read_keys(db: Path, prefix: str = "") -> list[str]:
     """Every key of ``db``'s kvstore table starting with ``prefix``, sorted."""
-    if not db.exists():
-        return []
-    with connect(db) as conn:
-        try:
-            rows = conn.execute(
-                f"SELECT key FROM {_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
-                (len(prefix), prefix),
-            ).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise StoreCorruptError(f"{db}: cannot read the keys ({exc})") from None
+    rows = _select(
+        db,
+        f"SELECT key FROM {_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
+        (len(prefix), prefix),
+        "keys",
+    )
     return [str(key) for (key,) in rows]
 
 
@@ -222,12 +221,26 @@ class RegistryDiff:
     def __bool__(self) -> bool:
         return bool(self.added or self.removed or self.changed)
 
-    def lines(self) -> list[str]:
-        """``+``, ``-`` and ``~`` lines, one per entry, e.g. ``+ tool_group:mcp::calc``."""
+    @staticmethod
+    def changed_fields(before: RegistryEntry, after: RegistryEntry) -> list[str]:
+        """The top-level fields of a changed entry whose values differ, sorted."""
+        old, new = before.value, after.value
+        return sorted(f for f in old.keys() | new.keys() if old.get(f) != new.get(f))
+
+    def lines(self, *, fields: bool = False) -> list[str]:
+        """``+``, ``-`` and ``~`` lines, one per entry, e.g. ``+ tool_group:mcp::calc``.
+
+        ``fields`` adds the changed fields to each ``~`` line: ``~ tool_group:x (args)``.
+        """
+        changed = [
+            f"~ {new.type}:{new.identifier}"
+            + (f" ({', '.join(self.changed_fields(old, new))})" if fields else "")
+            for old, new in self.changed
+        ]
         return (
             [f"+ {e.type}:{e.identifier}" for e in self.added]
             + [f"- {e.type}:{e.identifier}" for e in self.removed]
-            + [f"~ {new.type}:{new.identifier}" for _, new in self.changed]
+            + changed
         )
 
     def __str__(self) -> str:

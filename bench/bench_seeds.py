@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from pytest_llamastate import LlamaStackFactory, LlamaStore, ToolgroupSeed
-from pytest_llamastate.seeds import TemplateCache
+from pytest_llamastate.templates import TemplateCache
 from pytest_llamastate.stackconfig import DEFAULT_CONFIG
 
 TOOLGROUPS = 50

@@ -6,13 +6,13 @@ names for type hints and for helpers that run outside a test.
 
 from __future__ import annotations
 
-from .factory import LlamaStoreFactory
 from .registry import StoreCorruptError, ToolgroupRecord
 from .seeds import SeedError, ToolgroupSeed
 from .soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
 from .stackconfig import StackConfig, StackConfigError
 from .store import LlamaStore, NotAStoreError
+from .stores import LlamaStoreFactory
 
 __all__ = [
     "LlamaStack",

@@ -37,36 +37,22 @@ object}]}``, a row being ``{"key", "type", "identifier", "value"}``; lists sorte
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import shlex
-import sqlite3
+import socket
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import suppress
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import storeinfo
 from .flavor import detect
-from .registry import (
-    RegistryEntry,
-    StoreCorruptError,
-    ToolgroupRecord,
-    connect,
-    read_entries,
-)
+from .registry import RegistryEntry, StoreCorruptError
 from .store import MARKER_NAME, LlamaStore, is_store, remove_store
 
 __all__ = ["main"]
-
-#: Kinds ``ls`` lists; "run" and "base" folders only hold stores, so it looks inside them.
-_LISTED_KINDS = ("test", "persistent")
-_PERSIST_DIR = Path(".pytest_cache") / "d" / "llamastate"
-#: How many of the newest ``pytest-N`` basetemps ``ls`` searches by default.
-_BASETEMPS = 3
 
 
 class CliError(Exception):
@@ -88,119 +74,34 @@ def _open(path: Path) -> LlamaStore:
     return LlamaStore.open(path.resolve())
 
 
-def _marker(path: Path) -> tuple[str, str, float | None]:
-    """Kind, label and creation time; a damaged marker gives ``("", "", None)``."""
-    data = LlamaStore.read_marker(path)
-    created = data.get("created")
-    if isinstance(created, bool) or not isinstance(created, int | float):
-        created = None
-    return str(data.get("kind", "")), str(data.get("label", "")), created
-
-
-def _tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
-    ).fetchall()
-    return [str(name) for (name,) in rows]
-
-
-def _sql_tables(db: Path) -> dict[str, int]:
-    """Row count of every table in ``sql_store.db``; ``{}`` when there is none."""
-    if not db.exists():
-        return {}
-    with connect(db) as conn:
-        counts = {}
-        for name in _tables(conn):
-            quoted = '"' + name.replace('"', '""') + '"'
-            counts[name] = int(conn.execute(f"SELECT COUNT(*) FROM {quoted}").fetchone()[0])
-        return counts
-
-
-def _size(path: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            with suppress(OSError):  # removed meanwhile
-                total += os.lstat(os.path.join(folder, name)).st_size
-    return total
-
-
-def _human_size(size: float) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if size < 1024:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1024
-    return f"{size:.1f}T"
-
-
-def _age(created: float | None, now: float) -> str:
-    if created is None:
-        return "?"
-    seconds = max(0.0, now - created)
-    for limit, unit_seconds, unit in ((60, 1, "s"), (3600, 60, "m"), (86400, 3600, "h")):
-        if seconds < limit:
-            return f"{int(seconds // unit_seconds)}{unit}"
-    return f"{int(seconds // 86400)}d"
-
-
 # --- ls --------------------------------------------------------------------------------
-
-
-def _default_bases() -> list[Path]:
-    """Where stores usually are: this project's persistent stores, then recent basetemps.
-
-    Found the way pytest names them (``PYTEST_DEBUG_TEMPROOT`` or the temp dir, then
-    ``pytest-of-<user>/pytest-<N>``), newest first.
-    """
-    try:
-        user = getpass.getuser()
-    except (ImportError, OSError, KeyError):
-        user = "unknown"
-    temproot = Path(os.environ.get("PYTEST_DEBUG_TEMPROOT") or tempfile.gettempdir())
-    numbered = [
-        (int(p.name[len("pytest-") :]), p)
-        for p in (temproot / f"pytest-of-{user}").glob("pytest-*")
-        if p.name[len("pytest-") :].isdigit()
-    ]
-    newest = [p for _, p in sorted(numbered, reverse=True)[:_BASETEMPS]]
-    return [_PERSIST_DIR, *newest]
-
-
-def _find(base: Path) -> Iterator[Path]:
-    """Stores of a listed kind at or under ``base``; never inside one, never via symlinks.
-
-    A loop, not recursion: a deep tree in some test's ``tmp_path`` must not end ``ls``.
-    """
-    pending = [base]
-    while pending:
-        folder = pending.pop()
-        if is_store(folder) and _marker(folder)[0] in _LISTED_KINDS:
-            yield folder
-            continue
-        try:
-            children = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
-        except OSError:  # unreadable (another user's basetemp) or gone meanwhile
-            continue
-        pending += [Path(c.path) for c in children if c.is_dir(follow_symlinks=False)]
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """Table of stores, newest first, so the failure you just had is on top."""
-    bases: list[Path] = args.bases or _default_bases()
+    bases: list[Path] = args.bases or storeinfo.default_bases()
     for base in args.bases:
         if not base.is_dir():
             raise CliError(base, "no such folder")
     now = time.time()
     rows = []
-    for path in dict.fromkeys(p for base in bases if base.is_dir() for p in _find(base)):
-        kind, label, created = _marker(path)
+    for path in dict.fromkeys(
+        p for base in bases if base.is_dir() for p in storeinfo.find_stores(base)
+    ):
+        kind, label, created = storeinfo.marker(path)
         try:
             toolgroups = str(len(LlamaStore(path).toolgroups()))
         except StoreCorruptError:
             toolgroups = "?"  # one damaged store must not hide the others; show says why
-        age = _age(created, now)
-        cells = [str(path), kind, label, age, _human_size(_size(path)), toolgroups]
+        age = storeinfo.age(created, now)
+        cells = [
+            str(path),
+            kind,
+            label,
+            age,
+            storeinfo.human_size(storeinfo.size(path)),
+            toolgroups,
+        ]
         rows.append((created or 0.0, [cell or "-" for cell in cells]))  # no empty columns
     if not rows:
         print("no stores under " + ", ".join(map(str, bases)), file=sys.stderr)
@@ -216,40 +117,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 # --- show ------------------------------------------------------------------------------
 
 
-def _describe(store: LlamaStore) -> dict[str, Any]:
-    """The ``show --json`` document; the text output is rendered from it, so both agree."""
-    kind, label, created = _marker(store.path)
-    marker = LlamaStore.read_marker(store.path)
-    entries = read_entries(store.kvstore_path)
-    toolgroups = sorted(
-        (ToolgroupRecord.from_entry(e) for e in entries if e.type == "tool_group"),
-        key=lambda t: t.identifier,
-    )
-    registry: dict[str, list[str]] = {}
-    for entry in entries:
-        registry.setdefault(entry.type, []).append(entry.identifier)
-    return {
-        "path": str(store.path),
-        "kind": kind,
-        "label": label,
-        "created": created,
-        "toolgroups": [
-            {
-                "identifier": t.identifier,
-                "provider_id": t.provider_id,
-                "mcp_endpoint": t.mcp_endpoint,
-                "args": dict(t.args) if t.args is not None else None,
-            }
-            for t in toolgroups
-        ],
-        "registry": {t: sorted(ids) for t, ids in sorted(registry.items())},
-        "sql_tables": _sql_tables(store.sqlstore_path),
-        "marker": marker,
-    }
-
-
 def cmd_show(args: argparse.Namespace) -> int:
-    doc = _describe(_open(args.store))
+    doc = storeinfo.describe(_open(args.store))
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
@@ -257,7 +126,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     when = "?"
     if created is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-        when = f"{stamp} ({_age(created, time.time())} ago)"
+        when = f"{stamp} ({storeinfo.age(created, time.time())} ago)"
     print(f"path:     {doc['path']}")
     print(f"kind:     {doc['kind'] or '?'}")
     print(f"label:    {doc['label']}")
@@ -326,11 +195,13 @@ def cmd_env(args: argparse.Namespace) -> int:
     store = _open(args.store)
     for name, value in store.env.items():
         print(f"export {name}={shlex.quote(value)}")
-    config = store.path / "stack.yaml"
-    if config.is_file():
+    if store.config_path.is_file():
         flavor = detect()  # the installed one (metadata only, nothing imported)
-        command = [flavor.cli, *flavor.run_args, str(config), *flavor.server_flags]
-        print(f"# {shlex.join(command)}")
+        # A port free now: the copied config's 8321 is likely a developer's running stack.
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        print(f"# {shlex.join(flavor.run_command(store.config_path, port))}")
     return 0
 
 
@@ -346,7 +217,7 @@ def _persistent(folder: Path, name: str) -> Path:
         raise CliError(path, "no such persistent store")
     if not is_store(path):
         raise CliError(path, f"not a pytest-llamastate store (no {MARKER_NAME}); not deleted")
-    kind = _marker(path)[0]
+    kind = storeinfo.marker(path)[0]
     if kind != "persistent":
         raise CliError(path, f"a {kind or 'unknown'} store, not a persistent one; not deleted")
     return path
@@ -367,7 +238,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if args.all:
         names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         paths = [folder / n for n in names if is_store(folder / n)]
-        paths = [p for p in paths if _marker(p)[0] == "persistent"]
+        paths = [p for p in paths if storeinfo.marker(p)[0] == "persistent"]
     else:
         paths = [_persistent(folder, name) for name in dict.fromkeys(args.names)]
     if not paths:
@@ -417,9 +288,9 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument(
         "--persist-dir",
         type=Path,
-        default=_PERSIST_DIR,
+        default=storeinfo.PERSIST_DIR,
         metavar="DIR",
-        help=f"where persistent stores are (default: ./{_PERSIST_DIR})",
+        help=f"where persistent stores are (default: ./{storeinfo.PERSIST_DIR})",
     )
     reset.set_defaults(func=cmd_reset)
     return parser

@@ -102,6 +102,17 @@ class Flavor:
     def installed(self) -> bool:
         return self.version() is not None
 
+    def run_command(self, config: Path, port: int, exe: str | None = None) -> list[str]:
+        """The command line that serves ``config`` on ``port`` (``llama stack run ...``)."""
+        return [
+            exe or self.cli,
+            *self.run_args,
+            str(config),
+            "--port",
+            str(port),
+            *self.server_flags,
+        ]
+
     def registry_namespace(self, configured: str | None) -> str | None:
         """The prefix of registry keys for a run config whose metadata namespace is
         ``configured`` (``None`` when the config names none), or ``None`` for no prefix."""

@@ -14,13 +14,14 @@ from typing import TypeVar
 
 import pytest
 
-from .factory import KEEP_POLICIES, KeepPolicy
 from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from .guard import GUARD_MODES, GuardMode
-from .persistence import check_name
+from .persistence import CACHE_SUBDIR, check_name
 from .seeds import SeedError, ToolgroupSeed, load_seed_file
 from .stack import STACK_MODES, StackMode
 from .stackconfig import StackConfig, StackConfigError
+from .store import state_env
+from .stores import KEEP_POLICIES, KeepPolicy
 
 __all__ = ["Settings", "addoption"]
 
@@ -226,9 +227,7 @@ def _persist_dir(config: pytest.Config) -> Path:
         cache_dir = str(config.getini("cache_dir"))
     except ValueError:  # -p no:cacheprovider
         cache_dir = ".pytest_cache"
-    # Where pytest's Cache.mkdir() puts folders: --cache-clear wipes d/, so it resets
-    # the persistent stores too.
-    return config.rootpath / os.path.expanduser(cache_dir) / "d" / "llamastate"
+    return config.rootpath / os.path.expanduser(cache_dir) / CACHE_SUBDIR
 
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:
@@ -237,13 +236,17 @@ def _reset_names(config: pytest.Config) -> frozenset[str]:
         return frozenset()
     names = frozenset(n.strip() for n in raw.value.split(",") if n.strip())
     for name in names - {"*"}:
+        # `--llama-reset-persistent tests/test_p.py` takes the path as the option's value.
+        if raw.source.startswith("--") and ("/" in name or "::" in name or name.endswith(".py")):
+            raise pytest.UsageError(
+                f"{raw.source}: {name!r} looks like a test path, not a store name: write "
+                "--llama-reset-persistent=NAME (with '='), or put the option after the test "
+                "paths"
+            )
         try:
             check_name(name)
         except ValueError as exc:
-            raise pytest.UsageError(
-                f"{raw.source}: {exc} (a path after the option? write "
-                "--llama-reset-persistent=NAME, or put the option last)"
-            ) from None
+            raise pytest.UsageError(f"{raw.source}: {exc}") from None
     return names
 
 
@@ -264,7 +267,8 @@ def _stack_config(config: pytest.Config, flavor: Flavor) -> Path:
     if (raw := _raw(config, "llama_stack_config")) is None:
         return flavor.default_config
     try:
-        StackConfig.load(raw.path()).check_paths(Path(tempfile.gettempdir(), "llamastate-check"))
+        probe = Path(tempfile.gettempdir(), "llamastate-check")
+        StackConfig.load(raw.path()).check_paths(probe, state_env(probe))
     except StackConfigError as exc:
         raise pytest.UsageError(f"{raw.source}: {exc}") from None
     return raw.path()

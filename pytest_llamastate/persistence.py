@@ -12,23 +12,33 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock, Timeout
 
-from .seeds import TemplateCache, ToolgroupSeed, seed_set_key
+from .seeds import ToolgroupSeed, seed_set_key
+from .sqlite import integrity_problems
 from .store import LlamaStore, is_store, remove_store
+from .templates import TemplateCache
 
-__all__ = ["PersistentStoreError", "PersistentStores", "Status", "check_name", "fingerprint"]
+__all__ = [
+    "CACHE_SUBDIR",
+    "PersistentStoreError",
+    "PersistentStores",
+    "Status",
+    "check_name",
+    "fingerprint",
+]
 
 Status = Literal["created", "reused", "reset", "rebuilt"]
 
+#: Where persistent stores live inside pytest's cache folder: ``Cache.mkdir()`` puts
+#: folders under ``d/``, and ``--cache-clear`` wipes ``d/``, so it resets them too.
+CACHE_SUBDIR = Path("d") / "llamastate"
+
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
-_DATABASES = ("kvstore.db", "sql_store.db")
 
 
 class PersistentStoreError(RuntimeError):
@@ -55,27 +65,6 @@ def _reset_hint(name: str) -> str:
     return f"reset it with: pytest --llama-reset-persistent={name}  (or: llamastate reset {name})"
 
 
-def integrity_problems(path: Path) -> list[str]:
-    """Checkpoint the WAL of each database and run ``PRAGMA integrity_check``.
-
-    Returns one line per problem; empty when every database is ``ok``.
-    """
-    problems = []
-    for name in _DATABASES:
-        db = path / name
-        if not db.exists():
-            continue
-        try:
-            with closing(sqlite3.connect(db, timeout=30)) as conn:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
-        except sqlite3.DatabaseError as exc:
-            rows = [str(exc)]
-        if rows != ["ok"]:
-            problems.append(f"{db}: {'; '.join(rows[:5])}")
-    return problems
-
-
 @dataclass
 class Lease:
     """One test's hold on a persistent store; ``release()`` checks it and lets go."""
@@ -88,7 +77,7 @@ class Lease:
     def release(self) -> None:
         """Unlock the store, then raise if it is no longer a sound database."""
         try:
-            problems = integrity_problems(self.store.path)
+            problems = integrity_problems(self.store.databases)
         finally:
             self.lock.release()
         if problems:
@@ -167,7 +156,7 @@ class PersistentStores:
             elif marker.get("fingerprint") != fingerprint:
                 status = "rebuilt"
             else:
-                problems = integrity_problems(path)
+                problems = integrity_problems(LlamaStore(path).databases)
                 if problems:
                     raise PersistentStoreError(
                         f"persistent store {name!r} is corrupt:\n  "
@@ -180,5 +169,5 @@ class PersistentStores:
         if "*" in self.reset or name in self.reset:
             extra["reset_run"] = self.run_id  # made in this run: no second reset
         LlamaStore.create(path, label=name, kind="persistent", **extra)
-        templates.apply(seeds, path / "kvstore.db")
+        templates.apply(seeds, LlamaStore(path).kvstore_path)
         return status

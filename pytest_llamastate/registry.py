@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping
-from contextlib import closing, contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .flavor import Flavor, detect, import_quietly
+from .sqlite import StoreCorruptError, connect
 
 __all__ = [
     "RegistryDiff",
@@ -30,7 +30,6 @@ __all__ = [
     "RegistrySnapshot",
     "StoreCorruptError",
     "ToolgroupRecord",
-    "connect",
     "installed_format",
     "read_entries",
     "read_keys",
@@ -39,10 +38,6 @@ __all__ = [
 
 _PREFIX = "distributions:registry"
 _TABLE = "kvstore"
-
-
-class StoreCorruptError(RuntimeError):
-    """A store's database cannot be read; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -158,21 +153,6 @@ class ToolgroupRecord:
             mcp_endpoint=str(uri) if uri else None,
             args=value.get("args"),
         )
-
-
-@contextmanager
-def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
-    """Open a store database; one SQLite cannot read becomes ``StoreCorruptError``.
-
-    ``as_uri()`` percent-encodes the path, so a folder named with ``?``, ``#`` or ``%``
-    still opens (a bare ``file:{db}`` URI would be cut there).
-    """
-    uri = db.absolute().as_uri() + ("?mode=ro" if readonly else "")
-    try:
-        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
-            yield conn
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
 
 
 def _select(db: Path, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:

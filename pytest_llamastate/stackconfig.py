@@ -109,6 +109,14 @@ class StackConfig:
             )
         return cls(path, text, data)
 
+    def replace_data(self, data: Mapping[str, Any]) -> StackConfig:
+        """This config with its content replaced (a hook edited it); ``self`` if unchanged."""
+        if data == self.data:
+            return self
+        import yaml  # present: ``load`` needed it to make ``self``
+
+        return StackConfig(self.path, yaml.safe_dump(dict(data), sort_keys=False), data)
+
     @property
     def metadata_namespace(self) -> str | None:
         """``storage.stores.metadata.namespace``: OGX prefixes registry keys with it."""
@@ -122,11 +130,13 @@ class StackConfig:
         entries = (self.data.get("providers") or {}).get(api) or []
         return [str(e.get("provider_id")) for e in entries if isinstance(e, Mapping)]
 
-    def check_paths(self, store_path: Path) -> None:
-        """Refuse the config unless every path it writes resolves inside ``store_path``."""
-        from .store import state_env
+    def check_paths(self, store_path: Path, store_env: Mapping[str, str]) -> None:
+        """Refuse the config unless every path it writes resolves inside ``store_path``.
 
-        environ = {**os.environ, **state_env(store_path)}
+        ``store_env`` is what points a stack at the store (``LlamaStore.env``): paths are
+        resolved with it, the way the stack resolves them once it runs there.
+        """
+        environ = {**os.environ, **store_env}
         root = store_path.absolute()
         inside = 0
         for key, raw in _path_values(self.data):
@@ -158,12 +168,11 @@ class StackConfig:
                 "add db_path: ${env.SQLITE_STORE_DIR}/kvstore.db"
             )
 
-    def write_into(self, store_path: Path) -> Path:
-        """Copy the config into the store (``stack.yaml``): what ran is kept with its state.
+    def write_to(self, target: Path) -> Path:
+        """Copy the config into a store (``stack.yaml``): what ran is kept with its state.
 
         Also gives the stack the ``.yaml`` name it insists on (``.yml`` is taken as a
         distribution name).
         """
-        target = store_path / "stack.yaml"
         target.write_text(self.text, encoding="utf-8")
         return target

@@ -9,20 +9,18 @@ runner and the ``llamastate`` command all build on it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from . import environ
 from .flavor import FLAVORS
 from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
-
-if TYPE_CHECKING:
-    from .seeds import ToolgroupSeed
+from .seeds import ToolgroupSeed
 
 __all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "remove_store", "state_env"]
 
@@ -120,6 +118,21 @@ class LlamaStore:
         """The SQL store (conversations, responses, files metadata, ...)."""
         return self.path / "sql_store.db"
 
+    @property
+    def databases(self) -> list[Path]:
+        """Every database file of the store, for integrity checks."""
+        return [self.kvstore_path, self.sqlstore_path]
+
+    @property
+    def config_path(self) -> Path:
+        """The run config a stack on this store started with (kept with its state)."""
+        return self.path / "stack.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        """Where a server on this store writes its stdout and stderr."""
+        return self.path / "server.log"
+
     @contextmanager
     def activate(self) -> Iterator[LlamaStore]:
         """Point the process environment at this store until the block ends.
@@ -128,16 +141,8 @@ class LlamaStore:
         deleted: a variable that was unset is unset again. Activations nest (a test's store
         inside a session store) and unwind in order.
         """
-        saved = {name: os.environ.get(name) for name in self.env}
-        os.environ.update(self.env)
-        try:
+        with environ.patched(self.env):
             yield self
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
     # -- reading the store without a stack ------------------------------------------------
 

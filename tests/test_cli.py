@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -366,10 +367,14 @@ def test_env_console_script_output_evals_in_bash(tmp_path: Path) -> None:
     flavor = detect()
     command = " ".join([flavor.cli, *flavor.run_args])
     flags = "".join(f" {flag}" for flag in flavor.server_flags)
-    assert (
-        result.stdout.splitlines()[-1]
-        == f"# {command} '{tmp_path}/it'\"'\"'s a store/stack.yaml'{flags}"
+    last = result.stdout.splitlines()[-1]
+    port = re.fullmatch(r".* --port (\d+).*", last)
+    assert port, last
+    assert last == (
+        f"# {command} '{tmp_path}/it'\"'\"'s a store/stack.yaml' --port {port[1]}{flags}"
     )
+    with socket.socket() as sock:  # a port that was free, not the config's 8321
+        sock.bind(("127.0.0.1", int(port[1])))
 
     shell = 'eval "$(llamastate env "$1")" && printf "%s\\n" "$SQLITE_STORE_DIR" "$OGX_CONFIG_DIR"'
     env = {**os.environ, "PATH": f"{Path(script).parent}{os.pathsep}{os.environ['PATH']}"}

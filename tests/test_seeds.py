@@ -10,7 +10,8 @@ from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
 from pytest_llamastate.registry import installed_format, read_entries, write_entries
-from pytest_llamastate.seeds import SeedError, TemplateCache, ToolgroupSeed, load_seed_file
+from pytest_llamastate.seeds import SeedError, ToolgroupSeed, load_seed_file
+from pytest_llamastate.templates import TemplateCache
 
 skip_module_without_a_stack()
 

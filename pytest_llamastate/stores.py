@@ -9,18 +9,18 @@ with it, each run gets a numbered ``run-N`` folder of its own, of which the newe
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from filelock import FileLock
 
-from .seeds import TemplateCache, ToolgroupSeed, parse_seeds
+from .seeds import ToolgroupSeed, parse_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
+from .templates import TemplateCache
 
 __all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
 
@@ -58,28 +58,22 @@ class _Reaper:
 
     Unlinking a store's files is disk I/O the next test need not wait for; the thread
     releases the GIL while it waits on the disk, and ``join`` at session end makes sure
-    every removal is done before the run reports.
+    every removal is done before the run reports. The thread starts on first use, so a
+    run that keeps everything starts none.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Path | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def put(self, path: Path) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="llamastate-reaper", daemon=True)
-            self._thread.start()
-        self._queue.put(path)
-
-    def _run(self) -> None:
-        while (path := self._queue.get()) is not None:
-            remove_store(path, best_effort=True)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="llamastate-reaper")
+        self._pool.submit(remove_store, path, best_effort=True)
 
     def join(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 @dataclass
@@ -97,7 +91,7 @@ class LlamaStoreFactory:
 
     keep_policy: KeepPolicy
     templates: TemplateCache
-    _base: Path | None = None
+    base: Path | None = None
     _default_base: Callable[[], Path] | None = field(default=None, repr=False)
     _base_ready: bool = field(default=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -106,15 +100,15 @@ class LlamaStoreFactory:
 
     def getbasedir(self) -> Path:
         """The folder this process makes its stores in, created on first use."""
-        if self._base is None:
+        if self.base is None:
             if self._default_base is None:
                 raise RuntimeError("llama_store_factory has no base folder yet")
-            self._base = self._default_base()
+            self.base = self._default_base()
         if not self._base_ready:
-            if not self._base.exists():
-                LlamaStore.create(self._base, kind="base")
+            if not self.base.exists():
+                LlamaStore.create(self.base, kind="base")
             self._base_ready = True
-        return self._base
+        return self.base
 
     def set_default_base(self, getter: Callable[[], Path]) -> None:
         """Where stores go without ``--llama-store-dir``; resolved on first use."""
@@ -171,8 +165,8 @@ class LlamaStoreFactory:
         """
         kept = [s for s in list(self._pending.values()) if self.release(s, failed=failed)]
         self._reaper.join()
-        if self._base is not None and self._base.is_dir():
-            leftovers = [p for p in self._base.iterdir() if p.name != MARKER_NAME]
+        if self.base is not None and self.base.is_dir():
+            leftovers = [p for p in self.base.iterdir() if p.name != MARKER_NAME]
             if not leftovers:
-                remove_store(self._base, best_effort=True)
+                remove_store(self.base, best_effort=True)
         return kept

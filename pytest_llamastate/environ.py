@@ -1,0 +1,44 @@
+"""Changing ``os.environ`` for a while and putting back exactly what was there.
+
+Three things in the plugin point variables somewhere for a while (a store's state roots,
+the variables unset while a stack starts, the marker that tells a library stack it runs
+under a test runner); "exactly" means a variable that was unset is unset again, not set
+to an empty string, so they all go through here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+__all__ = ["Saved", "patched", "restore", "save"]
+
+#: A variable's value before a change; ``None``: it was unset.
+Saved = dict[str, str | None]
+
+
+def save(names: Iterable[str]) -> Saved:
+    return {name: os.environ.get(name) for name in names}
+
+
+def restore(saved: Saved) -> None:
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@contextmanager
+def patched(values: Mapping[str, str] | None = None, unset: Iterable[str] = ()) -> Iterator[None]:
+    """Set ``values`` and unset ``unset`` until the block ends, then restore each exactly."""
+    values = dict(values or {})
+    saved = save([*values, *unset])
+    os.environ.update(values)
+    for name in unset:
+        os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        restore(saved)

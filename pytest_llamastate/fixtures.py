@@ -1,0 +1,211 @@
+"""The fixtures: each wires objects from the modules below to one pytest scope.
+
+Kept apart from the hooks (``plugin``) the way pytest-django does: what a fixture does is
+decided by the objects it builds; when it happens is pytest's business.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from . import environ
+from .flavor import FLAVORS
+from .persistence import Lease, PersistentStoreError, fingerprint
+from .registry import RegistrySnapshot, StoreCorruptError
+from .seeds import SeedError, ToolgroupSeed, merge_seeds, parse_seeds
+from .session import item_state, marker_seeds_key, persistent_key, session_state
+from .stack import LlamaStack, LlamaStackFactory, StackError
+from .stackconfig import StackConfig, StackConfigError
+from .store import LlamaStore
+from .stores import LlamaStoreFactory
+
+__all__ = [
+    "llama_stack",
+    "llama_stack_config",
+    "llama_stack_factory",
+    "llama_store",
+    "llama_store_factory",
+    "llama_toolgroups",
+    "ogx_stack",
+]
+
+
+@contextmanager
+def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
+    """Turn our own errors into a test error showing only their message.
+
+    The failure is raised ``from None``: inside a context manager's ``__exit__`` the
+    error is still being handled even outside the ``except`` block, so the report would
+    add "During handling of the above exception" and the message twice.
+    """
+    try:
+        yield
+    except errors as exc:
+        problem = str(exc)
+    else:
+        return
+    raise pytest.fail.Exception(problem, pytrace=False) from None
+
+
+def _stack_versions() -> str:
+    return ",".join(f"{f.distribution}={f.version()}" for f in FLAVORS)
+
+
+def _config_text(config: Path | str | StackConfig) -> str:
+    if isinstance(config, StackConfig):
+        return config.text
+    try:
+        return Path(config).read_text(encoding="utf-8")
+    except OSError:
+        return str(config)
+
+
+@pytest.fixture(scope="session")
+def llama_store_factory(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> LlamaStoreFactory:
+    """Session-wide maker of stores, for module- or session-scoped state of your own."""
+    factory = session_state(request.config).factory
+    factory.set_default_base(lambda: tmp_path_factory.getbasetemp() / "llamastate")
+    return factory
+
+
+@pytest.fixture
+def llama_toolgroups(request: pytest.FixtureRequest) -> list[ToolgroupSeed]:
+    """The toolgroups this test's store starts with; override it to compute your own.
+
+    The ``llama_toolgroups_file`` seeds, then the ``llama_toolgroups`` markers of the
+    module, class and test; a closer seed replaces a farther one with the same id.
+    """
+    return list(
+        merge_seeds(
+            session_state(request.config).settings.seeds,
+            request.node.stash.get(marker_seeds_key, ()),
+        )
+    )
+
+
+@pytest.fixture
+def llama_store(
+    request: pytest.FixtureRequest,
+    llama_store_factory: LlamaStoreFactory,
+    llama_toolgroups: list[ToolgroupSeed],
+    llama_stack_config: Path | str | StackConfig,
+) -> Iterator[LlamaStore]:
+    """A fresh Llama Stack state folder for this test, active while it runs.
+
+    ``SQLITE_STORE_DIR`` and the other state roots point into it from setup to teardown;
+    afterwards every variable is exactly as before. It holds the ``llama_toolgroups``
+    seeds before the test starts. Kept after a failure (see ``llama_keep_store``) and
+    named in the failure report. Under ``@pytest.mark.persistent`` it is the named
+    persistent store instead, locked for this test.
+    """
+    istate = item_state(request.node)
+    name = request.node.stash.get(persistent_key, None)
+    lease: Lease | None = None
+    hook = request.node.ihook
+    with _as_test_error(SeedError, PersistentStoreError):
+        wanted = list(llama_toolgroups)
+        hook.pytest_llamastate_seeds(seeds=wanted, request=request)
+        seeds = parse_seeds(wanted, "llama_toolgroups")
+        if name is None:
+            store = llama_store_factory.mktemp(
+                request.node.name, label=request.node.nodeid, seeds=seeds
+            )
+            istate.stores.append(store)
+        else:
+            lease = session_state(request.config).persistent.acquire(
+                name,
+                fingerprint=fingerprint(_stack_versions(), _config_text(llama_stack_config), seeds),
+                seeds=seeds,
+                templates=llama_store_factory.templates,
+            )
+            istate.leases.append(lease)
+            store = lease.store
+    try:
+        with _as_test_error(StoreCorruptError):
+            # What the test changes is reported on failure: remember where it started.
+            istate.initial[store.path] = (
+                store.snapshot() if lease is not None or seeds else RegistrySnapshot()
+            )
+        hook.pytest_llamastate_store_created(store=store, request=request)
+        istate.activations.append((dict(store.env), environ.save(store.env)))
+        with store.activate():
+            yield store
+    finally:
+        if lease is not None:
+            with _as_test_error(PersistentStoreError):
+                try:
+                    lease.release()
+                finally:
+                    hook.pytest_llamastate_store_released(
+                        store=store, kept=True, nodeid=request.node.nodeid
+                    )
+
+
+@pytest.fixture
+def llama_stack_config(pytestconfig: pytest.Config) -> Path | str | StackConfig:
+    """The run config ``llama_stack`` starts; override it to use your own.
+
+    Returns ``--llama-stack-config`` / ini ``llama_stack_config`` or the plugin's offline
+    ``minimal.yaml``. Every path the config writes must resolve inside the test's store.
+    """
+    return session_state(pytestconfig).settings.stack_config
+
+
+@pytest.fixture(scope="session")
+def llama_stack_factory(request: pytest.FixtureRequest) -> Iterator[LlamaStackFactory]:
+    """Session-wide starter of stacks, for module- or session-scoped stacks of your own."""
+    factory = session_state(request.config).stacks
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def llama_stack(
+    request: pytest.FixtureRequest,
+    llama_store: LlamaStore,
+    llama_stack_factory: LlamaStackFactory,
+    llama_stack_config: Path | str | StackConfig,
+) -> Iterator[LlamaStack]:
+    """A real Llama Stack running on this test's store, stopped after the test.
+
+    Library mode (default) runs it in-process; ``--llama-stack-mode=server`` runs
+    ``llama stack run`` (OGX: ``ogx run``) as a child process (``base_url`` is set, its
+    log is attached to a failing test's report). Which of the two: ``llama_flavor``.
+    """
+    istate = item_state(request.node)
+    try:
+        with _as_test_error(StackError, StackConfigError):
+            config = (
+                llama_stack_config
+                if isinstance(llama_stack_config, StackConfig)
+                else llama_stack_factory.load_config(llama_stack_config)
+            )
+            data = copy.deepcopy(dict(config.data))
+            request.node.ihook.pytest_llamastate_stack_config(
+                config=data, store=llama_store, request=request
+            )
+            stack = llama_stack_factory.start(
+                llama_store, config=config.replace_data(data), label=request.node.nodeid
+            )
+    except pytest.fail.Exception:
+        if llama_store.log_path.is_file():
+            istate.failed_logs.append(llama_store.log_path)
+        raise
+    istate.stacks.append(stack)
+    try:
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def ogx_stack(llama_stack: LlamaStack) -> LlamaStack:
+    """``llama_stack`` by its OGX name: the same stack object, for suites that say OGX."""
+    return llama_stack

@@ -1,0 +1,65 @@
+"""The plugin's state in ``config.stash`` (per session) and ``item.stash`` (per test).
+
+Hooks and fixtures live in separate modules (``plugin``, ``fixtures``) and meet here: what
+one stage of a test's life records (its stores, their starting registry, its stacks, the
+environment before it), a later stage reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .environ import Saved
+from .guard import HomeGuard, Snapshot
+from .options import Settings
+from .persistence import Lease, PersistentStores
+from .registry import RegistrySnapshot
+from .seeds import ToolgroupSeed
+from .stack import LlamaStack, LlamaStackFactory
+from .store import LlamaStore
+from .stores import LlamaStoreFactory
+
+__all__ = ["ItemState", "SessionState", "item_state", "session_state"]
+
+
+@dataclass
+class SessionState:
+    settings: Settings
+    factory: LlamaStoreFactory
+    guard: HomeGuard | None
+    stacks: LlamaStackFactory
+    persistent: PersistentStores
+    #: (label, path) of stores kept at session end, from this process and xdist workers.
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class ItemState:
+    stores: list[LlamaStore] = field(default_factory=list)
+    stacks: list[LlamaStack] = field(default_factory=list)
+    #: Logs of servers that failed to start, for the failure report.
+    failed_logs: list[Path] = field(default_factory=list)
+    initial: dict[Path, RegistrySnapshot] = field(default_factory=dict)
+    leases: list[Lease] = field(default_factory=list)
+    #: Each store's environment and what those variables were before it was activated.
+    activations: list[tuple[dict[str, str], Saved]] = field(default_factory=list)
+    failed: bool = False
+    before: Snapshot | None = None
+    leak: str | None = None
+
+
+session_key = pytest.StashKey[SessionState]()
+item_key = pytest.StashKey[ItemState]()
+marker_seeds_key = pytest.StashKey[tuple[ToolgroupSeed, ...]]()
+persistent_key = pytest.StashKey[str]()
+
+
+def session_state(config: pytest.Config) -> SessionState:
+    return config.stash[session_key]
+
+
+def item_state(item: pytest.Item) -> ItemState:
+    return item.stash.setdefault(item_key, ItemState())

@@ -1,0 +1,65 @@
+"""Opening a store's SQLite databases: the one place the plugin talks to ``sqlite3``.
+
+Registry reads, seed templates and persistent-store checks all open the stack's own
+database files; a path with ``?`` or ``#`` in it, a file that is not a database, and a
+WAL that still holds the last commits are handled here once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+__all__ = ["StoreCorruptError", "checkpoint", "connect", "integrity_problems"]
+
+
+class StoreCorruptError(RuntimeError):
+    """A store's database cannot be read; the message names the file."""
+
+
+@contextmanager
+def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
+    """Open a store database; one SQLite cannot read becomes ``StoreCorruptError``.
+
+    ``as_uri()`` percent-encodes the path, so a folder named with ``?``, ``#`` or ``%``
+    still opens (a bare ``file:{db}`` URI would be cut there).
+    """
+    uri = db.absolute().as_uri() + ("?mode=ro" if readonly else "")
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+            yield conn
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
+
+
+def checkpoint(db: Path, *, journal_delete: bool = False) -> None:
+    """Fold the WAL into the main file, so the file alone holds every commit.
+
+    ``journal_delete`` also leaves WAL mode, for a file that is copied as a template.
+    """
+    with connect(db, readonly=False) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if journal_delete:
+            conn.execute("PRAGMA journal_mode=DELETE")
+
+
+def integrity_problems(dbs: Iterator[Path] | list[Path]) -> list[str]:
+    """Checkpoint each existing database and run ``PRAGMA integrity_check``.
+
+    Returns one line per problem; empty when every database is ``ok``.
+    """
+    problems = []
+    for db in dbs:
+        if not db.exists():
+            continue
+        try:
+            with closing(sqlite3.connect(db, timeout=30)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            problems.append(f"{db}: {'; '.join(rows[:5])}")
+    return problems

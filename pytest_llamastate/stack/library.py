@@ -1,0 +1,189 @@
+"""The in-process way: the flavor's library client, shielded from what it does to a test run.
+
+Storage backends and the toolgroup tool index are process globals, so at most one library
+stack is live per process and the globals are reset between stacks. Construction prints
+the config, replaces the root logging handlers, leaks an event loop and fails under
+``-W error`` unless shielded; OGX's client registers an ``atexit`` hook that would keep
+every stack of the session alive until exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import warnings
+from typing import Any, ClassVar
+
+from .. import environ, live
+from ..flavor import Flavor, import_quietly
+from ..registry import ToolgroupRecord
+from ..seeds import ToolgroupSeed
+from .backend import StackError, StackNotInstalledError, StartSpec
+
+__all__ = ["LibraryBackend"]
+
+#: Set while the client is built, unless pytest set it: the client only skips its
+#: console output and logging set-up when it believes it runs under a test runner.
+_UNDER_TEST = "PYTEST_CURRENT_TEST"
+
+
+def _reset_globals(flavor: Flavor) -> None:
+    """Clear what one in-process stack leaves for the next: the class-level tool index.
+
+    ``Stack.initialize`` re-registers the storage backends itself; the MCP transport
+    cache is keyed by URL, and a later test may reuse a port for another server.
+    """
+    toolgroups = import_quietly(f"{flavor.package}.core.routing_tables.toolgroups")
+    mcp = import_quietly(f"{flavor.package}.providers.utils.tools.mcp")
+    toolgroups.ToolGroupsRoutingTable.toolgroups_to_tools.clear()
+    toolgroups.ToolGroupsRoutingTable.tool_to_toolgroup.clear()
+    mcp.protocol_cache.clear()
+
+
+def _close_storage(flavor: Flavor) -> None:
+    """Close the databases a stack that failed half-way left open in process globals.
+
+    OGX opens its SQL store before a bad provider stops the start, and its client then
+    stops its loop without shutting the stack down; the next start would drop the open
+    connection unclosed (a warning at a random later point). Best effort, bounded.
+    """
+    kvstore = import_quietly(f"{flavor.package}.core.storage.kvstore.kvstore")
+    sqlstore = import_quietly(f"{flavor.package}.core.storage.sqlstore.sqlstore")
+
+    async def close() -> None:
+        await kvstore.shutdown_kvstore_backends()
+        await sqlstore.shutdown_sqlstore_backends()
+
+    with contextlib.suppress(Exception):
+        asyncio.run(asyncio.wait_for(close(), 10))
+
+
+def _new_client(spec: StartSpec) -> Any:
+    flavor = spec.flavor
+    try:
+        library_client: Any = import_quietly(flavor.library_module)
+    except ModuleNotFoundError as exc:
+        raise StackNotInstalledError(
+            f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}"
+        ) from None
+    _reset_globals(flavor)
+    created: list[asyncio.AbstractEventLoop] = []
+    new_event_loop = asyncio.new_event_loop
+
+    def tracked_loop() -> asyncio.AbstractEventLoop:
+        loop = new_event_loop()
+        created.append(loop)
+        return loop
+
+    setup_logging = library_client.setup_logging
+    # Construction would replace the root logging handlers (caplog stops working), print
+    # the whole config, and trip -W error on third-party deprecation warnings.
+    library_client.setup_logging = lambda *a, **k: None
+    asyncio.new_event_loop = tracked_loop
+    under_test = {} if _UNDER_TEST in os.environ else {_UNDER_TEST: "pytest-llamastate"}
+    client = None
+    try:
+        with environ.patched(under_test), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client = getattr(library_client, flavor.library_client)(str(spec.config_path))
+    finally:
+        library_client.setup_logging = setup_logging
+        asyncio.new_event_loop = new_event_loop
+        # Keep client.loop (OGX runs it in a thread); llama-stack ran initialize() on another.
+        for loop in created:
+            if loop is not getattr(client, "loop", None) and not loop.is_running():
+                loop.close()
+    return client
+
+
+class LibraryBackend:
+    """A stack in this process, called through its routing tables."""
+
+    mode: ClassVar[str] = "library"
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.base_url: str | None = None
+        self._flavor: Flavor | None = None
+
+    def start(self, spec: StartSpec) -> None:
+        if (other := live.library()) is not None:
+            path, stack = other
+            raise StackError(
+                f"a library stack is already running in this process (store {path}, "
+                f"{stack.label or 'no label'}): {spec.flavor.name} keeps its storage in "
+                "process globals, so two would share state. Use one stack per test, stop "
+                "the other first, or --llama-stack-mode=server."
+            )
+        self._flavor = spec.flavor
+        try:
+            self.client = _new_client(spec)
+        except StackNotInstalledError:
+            raise
+        except Exception as exc:
+            _close_storage(spec.flavor)
+            _reset_globals(spec.flavor)
+            raise StackError(
+                f"{spec.config.path}: the stack did not start: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def stop(self) -> None:
+        client, self.client = self.client, None
+        if client is None or self._flavor is None:
+            return
+        try:
+            client.shutdown()
+        finally:
+            # OGX's atexit hook would keep this whole stack alive until exit.
+            atexit.unregister(client.shutdown)
+            _reset_globals(self._flavor)
+
+    def release(self) -> None:
+        self.stop()
+
+    # -- the routing table behind the APIs ------------------------------------------------
+
+    @property
+    def _api(self) -> Any:
+        assert self._flavor is not None
+        return import_quietly(self._flavor.api_package)
+
+    def _run(self, coro: Any) -> Any:
+        assert self._flavor is not None
+        return self._flavor.run(self.client.loop, coro)
+
+    def _tool_groups(self) -> Any:
+        return self.client.async_client.impls[self._api.Api.tool_groups]
+
+    def toolgroups(self) -> list[ToolgroupRecord]:
+        data = self._run(self._tool_groups().list_tool_groups()).data
+        return [ToolgroupRecord.from_value(tg.model_dump(mode="json")) for tg in data]
+
+    def register(self, seed: ToolgroupSeed) -> None:
+        self._run(
+            self._tool_groups().register_tool_group(
+                toolgroup_id=seed.toolgroup_id,
+                provider_id=seed.provider_id,
+                mcp_endpoint=self._api.URL(uri=seed.mcp_endpoint) if seed.mcp_endpoint else None,
+                args=dict(seed.args) if seed.args is not None else None,
+            )
+        )
+
+    def unregister(self, toolgroup_id: str) -> None:
+        routing = self._tool_groups()
+        self._run(routing.unregister_toolgroup(toolgroup_id))
+        # llama-stack (and OGX) leave the group's tools in the class-level index.
+        index = type(routing)
+        for tool in index.toolgroups_to_tools.pop(toolgroup_id, []):
+            if index.tool_to_toolgroup.get(tool.name) == toolgroup_id:
+                del index.tool_to_toolgroup[tool.name]
+
+    def tools(self, toolgroup_id: str | None) -> list[dict[str, Any]]:
+        """The handler behind the list-tools route, called directly: OGX 1.5's route
+        fails (its admin API is built without the toolgroups dependency), the handler
+        does not."""
+        request = self._api.ListToolsRequest(toolgroup_id=toolgroup_id)
+        data = self._run(self._tool_groups().list_tools(request))
+        return [tool.model_dump(mode="json") for tool in data.data]

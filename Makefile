@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check pytest_llamastate tests examples bench
 	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
 test: lint test-llama-stack test-ogx

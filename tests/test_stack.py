@@ -113,31 +113,30 @@ def test_server_mode_basics_and_log_on_failure(pytester: pytest.Pytester) -> Non
     )
 
 
-def test_server_that_dies_during_startup_fails_the_test_with_its_log(
-    pytester: pytest.Pytester,
+@BOTH_MODES
+def test_unknown_provider_is_named_on_the_errors_first_line(
+    pytester: pytest.Pytester, mode: str
 ) -> None:
     config = pytester.path / "broken.yaml"
     config.write_text(
         MINIMAL.read_text().replace("remote::model-context-protocol", "remote::no-such-provider")
     )
     pytester.makepyfile("def test_it(llama_stack): pass")
-    result = pytester.runpytest("--llama-stack-mode=server", f"--llama-stack-config={config}")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*the server exited with code * during start-up*"])
-    result.stdout.fnmatch_lines(["*no-such-provider*"])
-
-
-def test_library_stack_with_unknown_provider_is_a_clear_test_error(
-    pytester: pytest.Pytester,
-) -> None:
-    config = pytester.path / "broken.yaml"
-    config.write_text(
-        MINIMAL.read_text().replace("remote::model-context-protocol", "remote::no-such-provider")
-    )
-    pytester.makepyfile("def test_it(llama_stack): pass")
-    result = pytester.runpytest(f"--llama-stack-config={config}")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([f"*{config}: the stack did not start:*no-such-provider*"])
+    recorder = pytester.inline_run(f"--llama-stack-mode={mode}", f"--llama-stack-config={config}")
+    [report] = [r for r in recorder.getreports("pytest_runtest_logreport") if r.failed]
+    assert report.when == "setup"
+    message = str(report.longrepr)
+    first = message.splitlines()[0]
+    assert "Provider `remote::no-such-provider` is not available" in first, message
+    if mode == "server":
+        assert first.startswith("the server exited with code 1 during start-up: ValueError:")
+        assert first.endswith("/server.log)")
+        assert len(message.splitlines()) == 1  # the traceback is in the section, not here
+        [(_, tail)] = [s for s in report.sections if "server log" in s[0]]
+        assert 'File "' in tail
+        assert tail.splitlines()[-1].startswith("ValueError: Provider `remote::no-such-provider`")
+    else:
+        assert first.startswith(f"{config}: the stack did not start: ValueError:")
 
 
 def test_stacks_start_under_w_error(pytester: pytest.Pytester) -> None:

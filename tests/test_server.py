@@ -1,0 +1,156 @@
+"""Server mode's process plumbing: dying with the run, freeing its locks, reporting why a
+start failed. Real servers of the installed flavor; `llama stack run` / `ogx run`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+from flavors import skip_module_without_a_stack
+
+from pytest_llamastate.stack.server import _PORT_LOCKS, failure_line, log_tail
+
+skip_module_without_a_stack()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def nothing_listens(port: int) -> bool:
+    with socket.socket() as sock:  # TIME_WAIT may linger: only a listener counts
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for(predicate: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.1)
+    return False
+
+
+HOLD = """
+import pathlib, time, pytest
+
+@pytest.mark.persistent("held")
+def test_hold(llama_stack):
+    pathlib.Path("port").write_text(llama_stack.base_url.rsplit(":", 1)[1])
+    time.sleep(600)
+"""
+
+NEXT = """
+import pytest
+
+@pytest.mark.persistent("held")
+def test_next(llama_stack):
+    assert llama_stack.toolgroups() == []
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+@pytest.mark.parametrize("watchdog", [False, True], ids=["parent-death-signal", "watchdog"])
+def test_a_run_killed_with_sigkill_leaves_no_server_and_no_lock(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, watchdog: bool
+) -> None:
+    if watchdog:  # what platforms without prctl get: the launcher watches its stdin
+        monkeypatch.setenv("LLAMASTATE_LAUNCHER_WATCHDOG", "1")
+    pytester.makepyfile(test_hold=HOLD, test_next=NEXT)
+    persist = pytester.path / "persist"
+    args = ["--llama-stack-mode=server", f"--llama-persist-dir={persist}", "-p", "no:cacheprovider"]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", *args, "test_hold.py"],
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = pytester.path / "port"
+        assert wait_for(port_file.exists, 120), "the server did not start"
+        port = int(port_file.read_text())
+        config = str(persist / "held" / "stack.yaml")
+        assert processes_mentioning(config), "no server process found"
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    # a process in exit has no command line before its sockets are closed: wait for both
+    gone = wait_for(lambda: not processes_mentioning(config) and nothing_listens(port), 5)
+    assert gone, (processes_mentioning(config), port)
+    FileLock(str(_PORT_LOCKS / f"{port}.lock")).acquire(timeout=0)  # and so is its lock
+    # the persistent store's lock went with the process: the next run gets the store at once
+    result = pytester.runpytest_subprocess(
+        *args, "-o", "llama_persist_lock_timeout=5", "test_next.py"
+    )
+    result.assert_outcomes(passed=1)
+
+
+def write_log(path: Path, *runs: str) -> Path:
+    path.write_text("".join(f"\n--- pytest-llamastate: llama stack run x\n{run}" for run in runs))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("log", "line"),
+    [
+        (
+            'INFO: starting\nTraceback (most recent call last):\n  File "x.py"\n'
+            "ValueError: Provider `remote::x` is not available for API tool_runtime\n"
+            "INFO: shutting down\n",
+            "ValueError: Provider `remote::x` is not available for API tool_runtime",
+        ),
+        (
+            "Traceback:\npydantic_core._pydantic_core.ValidationError: 1 validation error\n  x\n",
+            "pydantic_core._pydantic_core.ValidationError: 1 validation error",
+        ),
+        ("\x1b[31mKeyboardInterrupt\x1b[0m\n", "KeyboardInterrupt"),
+        ("INFO: Waiting for application startup.\n", "INFO: Waiting for application startup."),
+        ("", "(the log is empty)"),
+    ],
+)
+def test_failure_line_is_the_last_exception_line_of_the_latest_start(
+    tmp_path: Path, log: str, line: str
+) -> None:
+    path = write_log(tmp_path / "server.log", "OSError: from an earlier start\n", log)
+    assert failure_line(path) == line
+
+
+def test_log_tail_shows_only_the_latest_start(tmp_path: Path) -> None:
+    path = write_log(tmp_path / "server.log", "first run\n", "second run\n")
+    assert log_tail(path) == "second run"
+    assert log_tail(tmp_path / "missing.log") == "(no log)"
+
+
+def test_launcher_exits_when_its_parent_is_already_gone(tmp_path: Path) -> None:
+    launcher = Path(__file__).parent.parent / "pytest_llamastate" / "stack" / "launcher.py"
+    marker = tmp_path / "ran"
+    not_my_parent = 1 if os.getpid() != 1 else 2
+    result = subprocess.run(
+        [sys.executable, str(launcher), str(not_my_parent), "touch", str(marker)], check=False
+    )
+    assert result.returncode == 1
+    assert not marker.exists()

@@ -18,7 +18,7 @@ from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from .guard import GUARD_MODES, GuardMode
 from .persistence import CACHE_SUBDIR, check_name
 from .seeds import SeedError, ToolgroupSeed, load_seed_file
-from .stack import STACK_MODES, StackMode
+from .stack import SERVER_PROCESSES, STACK_MODES, ServerProcess, StackMode, default_server_process
 from .stackconfig import StackConfig, StackConfigError
 from .store import state_env
 from .stores import KEEP_POLICIES, KeepPolicy
@@ -69,6 +69,13 @@ def addoption(parser: pytest.Parser) -> None:
         "(`llama stack run` / `ogx run`)",
         default="library",
         metavar="MODE",
+    )
+    twin(
+        "llama_server_process",
+        "how a server-mode stack starts: fork (default where the platform can: forked from "
+        "a process that imported the stack once) or exec (the `llama stack run` command)",
+        default=default_server_process(),
+        metavar="KIND",
     )
     twin(
         "llama_flavor",
@@ -184,6 +191,7 @@ class Settings:
     retention_count: int
     guard: GuardMode
     stack_mode: StackMode
+    server_process: ServerProcess
     stack_config: Path
     start_timeout: float
     seeds: tuple[ToolgroupSeed, ...]
@@ -210,6 +218,7 @@ class Settings:
             retention_count=int(count.value),
             guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
             stack_mode=_choice(_required(config, "llama_stack_mode"), STACK_MODES),
+            server_process=_server_process(config),
             stack_config=_stack_config(config, flavor),
             start_timeout=_positive_number(_required(config, "llama_stack_start_timeout")),
             seeds=_seed_file(config),
@@ -218,6 +227,14 @@ class Settings:
             persist_lock_timeout=_positive_number(_required(config, "llama_persist_lock_timeout")),
             flavor=flavor,
         )
+
+
+def _server_process(config: pytest.Config) -> ServerProcess:
+    raw = _required(config, "llama_server_process")
+    process = _choice(raw, SERVER_PROCESSES)
+    if process == "fork" and default_server_process() != "fork":
+        raise pytest.UsageError(f"{raw.source}: this platform cannot fork; use exec")
+    return process
 
 
 def _persist_dir(config: pytest.Config) -> Path:

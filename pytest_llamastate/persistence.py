@@ -133,7 +133,7 @@ class PersistentStores:
         except BaseException:
             lock.release()
             raise
-        return Lease(name, LlamaStore(path, name, seeds), status, lock)
+        return Lease(name, LlamaStore(path, name, seeds, kind="persistent"), status, lock)
 
     def _prepare(
         self,

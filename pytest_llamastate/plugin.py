@@ -109,7 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
         else:
             base = make_run_dir(settings.store_dir, settings.retention_count)
     stacks = LlamaStackFactory(
-        settings.stack_mode, settings.stack_config, settings.start_timeout, settings.flavor
+        settings.stack_mode,
+        settings.stack_config,
+        settings.start_timeout,
+        settings.flavor,
+        settings.server_process,
     )
     config.stash[session_key] = SessionState(
         settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks, persistent
@@ -132,6 +136,14 @@ class _XdistHooks:
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         kept = getattr(node, "workeroutput", {}).get(_KEPT_KEY, [])
         session_state(node.config).kept.extend(tuple(pair) for pair in kept)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Overlap the stack's import with collection; not in an xdist controller, which runs
+    no test."""
+    controller = bool(getattr(session.config.option, "numprocesses", None))
+    if hasattr(session.config, "workerinput") or not controller:
+        session_state(session.config).stacks.warm_up()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -174,7 +186,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"stack mode={s.stack_mode}, {flavor}",
+        f"stack mode={s.stack_mode}"
+        + (f" ({s.server_process})" if s.stack_mode == "server" else "")
+        + f", {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
     ]
 

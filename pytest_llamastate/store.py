@@ -80,6 +80,8 @@ class LlamaStore:
     label: str = ""
     #: The toolgroups the store was created with.
     seeds: tuple[ToolgroupSeed, ...] = field(default=(), repr=False, compare=False)
+    #: What the store is for: ``test`` (made for a test or a fixture), ``persistent``.
+    kind: str = field(default="test", compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -91,14 +93,15 @@ class LlamaStore:
         path.mkdir(mode=0o700)
         marker = {"kind": kind, "label": label, "created": time.time(), **extra}
         (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
-        return cls(path, label)
+        return cls(path, label, kind=kind)
 
     @classmethod
     def open(cls, path: Path) -> LlamaStore:
         """Open an existing store, refusing folders the plugin did not make."""
         if not is_store(path):
             raise NotAStoreError(f"{path} is not a pytest-llamastate store (no {MARKER_NAME})")
-        return cls(path, str(cls.read_marker(path).get("label", "")))
+        marker = cls.read_marker(path)
+        return cls(path, str(marker.get("label", "")), kind=str(marker.get("kind", "test")))
 
     @staticmethod
     def read_marker(path: Path) -> dict[str, Any]:

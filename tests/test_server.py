@@ -20,20 +20,26 @@ from pytest_llamastate.stack.server import _PORT_LOCKS, failure_line, log_tail
 skip_module_without_a_stack()
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Live (not zombie) processes whose command line contains ``text``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(int(entry.name))
+def _stat(pid: int) -> tuple[str, int] | None:
+    """State and parent of a process; ``None`` once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def descendants(pid: int) -> set[int]:
+    parents = {int(p.name): _stat(int(p.name)) for p in Path("/proc").iterdir() if p.name.isdigit()}
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, st in parents.items() if st and st[1] in frontier} - found
+        found |= frontier
     return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p for p in pids if (st := _stat(p)) is not None and st[0] != "Z"}
 
 
 def nothing_listens(port: int) -> bool:
@@ -74,15 +80,25 @@ def test_next(llama_stack):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
-@pytest.mark.parametrize("watchdog", [False, True], ids=["parent-death-signal", "watchdog"])
+@pytest.mark.parametrize(
+    ("process", "watchdog"),
+    [("fork", False), ("exec", False), ("exec", True)],
+    ids=["fork", "exec-parent-death-signal", "exec-watchdog"],
+)
 def test_a_run_killed_with_sigkill_leaves_no_server_and_no_lock(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, watchdog: bool
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, process: str, watchdog: bool
 ) -> None:
     if watchdog:  # what platforms without prctl get: the launcher watches its stdin
         monkeypatch.setenv("LLAMASTATE_LAUNCHER_WATCHDOG", "1")
     pytester.makepyfile(test_hold=HOLD, test_next=NEXT)
     persist = pytester.path / "persist"
-    args = ["--llama-stack-mode=server", f"--llama-persist-dir={persist}", "-p", "no:cacheprovider"]
+    args = [
+        "--llama-stack-mode=server",
+        f"--llama-server-process={process}",
+        f"--llama-persist-dir={persist}",
+        "-p",
+        "no:cacheprovider",
+    ]
     run = subprocess.Popen(
         [sys.executable, "-m", "pytest", *args, "test_hold.py"],
         cwd=pytester.path,
@@ -93,14 +109,15 @@ def test_a_run_killed_with_sigkill_leaves_no_server_and_no_lock(
         port_file = pytester.path / "port"
         assert wait_for(port_file.exists, 120), "the server did not start"
         port = int(port_file.read_text())
-        config = str(persist / "held" / "stack.yaml")
-        assert processes_mentioning(config), "no server process found"
+        # the server, and the zygote (fork) or the launcher watching stdin (watchdog)
+        servers = descendants(run.pid)
+        assert len(servers) == (2 if process == "fork" or watchdog else 1), servers
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait()
-    # a process in exit has no command line before its sockets are closed: wait for both
-    gone = wait_for(lambda: not processes_mentioning(config) and nothing_listens(port), 5)
-    assert gone, (processes_mentioning(config), port)
+    # a process in exit is no zombie yet while it closes its sockets: wait for both
+    gone = wait_for(lambda: not alive(servers) and nothing_listens(port), 5)
+    assert gone, (alive(servers), port)
     FileLock(str(_PORT_LOCKS / f"{port}.lock")).acquire(timeout=0)  # and so is its lock
     # the persistent store's lock went with the process: the next run gets the store at once
     result = pytester.runpytest_subprocess(

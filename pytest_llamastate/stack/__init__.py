@@ -21,21 +21,33 @@ from ..seeds import SeedError, ToolgroupSeed
 from ..stackconfig import StackConfig
 from ..store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
+from .forkserver import ForkServer
 from .library import LibraryBackend
-from .server import ServerBackend, log_tail
+from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, warm_up
 
 __all__ = [
+    "SERVER_PROCESSES",
     "STACK_MODES",
     "LlamaStack",
     "LlamaStackFactory",
+    "ServerProcess",
     "StackError",
     "StackMode",
     "StackNotInstalledError",
+    "default_server_process",
 ]
 
 StackMode = Literal["library", "server"]
 STACK_MODES: tuple[StackMode, ...] = ("library", "server")
-_BACKENDS: dict[str, Callable[[], Backend]] = {"library": LibraryBackend, "server": ServerBackend}
+_BACKENDS: dict[str, Callable[[LlamaStack], Backend]] = {
+    "library": lambda stack: LibraryBackend(),
+    "server": lambda stack: ServerBackend(stack.server_process),
+}
+
+
+def default_server_process() -> ServerProcess:
+    """``fork`` where the platform can fork, else ``exec``."""
+    return "fork" if ForkServer.supported() else "exec"
 
 
 @dataclass
@@ -53,10 +65,12 @@ class LlamaStack:
     start_timeout: float = 60.0
     label: str = ""
     flavor: Flavor = field(default_factory=detect)
+    #: How a server starts (server mode only): ``fork`` or ``exec``.
+    server_process: ServerProcess = field(default_factory=default_server_process)
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._backend = _BACKENDS[self.mode]()
+        self._backend = _BACKENDS[self.mode](self)
 
     @property
     def client(self) -> Any:
@@ -219,6 +233,7 @@ class LlamaStackFactory:
     start_timeout: float = 60.0
     #: Which stack to run (``llama_flavor``); detected when not given.
     flavor: Flavor = field(default_factory=detect)
+    server_process: ServerProcess = field(default_factory=default_server_process)
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
 
     def load_config(self, path: Path | str | None = None) -> StackConfig:
@@ -239,7 +254,13 @@ class LlamaStackFactory:
         """Start a stack on ``store``; stop it with ``close()`` or a ``with`` block."""
         stack_config = config if isinstance(config, StackConfig) else self.load_config(config)
         stack = LlamaStack(
-            store, stack_config, mode or self.mode, self.start_timeout, label, self.flavor
+            store,
+            stack_config,
+            mode or self.mode,
+            self.start_timeout,
+            label,
+            self.flavor,
+            self.server_process,
         )
         try:
             stack.start()
@@ -247,6 +268,11 @@ class LlamaStackFactory:
             stack.close()  # a server half-started, a claimed port: nothing may outlive it
             raise
         return stack
+
+    def warm_up(self) -> None:
+        """Get the first server-mode stack ready sooner: import the stack now (fork)."""
+        if self.mode == "server":
+            warm_up(self.flavor, self.server_process)
 
     def close_all(self) -> None:
         """Stop every stack of this process that is still running (session end)."""

@@ -1,9 +1,11 @@
 """The server way: a child process serving HTTP on a port no other worker holds.
 
-The child runs in its own process group (teardown kills the group), starts through
-``launcher.py`` so that it dies with this process even on SIGKILL (an atexit handler does
-not run then), writes its log into the store, and counts as ready when ``/v1/health``
-says so. A start-up failure is reported by the line the stack itself ended on.
+Two kinds of process serve the same app: ``fork`` (default where the platform can) forks
+it from a zygote that imported the stack once (``forkserver``), ``exec`` runs the CLI
+(``llama stack run``) through ``launcher.py``. Either way the child leads its own process
+group (teardown kills the group), dies with this process even on SIGKILL (an atexit
+handler does not run then), and writes its log into the store. A start-up failure is
+reported by the line the stack itself ended on.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, Protocol
 
 from filelock import FileLock, Timeout
 
@@ -32,8 +34,20 @@ from ..flavor import Flavor, import_quietly
 from ..registry import ToolgroupRecord, write_entries
 from ..seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
+from .forkserver import ChildExitedError, ForkServer, ForkServerError
 
-__all__ = ["ServerBackend", "claim_port", "failure_line", "log_tail"]
+__all__ = [
+    "SERVER_PROCESSES",
+    "ServerBackend",
+    "ServerProcess",
+    "claim_port",
+    "failure_line",
+    "log_tail",
+    "warm_up",
+]
+
+ServerProcess = Literal["fork", "exec"]
+SERVER_PROCESSES: tuple[ServerProcess, ...] = ("fork", "exec")
 
 _PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
 _LAUNCHER = Path(__file__).with_name("launcher.py")
@@ -44,7 +58,6 @@ _EXCEPTION_LINE = re.compile(
     r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)\b(?::.*)?$"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_live: set[subprocess.Popen[bytes]] = set()
 
 
 def claim_port() -> tuple[int, FileLock]:
@@ -90,24 +103,91 @@ def log_tail(log: Path) -> str:
     return "\n".join(lines[-_LOG_TAIL_LINES:]) if lines else "(no log)"
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
+class _Child(Protocol):
+    """A server process, however it was started."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait_ready(self, timeout: float) -> None: ...
+    def stop(self, grace: float = 10.0) -> int | None: ...
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as response:
+            return bool(json.load(response).get("status") == "OK")
+    except (OSError, ValueError, urllib.error.URLError):
+        return False
+
+
+class _ExecChild:
+    """``llama stack run`` through the launcher; ready when ``/v1/health`` says so."""
+
+    def __init__(self, command: list[str], url: str, log: Path, cwd: Path) -> None:
+        self.url = url
+        with log.open("ab") as out:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-I", str(_LAUNCHER), str(os.getpid()), *command],
+                stdin=subprocess.PIPE,  # the launcher's watchdog, where it is one
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=cwd,
+            )
+        self.pid = self._proc.pid
+
+    def poll(self) -> int | None:
+        return self._proc.poll()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not _healthy(self.url):
+            if (code := self._proc.poll()) is not None:
+                raise ChildExitedError(self.pid, code)
+            if time.monotonic() > deadline:
+                raise TimeoutError(self.url)
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        if self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    _live.discard(proc)
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self._proc.wait()
+        return self._proc.returncode
+
+
+#: Servers of this process still running, by pid.
+_live: dict[int, _Child] = {}
+#: One zygote per flavor in this process (per xdist worker), kept until exit.
+_fork_servers: dict[str, ForkServer] = {}
+
+
+def _fork_server(flavor: Flavor) -> ForkServer:
+    return _fork_servers.setdefault(flavor.name, ForkServer(flavor))
+
+
+def warm_up(flavor: Flavor, process: ServerProcess) -> None:
+    """Start importing the stack in a zygote now, while pytest collects."""
+    if process == "fork" and flavor.installed():
+        with contextlib.suppress(ForkServerError, OSError):
+            _fork_server(flavor).start()
 
 
 @atexit.register
 def _kill_leftovers() -> None:
     """Normal exit with a server still up (a run interrupted before fixture teardown)."""
-    for proc in list(_live):
-        _kill_group(proc, grace=2.0)
+    for child in list(_live.values()):
+        child.stop(grace=2.0)
+    for fork_server in _fork_servers.values():
+        fork_server.close()
 
 
 def _executable(flavor: Flavor) -> str:
@@ -120,63 +200,62 @@ def _executable(flavor: Flavor) -> str:
     return exe
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as response:
-            return bool(json.load(response).get("status") == "OK")
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
-
-
 class ServerBackend:
-    """``llama stack run`` (OGX: ``ogx run``) on the store, talked to over HTTP."""
+    """The flavor's server on the store, talked to over HTTP."""
 
     mode: ClassVar[str] = "server"
 
-    def __init__(self) -> None:
+    def __init__(self, process: ServerProcess = "exec") -> None:
         self.client: Any = None
         self.base_url: str | None = None
+        self._process = process
         self._spec: StartSpec | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._child: _Child | None = None
         self._port: tuple[int, FileLock] | None = None
+
+    def _spawn(self, spec: StartSpec, port: int) -> _Child:
+        log, url = spec.store.log_path, f"http://127.0.0.1:{port}"
+        if self._process == "exec":
+            command = spec.flavor.run_command(spec.config_path, port, _executable(spec.flavor))
+        else:
+            command = spec.flavor.run_command(spec.config_path, port)
+        with log.open("ab") as out:
+            out.write(f"\n{_START_MARK}{self._process}: {' '.join(command)}\n".encode())
+        if self._process == "exec":
+            return _ExecChild(command, url, log, spec.store.path)
+        try:
+            return _fork_server(spec.flavor).spawn(
+                config_path=spec.config_path,
+                port=port,
+                env=dict(os.environ),
+                log_path=log,
+                cwd=spec.store.path,
+            )
+        except ForkServerError as exc:
+            raise StackError(f"{exc} (--llama-server-process=exec runs the CLI instead)") from None
 
     def start(self, spec: StartSpec) -> None:
         self._spec = spec
         if self._port is None:
             self._port = claim_port()
         port = self._port[0]
-        command = spec.flavor.run_command(spec.config_path, port, _executable(spec.flavor))
-        log_path = spec.store.log_path
-        with log_path.open("ab") as log:
-            log.write(f"\n{_START_MARK}{' '.join(command)}\n".encode())
-            log.flush()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-I", str(_LAUNCHER), str(os.getpid()), *command],
-                stdin=subprocess.PIPE,  # the launcher's watchdog, where it is one
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=spec.store.path,
-            )
-        _live.add(self._proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + spec.start_timeout
-        while not _healthy(url):
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self.stop()
-                raise StackError(
-                    f"the server exited with code {code} during start-up: "
-                    f"{failure_line(log_path)} (log: {log_path})"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise StackError(
-                    f"the server was not healthy within {spec.start_timeout:g}s "
-                    f"(llama_stack_start_timeout); it last said: {failure_line(log_path)} "
-                    f"(log: {log_path})"
-                )
-            time.sleep(0.05)
+        log = spec.store.log_path
+        self._child = child = self._spawn(spec, port)
+        _live[child.pid] = child
+        try:
+            child.wait_ready(spec.start_timeout)
+        except ChildExitedError as exc:
+            self.stop()
+            raise StackError(
+                f"the server exited with code {exc.returncode} during start-up: "
+                f"{failure_line(log)} (log: {log})"
+            ) from None
+        except TimeoutError:
+            self.stop()
+            raise StackError(
+                f"the server was not healthy within {spec.start_timeout:g}s "
+                f"(llama_stack_start_timeout); it last said: {failure_line(log)} (log: {log})"
+            ) from None
         try:
             client_module = import_quietly(spec.flavor.client_package)
         except ModuleNotFoundError as exc:
@@ -184,16 +263,27 @@ class ServerBackend:
             raise StackNotInstalledError(
                 f"{exc.name} is not installed: {spec.flavor.install_hint}"
             ) from None
-        self.base_url = url
-        self.client = getattr(client_module, spec.flavor.client_class)(base_url=url)
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
 
     def stop(self) -> None:
         self.client = self.base_url = None
-        if self._proc is not None:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-            _kill_group(self._proc)
-            self._proc = None
+        if (child := self._child) is not None:
+            self._child = None
+            child.stop(grace=self._grace())
+            _live.pop(child.pid, None)
+
+    def _grace(self) -> float:
+        """Seconds a server may take to shut down before it is killed.
+
+        A forked server of a test's own store is killed at once: every registry and SQL
+        write is committed as it is made (a restart on the store sees them), and a
+        graceful uvicorn shutdown costs 0.2 s of fixed sleeps. A persistent store, and
+        the CLI (``exec``, kept for the exact CLI path), get a graceful shutdown.
+        """
+        assert self._spec is not None
+        durable = self._process == "exec" or self._spec.store.kind == "persistent"
+        return 10.0 if durable else 0.0
 
     def release(self) -> None:
         self.stop()

@@ -1,0 +1,147 @@
+"""Server-mode stacks forked from a zygote against a bare ``llama stack run``.
+
+Per-test cycle: start to a healthy ``/v1/health``, one more GET of it (the client call),
+stop. ``fork``: :class:`~pytest_llamastate.stack.forkserver.ForkServer` spawns, the
+child says when it listens, stopped with SIGTERM (``fork_sigterm``: uvicorn's graceful
+shutdown) or SIGKILL (``fork_sigkill``: every registry write is already committed).
+``exec``: the CLI as a subprocess in its own group, polled every 20 ms, SIGTERM to the
+group. Alternating in one run, median of ``ROUNDS``; ``restart``: stop + spawn + ready on
+the same store. The first stack (the zygote starts, imports and learns) is reported apart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from pytest_llamastate.flavor import detect
+from pytest_llamastate.stack.forkserver import ForkServer, ServerChild
+from pytest_llamastate.store import state_env
+
+ROUNDS = 10
+FLAVOR = detect()
+CONFIG = Path(__file__).resolve().parent.parent / "pytest_llamastate" / "configs"
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _health(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as r:
+            return bool(json.load(r).get("status") == "OK")
+    except OSError:
+        return False
+
+
+def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
+    store.mkdir(exist_ok=True)
+    port = _port()
+    start = time.perf_counter()
+    child = server.spawn(
+        config_path=CONFIG / FLAVOR.default_config_name,
+        port=port,
+        env={**os.environ, **state_env(store)},
+        log_path=store / "server.log",
+        cwd=store,
+    )
+    child.wait_ready(60)
+    assert _health(port)
+    child.stop(grace=grace)
+    return time.perf_counter() - start
+
+
+def _restart(server: ForkServer, store: Path) -> float:
+    store.mkdir(exist_ok=True)
+    port, config, env = _port(), CONFIG / FLAVOR.default_config_name, state_env(store)
+
+    def spawn() -> ServerChild:
+        child = server.spawn(
+            config_path=config,
+            port=port,
+            env={**os.environ, **env},
+            log_path=store / "server.log",
+            cwd=store,
+        )
+        child.wait_ready(60)
+        return child
+
+    first = spawn()
+    start = time.perf_counter()
+    first.stop(grace=10)
+    again = spawn()
+    elapsed = time.perf_counter() - start
+    again.stop(grace=0)
+    return elapsed
+
+
+def _exec_cycle(store: Path) -> float:
+    store.mkdir(exist_ok=True)
+    port = _port()
+    cli = Path(sys.executable).with_name(FLAVOR.cli)
+    config = CONFIG / FLAVOR.default_config_name
+    command = [str(cli), *FLAVOR.run_args, str(config), "--port", str(port), *FLAVOR.server_flags]
+    start = time.perf_counter()
+    with (store / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            command,
+            env={**os.environ, **state_env(store)},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=store,
+            start_new_session=True,
+        )
+    while not _health(port):
+        assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
+        time.sleep(0.02)
+    assert _health(port)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait()
+    return time.perf_counter() - start
+
+
+def main() -> dict[str, object]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
+    server = ForkServer(FLAVOR)
+    first = _fork_cycle(server, tmp / "first", 10)  # zygote start, import, learning
+    runs: dict[str, list[float]] = {
+        "exec": [],
+        "fork_sigterm": [],
+        "fork_sigkill": [],
+        "restart": [],
+    }
+    try:
+        for n in range(ROUNDS):
+            runs["exec"].append(_exec_cycle(tmp / f"exec{n}"))
+            runs["fork_sigterm"].append(_fork_cycle(server, tmp / f"term{n}", 10))
+            runs["fork_sigkill"].append(_fork_cycle(server, tmp / f"kill{n}", 0))
+            runs["restart"].append(_restart(server, tmp / f"restart{n}"))
+    finally:
+        server.close()
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {
+        "flavor": f"{FLAVOR.name} {FLAVOR.version()}",
+        "rounds": ROUNDS,
+        "first_fork_stack_s": round(first, 3),
+        **{f"{k}_s": round(v, 3) for k, v in med.items()},
+        "fork_sigterm_ratio": round(med["fork_sigterm"] / med["exec"], 3),
+        "fork_sigkill_ratio": round(med["fork_sigkill"] / med["exec"], 3),
+        "cpus": os.cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,279 @@
+"""The fork server: real servers forked from a zygote, as `llama stack run` would serve them."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import types
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_PACKAGE = Path(__file__).resolve().parent.parent / "pytest_llamastate"
+
+
+def _load(name: str) -> types.ModuleType:
+    """Import ``pytest_llamastate.<name>``; while the package is being restructured
+    (its ``__init__`` may not import), by path under a bare package shim."""
+    try:
+        return importlib.import_module(f"pytest_llamastate.{name}")
+    except ImportError:
+        for package, folder in (
+            ("pytest_llamastate", _PACKAGE),
+            ("pytest_llamastate.stack", _PACKAGE / "stack"),
+        ):
+            if not hasattr(sys.modules.get(package), "__path__"):
+                shim = types.ModuleType(package)
+                shim.__path__ = [str(folder)]
+                sys.modules[package] = shim
+        return importlib.import_module(f"pytest_llamastate.{name}")
+
+
+forkserver = _load("stack.forkserver")
+FLAVOR = _load("flavor").detect()
+state_env = _load("store").state_env
+CONFIGS = _PACKAGE / "configs"
+#: The default config, plus the prompts API (OGX serves ``/v1/prompts`` only when asked):
+#: a route that writes to the store, on both flavors.
+PROMPTS_CONFIG = (
+    (CONFIGS / FLAVOR.default_config_name)
+    .read_text()
+    .replace("- tool_runtime\n", "- tool_runtime\n- prompts\n", 1)
+)
+
+pytestmark = [
+    pytest.mark.skipif(not FLAVOR.installed(), reason="needs llama-stack or ogx"),
+    pytest.mark.skipif(not forkserver.ForkServer.supported(), reason="needs os.fork"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    """Whether a server can listen there (as uvicorn does: TIME_WAIT left by a closed
+    connection does not count)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+def _http(url: str, body: dict[str, Any] | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+class Server:
+    """A spawned server and what a test needs of it."""
+
+    def __init__(self, fork: Any, store: Path, config: Path | None = None) -> None:
+        store.mkdir(parents=True, exist_ok=True)
+        if config is None:
+            config = store / "stack.yaml"
+            config.write_text(PROMPTS_CONFIG)
+        self.store, self.port = store, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = store / "server.log"
+        self.child = fork.spawn(
+            config_path=config,
+            port=self.port,
+            env={**os.environ, **state_env(store)},
+            log_path=self.log,
+            cwd=store,
+        )
+
+    def ready(self) -> Server:
+        self.child.wait_ready(60)
+        return self
+
+    def prompts(self) -> list[str]:
+        return sorted(p["prompt"] for p in _http(f"{self.url}/v1/prompts")["data"])
+
+
+@pytest.fixture(scope="module")
+def fork() -> Iterator[Any]:
+    server = forkserver.ForkServer(FLAVOR)
+    yield server
+    server.close()
+
+
+def test_serves_health_and_the_cli_routes(fork: Any, tmp_path: Path) -> None:
+    config = CONFIGS / FLAVOR.default_config_name
+    server = Server(fork, tmp_path / "fork", config).ready()
+    assert _http(f"{server.url}/v1/health") == {"status": "OK"}
+    forked = set(_http(f"{server.url}/openapi.json")["paths"])
+    server.child.stop(grace=0)
+
+    store, port = tmp_path / "exec", _free_port()
+    store.mkdir()
+    cli = Path(sys.executable).with_name(FLAVOR.cli)
+    with (store / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [str(cli), *FLAVOR.run_args, str(config), "--port", str(port), *FLAVOR.server_flags],
+            env={**os.environ, **state_env(store)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=store,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                executed = set(_http(f"http://127.0.0.1:{port}/openapi.json")["paths"])
+                break
+            except (OSError, urllib.error.URLError):
+                assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "/v1/health" in forked
+    assert forked == executed
+
+
+def test_state_and_environment_are_the_stores(fork: Any, tmp_path: Path) -> None:
+    server = Server(fork, tmp_path / "store").ready()
+    _http(f"{server.url}/v1/prompts", {"prompt": "only here"})
+    assert (server.store / "kvstore.db").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    if Path(f"/proc/{server.child.pid}/cwd").exists():
+        assert os.readlink(f"/proc/{server.child.pid}/cwd") == str(server.store)
+    server.child.stop(grace=0)
+    assert "Uvicorn running on" in server.log.read_text()
+
+
+def test_two_servers_at_once_are_isolated(fork: Any, tmp_path: Path) -> None:
+    one, two = Server(fork, tmp_path / "one"), Server(fork, tmp_path / "two")
+    one.ready(), two.ready()
+    _http(f"{one.url}/v1/prompts", {"prompt": "for one"})
+    assert one.prompts() == ["for one"]
+    assert two.prompts() == []
+    one.child.stop(grace=0), two.child.stop(grace=0)
+
+
+@pytest.mark.parametrize("grace", [0.0, 10.0], ids=["sigkill", "sigterm"])
+def test_stop_frees_the_port_and_a_restart_keeps_the_state(
+    fork: Any, tmp_path: Path, grace: float
+) -> None:
+    server = Server(fork, tmp_path / "store").ready()
+    _http(f"{server.url}/v1/prompts", {"prompt": "survives"})
+    code = server.child.stop(grace=grace)
+    assert code == (-signal.SIGKILL if grace == 0 else -signal.SIGTERM)
+    assert server.child.poll() == code
+    assert _port_free(server.port)
+    assert not _alive(server.child.pid)
+    again = Server(fork, server.store).ready()
+    assert again.prompts() == ["survives"]
+    again.child.stop(grace=grace)
+
+
+def test_a_server_that_fails_reports_its_code_and_logs_why(fork: Any, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    text = (CONFIGS / FLAVOR.default_config_name).read_text()
+    config.write_text(text.replace("remote::model-context-protocol", "remote::no-such-thing"))
+    server = Server(fork, tmp_path / "store", config)
+    with pytest.raises(forkserver.ChildExitedError) as caught:
+        server.ready()
+    if FLAVOR.name == "llama-stack":  # `ogx run` itself exits 0 after a failed start-up
+        assert caught.value.returncode != 0
+    assert server.child.poll() == caught.value.returncode
+    assert "remote::no-such-thing" in server.log.read_text()
+
+
+REBASE = """
+import os, sys
+sys.path.insert(0, {tests!r})
+import test_forkserver as t
+from {package}.core.utils import config_dirs, config_resolution
+os.environ[{var!r}] = {new!r}
+t.forkserver._rebase_config_dirs({package!r})
+print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
+"""
+
+
+def test_config_folder_constants_follow_the_childs_environment(tmp_path: Path) -> None:
+    """Imported in the zygote, they must still name the store's config folder."""
+    new = str(tmp_path / "new")
+    script = REBASE.format(
+        tests=str(Path(__file__).parent), package=FLAVOR.package, var=FLAVOR.config_dir_var, new=new
+    )
+    env = {**os.environ, FLAVOR.config_dir_var: str(tmp_path / "old")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [f"{new}/distributions"] * 2
+
+
+DRIVER = """
+import json, os, sys, time, importlib.util, types
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_forkserver as t
+fork = t.forkserver.ForkServer(t.FLAVOR)
+server = t.Server(fork, Path({store!r})).ready()
+print(json.dumps({{"zygote": fork._proc.pid, "child": server.child.pid, "port": server.port}}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_parent_leaves_no_zygote_no_server_and_a_free_port(tmp_path: Path) -> None:
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(DRIVER.format(tests=str(Path(__file__).parent), store=str(tmp_path / "s")))
+    )
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, cwd=tmp_path)
+    assert driver.stdout is not None
+    line = driver.stdout.readline()
+    assert line, f"the driver exited with code {driver.wait()}"
+    pids = json.loads(line)
+    assert _alive(pids["zygote"])
+    assert _alive(pids["child"])
+    assert not _port_free(pids["port"])
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 5
+    while _alive(pids["zygote"]) or _alive(pids["child"]) or not _port_free(pids["port"]):
+        assert time.monotonic() < deadline, f"left behind: {pids}"
+        time.sleep(0.05)
+
+
+def test_close_stops_every_server_and_the_zygote(tmp_path: Path) -> None:
+    fork = forkserver.ForkServer(FLAVOR)
+    server = Server(fork, tmp_path / "store").ready()
+    zygote = fork._proc.pid
+    fork.close()
+    assert server.child.returncode == -signal.SIGKILL
+    assert not _alive(zygote)
+    assert _port_free(server.port)

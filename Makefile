@@ -14,14 +14,14 @@ $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	"$$(.ci/find-python)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[stack,dev]'
+	$(PY) -m pip install -q -e '.[stack,postgres,dev]'
 	touch $(STAMP)
 
 $(OGX_STAMP): pyproject.toml
 	rm -rf $(OGX_VENV)
 	"$$(.ci/find-python)" -m venv $(OGX_VENV)
 	$(OGX_VENV)/bin/python -m pip install -q --upgrade pip
-	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,dev]'
+	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,postgres,dev]'
 	touch $(OGX_STAMP)
 
 lint: $(STAMP)

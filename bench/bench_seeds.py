@@ -33,7 +33,7 @@ def main() -> dict[str, float]:
         for n in range(COPY_ROUNDS):
             store = LlamaStore.create(root / f"copy{n}")
             start = time.perf_counter()
-            cache.apply(seeds, store.kvstore_path)
+            cache.apply(seeds, store)
             copies.append(time.perf_counter() - start)
         factory = LlamaStackFactory("library", DEFAULT_CONFIG)
         registers = []

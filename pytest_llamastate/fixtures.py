@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from . import environ
+from .backends.postgres import PostgresError
 from .flavor import FLAVORS
 from .persistence import Lease, PersistentStoreError, fingerprint
 from .registry import RegistrySnapshot, StoreCorruptError
@@ -109,7 +110,7 @@ def llama_store(
     name = request.node.stash.get(persistent_key, None)
     lease: Lease | None = None
     hook = request.node.ihook
-    with _as_test_error(SeedError, PersistentStoreError):
+    with _as_test_error(SeedError, PersistentStoreError, PostgresError):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
         seeds = parse_seeds(wanted, "llama_toolgroups")

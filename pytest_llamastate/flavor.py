@@ -92,6 +92,13 @@ class Flavor:
         files = resources.files("pytest_llamastate") / "configs" / self.default_config_name
         return Path(str(files))
 
+    @property
+    def default_postgres_config(self) -> Path:
+        """The same config with its state in the store's Postgres database."""
+        return self.default_config.with_name(
+            self.default_config_name.replace(".yaml", "-postgres.yaml")
+        )
+
     def version(self) -> str | None:
         """The installed version, or ``None``: metadata only, nothing imported."""
         try:
@@ -113,10 +120,13 @@ class Flavor:
             *self.server_flags,
         ]
 
-    def registry_namespace(self, configured: str | None) -> str | None:
+    def registry_namespace(self, configured: str | None, *, postgres: bool = False) -> str | None:
         """The prefix of registry keys for a run config whose metadata namespace is
-        ``configured`` (``None`` when the config names none), or ``None`` for no prefix."""
-        if not self.namespaced_keys:
+        ``configured`` (``None`` when the config names none), or ``None`` for no prefix.
+
+        ``kv_postgres`` prefixes keys in both flavors; llama-stack's ``kv_sqlite`` does not.
+        """
+        if not (self.namespaced_keys or postgres):
             return None
         return configured or self.default_namespace
 

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 
@@ -23,9 +23,12 @@ from .stackconfig import StackConfig, StackConfigError
 from .store import state_env
 from .stores import KEEP_POLICIES, KeepPolicy
 
-__all__ = ["Settings", "addoption"]
+__all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
 
 _T = TypeVar("_T", bound=str)
+
+Backend = Literal["sqlite", "postgres"]
+BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -83,6 +86,19 @@ def addoption(parser: pytest.Parser) -> None:
         "if both), llama-stack or ogx",
         default="auto",
         metavar="FLAVOR",
+    )
+    twin(
+        "llama_backend",
+        "where stores keep their registry and SQL tables: sqlite (files in the store, "
+        "default) or postgres (a database per store)",
+        default="sqlite",
+        metavar="BACKEND",
+    )
+    twin(
+        "llama_postgres_url",
+        "Postgres server for --llama-backend=postgres, with a role that may create "
+        "databases (default: a throwaway server the plugin starts)",
+        metavar="URL",
     )
     twin(
         "llama_stack_config",
@@ -192,6 +208,8 @@ class Settings:
     guard: GuardMode
     stack_mode: StackMode
     server_process: ServerProcess
+    backend: Backend
+    postgres_url: str | None
     stack_config: Path
     start_timeout: float
     seeds: tuple[ToolgroupSeed, ...]
@@ -212,6 +230,12 @@ class Settings:
         if not count.value.strip().isdigit():
             raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
         flavor = detect(_choice(_required(config, "llama_flavor"), FLAVOR_CHOICES))
+        backend = _choice(_required(config, "llama_backend"), BACKENDS)
+        url = _raw(config, "llama_postgres_url")
+        if url is not None and backend != "postgres":
+            raise pytest.UsageError(
+                f"{url.source} is set, but the backend is sqlite: add --llama-backend=postgres"
+            )
         return cls(
             store_dir=_writable_dir(raw_dir) if raw_dir else None,
             keep=keep,
@@ -219,7 +243,9 @@ class Settings:
             guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
             stack_mode=_choice(_required(config, "llama_stack_mode"), STACK_MODES),
             server_process=_server_process(config),
-            stack_config=_stack_config(config, flavor),
+            backend=backend,
+            postgres_url=url.value if url else None,
+            stack_config=_stack_config(config, flavor, backend),
             start_timeout=_positive_number(_required(config, "llama_stack_start_timeout")),
             seeds=_seed_file(config),
             persist_dir=_persist_dir(config),
@@ -276,16 +302,28 @@ def _seed_file(config: pytest.Config) -> tuple[ToolgroupSeed, ...]:
         raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
 
 
-def _stack_config(config: pytest.Config, flavor: Flavor) -> Path:
+#: What a Postgres store's variables look like, to check a config before any store exists.
+_PROBE_DATABASE = {
+    "POSTGRES_HOST": "127.0.0.1",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_DB": "llamastate_check",
+    "POSTGRES_USER": "llamastate",
+    "POSTGRES_PASSWORD": "",
+}
+
+
+def _stack_config(config: pytest.Config, flavor: Flavor, backend: Backend) -> Path:
     """The configured run config, checked now so a bad one stops the run before it starts.
 
-    Without one, the flavor's own offline config (OGX keeps prompts in SQL tables).
+    Without one, the flavor's own offline config for the backend (OGX keeps prompts in
+    SQL tables).
     """
     if (raw := _raw(config, "llama_stack_config")) is None:
-        return flavor.default_config
+        return flavor.default_postgres_config if backend == "postgres" else flavor.default_config
     try:
         probe = Path(tempfile.gettempdir(), "llamastate-check")
-        StackConfig.load(raw.path()).check_paths(probe, state_env(probe))
+        env = {**state_env(probe), **(_PROBE_DATABASE if backend == "postgres" else {})}
+        StackConfig.load(raw.path()).check_paths(probe, env)
     except StackConfigError as exc:
         raise pytest.UsageError(f"{raw.source}: {exc}") from None
     return raw.path()

@@ -18,6 +18,7 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
+from .databases import PostgresStores
 from .seeds import ToolgroupSeed, seed_set_key
 from .sqlite import integrity_problems
 from .store import LlamaStore, is_store, remove_store
@@ -101,6 +102,8 @@ class PersistentStores:
     run_id: str
     reset: frozenset[str] = frozenset()
     lock_timeout: float = 600.0
+    #: On the Postgres backend: where each store's named database lives.
+    databases: PostgresStores | None = None
 
     def path(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -129,20 +132,19 @@ class PersistentStores:
                 f"{self.lock_timeout:g}s (llama_persist_lock_timeout)"
             ) from None
         try:
-            status = self._prepare(name, path, fingerprint, seeds, templates)
+            status = self._prepare(name, path, fingerprint)
+            store = LlamaStore(path, name, seeds, kind="persistent")
+            made = status != "reused"
+            if self.databases is not None:
+                store, made = self.databases.attach_persistent(store, fresh=made)
+            if made:
+                templates.apply(seeds, store)
         except BaseException:
             lock.release()
             raise
-        return Lease(name, LlamaStore(path, name, seeds, kind="persistent"), status, lock)
+        return Lease(name, store, status, lock)
 
-    def _prepare(
-        self,
-        name: str,
-        path: Path,
-        fingerprint: str,
-        seeds: tuple[ToolgroupSeed, ...],
-        templates: TemplateCache,
-    ) -> Status:
+    def _prepare(self, name: str, path: Path, fingerprint: str) -> Status:
         status: Status = "created"
         if path.exists():
             if not is_store(path):
@@ -169,5 +171,4 @@ class PersistentStores:
         if "*" in self.reset or name in self.reset:
             extra["reset_run"] = self.run_id  # made in this run: no second reset
         LlamaStore.create(path, label=name, kind="persistent", **extra)
-        templates.apply(seeds, LlamaStore(path).kvstore_path)
         return status

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 
 from . import environ, hookspecs, options
+from .backends.postgres import PostgresError, check_server
+from .databases import PostgresStores, owner_pid
 from .fixtures import (
     llama_stack,
     llama_stack_config,
@@ -42,6 +44,8 @@ from .session import (
     session_state,
 )
 from .stack import LlamaStackFactory
+from .stackconfig import StackConfig, StackConfigError
+from .store import LlamaStore
 from .stores import LlamaStoreFactory, make_run_dir
 from .templates import TemplateCache
 
@@ -102,6 +106,10 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.flavor,
         settings.stack_config,
     )
+    databases = None
+    if settings.backend == "postgres":
+        databases = _postgres_stores(config, settings, templates, persistent.run_id)
+        persistent.databases = databases
     base: Path | None = None
     if settings.store_dir is not None:
         if _RUN_DIR_KEY in workerinput:
@@ -116,10 +124,39 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.server_process,
     )
     config.stash[session_key] = SessionState(
-        settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks, persistent
+        settings,
+        LlamaStoreFactory(settings.keep, templates, base, databases),
+        guard,
+        stacks,
+        persistent,
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
+
+
+def _postgres_stores(
+    config: pytest.Config, settings: Settings, templates: TemplateCache, run_id: str
+) -> PostgresStores | None:
+    """The session's Postgres server and its janitor; ``None`` in an xdist controller,
+    which runs no test (it checks a given server, so a bad URL stops the run at once)."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    try:
+        if workerinput is None and getattr(config.option, "numprocesses", None):
+            if settings.postgres_url:
+                check_server(settings.postgres_url)
+            return None
+        return PostgresStores.start(
+            url=settings.postgres_url,
+            data_dir=settings.persist_dir / ".postgres",
+            flavor=settings.flavor,
+            templates=templates,
+            run_id=run_id,
+            worker=(workerinput or {}).get("workerid", "main"),
+            owner_pid=owner_pid(workerinput is not None),
+            table=StackConfig.load(settings.stack_config).postgres_kv_table,
+        )
+    except (PostgresError, StackConfigError) as exc:
+        raise pytest.UsageError(f"--llama-backend=postgres: {exc}") from None
 
 
 class _XdistHooks:
@@ -147,7 +184,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput") and session_key in config.stash:
+    if session_key not in config.stash:
+        return
+    if (guard := session_state(config).guard) is not None:
+        guard.close()
+    if not hasattr(config, "workerinput"):
         session_state(config).factory.templates.remove()
 
 
@@ -197,7 +238,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     guard = session_state(item.config).guard
     if guard is not None:
-        item_state(item).before = guard.snapshot()
+        # The first test sets the watches up: an xdist controller, which runs none, never does.
+        item_state(item).guard_mark = guard.begin()
     return (yield)
 
 
@@ -226,9 +268,9 @@ def _settle_environment(istate: ItemState) -> None:
 
 
 def _check_homes(state: SessionState, istate: ItemState) -> None:
-    if state.guard is None or istate.before is None:
+    if state.guard is None or istate.guard_mark is None:
         return
-    changes = state.guard.changes(istate.before, state.guard.snapshot())
+    changes = state.guard.end(istate.guard_mark)
     if not changes:
         return
     message = state.guard.describe(changes)
@@ -287,17 +329,26 @@ def _release_stores(item: pytest.Item, report: pytest.TestReport, istate: ItemSt
         keep = factory.release(store, failed=istate.failed)
         item.ihook.pytest_llamastate_store_released(store=store, kept=keep, nodeid=item.nodeid)
         if keep:
-            kept.append(str(store.path))
+            kept.append(_kept_line(store))
     if kept:
         report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
+
+
+def _kept_line(store: LlamaStore) -> str:
+    """A kept store in the summary: its folder, and how to open its database."""
+    return str(store.path) + (f"  ({store.database.psql})" if store.database else "")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session_state(session.config)
     state.stacks.close_all()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
-    kept = [(s.label, str(s.path)) for s in state.factory.finish(failed=failed)]
+    kept = [(s.label, _kept_line(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
+    if (databases := state.factory.databases) is not None:
+        if not hasattr(session.config, "workerinput"):
+            databases.drop_templates()  # under xdist, the next run prunes them
+        databases.close()
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[_KEPT_KEY] = kept

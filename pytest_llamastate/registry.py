@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,6 +31,7 @@ __all__ = [
     "StoreCorruptError",
     "ToolgroupRecord",
     "installed_format",
+    "parse_entries",
     "read_entries",
     "read_keys",
     "write_entries",
@@ -73,16 +74,18 @@ class RegistryFormat:
         return self.key("tool_group", toolgroup_id), str(value.model_dump_json())
 
 
-def installed_format(flavor: Flavor | None = None, namespace: str | None = None) -> RegistryFormat:
+def installed_format(
+    flavor: Flavor | None = None, namespace: str | None = None, *, postgres: bool = False
+) -> RegistryFormat:
     """The key format of the installed ``flavor`` (default: detected), read from its source.
 
     ``namespace`` is the run config's ``storage.stores.metadata.namespace`` (``None``: the
-    config names none); it only shapes keys of a flavor that prefixes them. Raises
-    ``ModuleNotFoundError`` when the flavor is not installed: writing rows in a guessed
-    format would produce a store that no stack reads.
+    config names none); it only shapes keys of a flavor (or, ``postgres``, a kv backend)
+    that prefixes them. Raises ``ModuleNotFoundError`` when the flavor is not installed:
+    writing rows in a guessed format would produce a store that no stack reads.
     """
     flavor = flavor or detect()
-    return _installed_format(flavor, flavor.registry_namespace(namespace))
+    return _installed_format(flavor, flavor.registry_namespace(namespace, postgres=postgres))
 
 
 @cache
@@ -176,6 +179,11 @@ def read_entries(db: Path) -> list[RegistryEntry]:
         (_PREFIX + ":",),
         "registry",
     )
+    return parse_entries(rows)
+
+
+def parse_entries(rows: Iterable[tuple[str, str]]) -> list[RegistryEntry]:
+    """The registry rows among ``(key, value)`` rows of any kv table, in their order."""
     return [e for key, value in rows if (e := RegistryEntry.parse(key, value)) is not None]
 
 
@@ -232,10 +240,6 @@ class RegistrySnapshot:
     """The registry of a store at one moment, by key."""
 
     entries: Mapping[str, RegistryEntry] = field(default_factory=dict)
-
-    @classmethod
-    def read(cls, db: Path) -> RegistrySnapshot:
-        return cls({e.key: e for e in read_entries(db)})
 
     def diff(self, later: RegistrySnapshot) -> RegistryDiff:
         """What ``later`` added, removed and changed relative to this snapshot."""

@@ -33,6 +33,8 @@ def describe_store(
         lines.append("registry changes in this test:" if changes else str(changes))
         lines += [f"  {line}" for line in changes.lines()]
     lines.append(f"inspect: llamastate show {store.path}")
+    if store.database is not None:
+        lines.append(f"database: {store.database.psql}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .environ import Saved
-from .guard import HomeGuard, Snapshot
+from .guard import HomeGuard, Mark
 from .options import Settings
 from .persistence import Lease, PersistentStores
 from .registry import RegistrySnapshot
@@ -47,7 +47,7 @@ class ItemState:
     #: Each store's environment and what those variables were before it was activated.
     activations: list[tuple[dict[str, str], Saved]] = field(default_factory=list)
     failed: bool = False
-    before: Snapshot | None = None
+    guard_mark: Mark | None = None
     leak: str | None = None
 
 

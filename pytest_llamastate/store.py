@@ -18,8 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from . import environ
+from .backends.postgres import StoreDatabase
 from .flavor import FLAVORS
-from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
+from .registry import (
+    RegistryEntry,
+    RegistrySnapshot,
+    ToolgroupRecord,
+    parse_entries,
+    read_entries,
+    read_keys,
+    write_entries,
+)
 from .seeds import ToolgroupSeed
 
 __all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "remove_store", "state_env"]
@@ -82,10 +91,20 @@ class LlamaStore:
     seeds: tuple[ToolgroupSeed, ...] = field(default=(), repr=False, compare=False)
     #: What the store is for: ``test`` (made for a test or a fixture), ``persistent``.
     kind: str = field(default="test", compare=False)
+    #: On the Postgres backend, the store's own database (``None``: SQLite files).
+    database: StoreDatabase | None = field(default=None, repr=False, compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "env", state_env(self.path))
+        env = state_env(self.path)
+        if self.database is not None:
+            env.update(self.database.url.env())
+        object.__setattr__(self, "env", env)
+
+    @property
+    def database_url(self) -> str | None:
+        """``postgresql://...`` of the store's database (``psql "<url>"``); ``None`` on SQLite."""
+        return str(self.database.url) if self.database is not None else None
 
     @classmethod
     def create(cls, path: Path, *, label: str = "", kind: str = "test", **extra: Any) -> LlamaStore:
@@ -95,13 +114,25 @@ class LlamaStore:
         (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
         return cls(path, label, kind=kind)
 
+    def with_database(self, database: StoreDatabase) -> LlamaStore:
+        """This store on its own database; the marker records where (not the password)."""
+        marker = {**self.read_marker(self.path), "database": database.describe()}
+        (self.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        return LlamaStore(self.path, self.label, self.seeds, self.kind, database)
+
     @classmethod
     def open(cls, path: Path) -> LlamaStore:
         """Open an existing store, refusing folders the plugin did not make."""
         if not is_store(path):
             raise NotAStoreError(f"{path} is not a pytest-llamastate store (no {MARKER_NAME})")
         marker = cls.read_marker(path)
-        return cls(path, str(marker.get("label", "")), kind=str(marker.get("kind", "test")))
+        db = marker.get("database")
+        return cls(
+            path,
+            str(marker.get("label", "")),
+            kind=str(marker.get("kind", "test")),
+            database=StoreDatabase.from_marker(db) if isinstance(db, dict) else None,
+        )
 
     @staticmethod
     def read_marker(path: Path) -> dict[str, Any]:
@@ -149,18 +180,29 @@ class LlamaStore:
 
     # -- reading the store without a stack ------------------------------------------------
 
+    def entries(self) -> list[RegistryEntry]:
+        """Every registry row, sorted by key: from ``kvstore.db``, or the store's database."""
+        if self.database is not None:
+            return parse_entries(self.database.rows())
+        return read_entries(self.kvstore_path)
+
     def toolgroups(self) -> list[ToolgroupRecord]:
-        """The toolgroups registered in this store, read straight from ``kvstore.db``."""
-        return [
-            ToolgroupRecord.from_entry(e)
-            for e in read_entries(self.kvstore_path)
-            if e.type == "tool_group"
-        ]
+        """The toolgroups registered in this store, read straight from its registry."""
+        return [ToolgroupRecord.from_entry(e) for e in self.entries() if e.type == "tool_group"]
 
     def keys(self, prefix: str = "") -> list[str]:
-        """Every key of ``kvstore.db`` starting with ``prefix``, sorted."""
+        """Every key of the registry's table starting with ``prefix``, sorted."""
+        if self.database is not None:
+            return [key for key, _ in self.database.rows() if key.startswith(prefix)]
         return read_keys(self.kvstore_path, prefix)
 
     def snapshot(self) -> RegistrySnapshot:
         """The registry as it is now; ``later.diff(earlier)`` tells what changed."""
-        return RegistrySnapshot.read(self.kvstore_path)
+        return RegistrySnapshot({e.key: e for e in self.entries()})
+
+    def write_registry(self, rows: Mapping[str, str | None]) -> None:
+        """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction."""
+        if self.database is not None:
+            self.database.write(rows)
+        else:
+            write_entries(self.kvstore_path, rows)

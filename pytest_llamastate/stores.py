@@ -18,6 +18,7 @@ from typing import Literal
 
 from filelock import FileLock
 
+from .databases import PostgresStores
 from .seeds import ToolgroupSeed, parse_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
 from .templates import TemplateCache
@@ -65,10 +66,12 @@ class _Reaper:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
 
-    def put(self, path: Path) -> None:
+    def put(self, store: LlamaStore, databases: PostgresStores | None) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="llamastate-reaper")
-        self._pool.submit(remove_store, path, best_effort=True)
+        if databases is not None and store.database is not None:
+            self._pool.submit(databases.drop, store)
+        self._pool.submit(remove_store, store.path, best_effort=True)
 
     def join(self) -> None:
         if self._pool is not None:
@@ -92,6 +95,8 @@ class LlamaStoreFactory:
     keep_policy: KeepPolicy
     templates: TemplateCache
     base: Path | None = None
+    #: On the Postgres backend: where stores get their databases.
+    databases: PostgresStores | None = None
     _default_base: Callable[[], Path] | None = field(default=None, repr=False)
     _base_ready: bool = field(default=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
@@ -140,10 +145,12 @@ class LlamaStoreFactory:
             else:
                 break
         self._counts[name] = number + 1
+        if self.databases is not None:
+            store = self.databases.attach(store, parsed)
+        elif parsed:
+            self.templates.apply(parsed, store)
+        store = replace(store, seeds=parsed)
         self._pending[store.path] = store
-        if parsed:
-            self.templates.apply(parsed, store.kvstore_path)
-            store = replace(store, seeds=parsed)
         return store
 
     def keeps(self, failed: bool) -> bool:
@@ -155,7 +162,7 @@ class LlamaStoreFactory:
         self._pending.pop(store.path, None)
         if self.keeps(failed):
             return True
-        self._reaper.put(store.path)
+        self._reaper.put(store, self.databases)
         return False
 
     def finish(self, *, failed: bool) -> list[LlamaStore]:

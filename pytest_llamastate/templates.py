@@ -25,6 +25,7 @@ from .registry import RegistryFormat, installed_format, write_entries
 from .seeds import SeedError, ToolgroupSeed, seed_set_key
 from .sqlite import checkpoint
 from .stackconfig import StackConfig
+from .store import LlamaStore
 
 __all__ = ["TemplateCache", "seed_rows"]
 
@@ -49,6 +50,8 @@ class TemplateCache:
     root: Path
     flavor: Flavor | None = None
     config: Path | None = None
+    #: Whether stores are on Postgres, whose kv tables prefix keys in every flavor.
+    postgres: bool = False
     _format: RegistryFormat | None = field(default=None, repr=False)
     _built: dict[str, Path] = field(default_factory=dict, repr=False)
 
@@ -62,10 +65,10 @@ class TemplateCache:
         if self._format is None:
             flavor = self.flavor or detect()
             namespace = None
-            if self.config is not None and flavor.namespaced_keys:
+            if self.config is not None and (flavor.namespaced_keys or self.postgres):
                 namespace = StackConfig.load(self.config).metadata_namespace
             try:
-                self._format = installed_format(flavor, namespace)
+                self._format = installed_format(flavor, namespace, postgres=self.postgres)
             except ModuleNotFoundError as exc:
                 raise SeedError(f"seeds need a stack to take their format from: {exc}") from None
         return self._format
@@ -90,7 +93,7 @@ class TemplateCache:
         self._built[key] = db
         return db
 
-    def apply(self, seeds: tuple[ToolgroupSeed, ...], kvstore: Path) -> None:
+    def apply(self, seeds: tuple[ToolgroupSeed, ...], store: LlamaStore) -> None:
         """Put ``seeds`` into a store: a copy of the template when it has no registry yet.
 
         Refused while a stack runs on the store: its registry caches what it read, so
@@ -98,15 +101,15 @@ class TemplateCache:
         """
         if not seeds:
             return
-        if (stack := live.on(kvstore.parent)) is not None:
+        if (stack := live.on(store.path)) is not None:
             raise SeedError(
-                f"{kvstore.parent}: a stack is running on this store "
+                f"{store.path}: a stack is running on this store "
                 f"({stack.label or 'no label'}); seed it before the stack starts"
             )
-        if not kvstore.exists():
-            shutil.copyfile(self.template(seeds), kvstore)
+        if store.database is None and not store.kvstore_path.exists():
+            shutil.copyfile(self.template(seeds), store.kvstore_path)
             return
-        write_entries(kvstore, seed_rows(seeds, self.format))
+        store.write_registry(seed_rows(seeds, self.format))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -70,7 +70,7 @@ def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, t
     seeded = LlamaStore.create(tmp_path / "seeded")
     cache.apply(
         (ToolgroupSeed("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"}),),
-        seeded.kvstore_path,
+        seeded,
     )
     theirs = {(e.key, json.dumps(e.value)) for e in read_entries(registered.kvstore_path)}
     ours = {(e.key, json.dumps(e.value)) for e in read_entries(seeded.kvstore_path)}
@@ -295,7 +295,7 @@ def test_seeding_a_store_under_a_running_stack_is_refused(
         pytest.raises(SeedError, match="a stack is running on this store"),
     ):
         llama_store_factory.templates.apply(
-            (ToolgroupSeed("mcp::late", mcp_endpoint="http://h/l"),), store.kvstore_path
+            (ToolgroupSeed("mcp::late", mcp_endpoint="http://h/l"),), store
         )
 
 
@@ -308,7 +308,7 @@ def test_store_inspection_keys_and_snapshot_diff(tmp_path: Path) -> None:
             ToolgroupSeed("mcp::gone", mcp_endpoint="http://h/g"),
             ToolgroupSeed("mcp::edit", mcp_endpoint="http://h/e"),
         ),
-        store.kvstore_path,
+        store,
     )
     before = store.snapshot()
     key_new, value_new = fmt.toolgroup_row("mcp::new", "model-context-protocol", "http://h/n")

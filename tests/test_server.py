@@ -145,6 +145,13 @@ def write_log(path: Path, *runs: str) -> Path:
             "pydantic_core._pydantic_core.ValidationError: 1 validation error",
         ),
         ("\x1b[31mKeyboardInterrupt\x1b[0m\n", "KeyboardInterrupt"),
+        (  # OGX: rich indents the traceback, and logs on after it
+            "    raise ValueError(f'Provider')\n"
+            "         ValueError: Provider `remote::x` is not available        \n"
+            "INFO  2026-12-01  Received interrupt signal, shutting down gracefully...\n"
+            "         category=cli\n",
+            "ValueError: Provider `remote::x` is not available",
+        ),
         ("INFO: Waiting for application startup.\n", "INFO: Waiting for application startup."),
         ("", "(the log is empty)"),
     ],

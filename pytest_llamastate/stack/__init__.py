@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .. import live
 from ..flavor import Flavor, detect
-from ..registry import ToolgroupRecord, read_entries, write_entries
+from ..registry import ToolgroupRecord
 from ..seeds import SeedError, ToolgroupSeed
 from ..stackconfig import StackConfig
 from ..store import LlamaStore
@@ -197,10 +197,10 @@ class LlamaStack:
         whose own config names another metadata namespace would not see them on OGX.
         A seed the test has since unregistered has no row anywhere, so stays gone.
         """
-        if not self.store.seeds or not self.flavor.namespaced_keys:
+        if not self.store.seeds:
             return
         fmt = spec.registry_format()
-        entries = read_entries(self.store.kvstore_path)
+        entries = self.store.entries()
         present = {e.key for e in entries}
         moves: dict[str, str | None] = {}
         for seed in self.store.seeds:
@@ -212,7 +212,7 @@ class LlamaStack:
                     moves[wanted], moves[e.key] = json.dumps(dict(e.value)), None
                     break
         if moves:
-            write_entries(self.store.kvstore_path, moves)
+            self.store.write_registry(moves)
 
 
 @dataclass

@@ -53,7 +53,11 @@ class StartSpec:
     def registry_format(self) -> RegistryFormat:
         """How this stack keys its registry rows (OGX: under the config's namespace)."""
         try:
-            return installed_format(self.flavor, self.config.metadata_namespace)
+            return installed_format(
+                self.flavor,
+                self.config.metadata_namespace,
+                postgres=self.store.database is not None,
+            )
         except ModuleNotFoundError as exc:
             raise StackNotInstalledError(str(exc)) from None
 

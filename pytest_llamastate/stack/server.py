@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from filelock import FileLock, Timeout
 
 from ..flavor import Flavor, import_quietly
-from ..registry import ToolgroupRecord, write_entries
+from ..registry import ToolgroupRecord
 from ..seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .forkserver import ChildExitedError, ForkServer, ForkServerError
@@ -90,12 +90,15 @@ def _run_lines(log: Path) -> list[str]:
 
 
 def failure_line(log: Path) -> str:
-    """What the stack said last: its final exception line, or else its last line."""
-    lines = [line.rstrip() for line in _run_lines(log) if line.strip()]
+    """What the stack said last: its final exception line, or else its last line.
+
+    OGX logs through rich, which indents a traceback (and its last line) in a frame.
+    """
+    lines = [line.strip(" \t│|") for line in _run_lines(log) if line.strip(" \t│|")]
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line
-    return lines[-1].strip() if lines else "(the log is empty)"
+    return lines[-1] if lines else "(the log is empty)"
 
 
 def log_tail(log: Path) -> str:
@@ -314,7 +317,7 @@ class ServerBackend:
         spec, was_running = self._spec, self.client is not None
         assert spec is not None
         self.stop()
-        write_entries(spec.store.kvstore_path, rows)
+        spec.store.write_registry(rows)
         if was_running:
             with spec.environment():
                 self.start(spec)

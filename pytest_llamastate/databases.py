@@ -1,0 +1,136 @@
+"""Stores on Postgres: a database of its own for every store, on one server per session.
+
+pytest-postgresql's answer, for Llama Stack's ``kv_postgres`` / ``sql_postgres``: each
+store's database is created ``TEMPLATE`` a database holding its seeds (built once per run
+and seed set, across xdist workers), and dropped when the store is released. The store
+folder still holds files, config and logs; a kept store keeps its database as long as its
+folder exists, which is also how a later run knows what a killed one left behind.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock
+
+from .backends.postgres import (
+    PostgresURL,
+    StoreDatabase,
+    database_name,
+    kv_table,
+    write_kv_rows,
+)
+from .backends.postgres_janitor import Janitor
+from .backends.postgres_server import PostgresServer, acquire
+from .flavor import Flavor
+from .seeds import ToolgroupSeed, seed_set_key
+from .store import LlamaStore
+from .templates import TemplateCache, seed_rows
+
+__all__ = ["PostgresStores"]
+
+
+@dataclass
+class PostgresStores:
+    """The databases of one pytest process's stores, on ``server``."""
+
+    server: PostgresServer
+    janitor: Janitor
+    flavor: Flavor
+    templates: TemplateCache
+    worker: str
+    #: The registry's table in every store database (the config's ``table_name``).
+    kv_table: str
+    _templates: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        url: str | None,
+        data_dir: Path,
+        flavor: Flavor,
+        templates: TemplateCache,
+        run_id: str,
+        worker: str,
+        owner_pid: int,
+        table: str | None,
+    ) -> PostgresStores:
+        """Use the server at ``url``, or start (or join) a throwaway one on ``data_dir``;
+        drop what runs that are gone left behind. Raises ``PostgresError``."""
+        server = acquire(url, data_dir=data_dir)
+        try:
+            janitor = Janitor(server.url, run_id=run_id, owner_pid=owner_pid)
+            janitor.prune()
+        except BaseException:
+            server.release()
+            raise
+        return cls(server, janitor, flavor, templates, worker, table or kv_table(flavor))
+
+    def _database(self, name: str) -> StoreDatabase:
+        password_file = ""
+        if self.server.data_dir is not None:
+            password_file = str(self.server.data_dir / "password")
+        url = PostgresURL.parse(self.server.url).with_database(name)
+        return StoreDatabase(url, self.kv_table, self.flavor, password_file)
+
+    def _template(self, seeds: tuple[ToolgroupSeed, ...]) -> str:
+        """The template database of ``seeds``: built once per run, whichever worker asks first."""
+        fmt = self.templates.format
+        key = seed_set_key(seeds)
+        if key in self._templates:
+            return self._templates[key]
+        name = database_name("tmpl", self.janitor.run_id, key)
+        self.templates.root.mkdir(mode=0o700, exist_ok=True)
+        with FileLock(str(self.templates.root / f"{name}.lock")):
+            if not self.janitor.exists(name):
+                self.janitor.create(name, kind="template")
+                write_kv_rows(
+                    self._database(name).url,
+                    self.kv_table,
+                    seed_rows(seeds, fmt).items(),
+                    flavor=self.flavor,
+                )
+                self.janitor.mark_template(name)
+        self._templates[key] = name
+        return name
+
+    def attach(self, store: LlamaStore, seeds: tuple[ToolgroupSeed, ...]) -> LlamaStore:
+        """``store`` on a new database of its own, holding ``seeds``."""
+        name = self.janitor.new_name(self.worker)
+        template = self._template(seeds) if seeds else None
+        self.janitor.create(name, template=template, store=str(store.path))
+        return store.with_database(self._database(name))
+
+    def attach_persistent(self, store: LlamaStore, *, fresh: bool) -> tuple[LlamaStore, bool]:
+        """A persistent store on its named database, made anew when ``fresh``; whether it
+        was made now (and so needs its seeds)."""
+        name = database_name("persistent", store.label)
+        if fresh:
+            self.janitor.drop(name)
+        made = fresh or not self.janitor.exists(name)
+        if made:
+            self.janitor.create(name, kind="persistent", store=str(store.path))
+        return store.with_database(self._database(name)), made
+
+    def drop(self, store: LlamaStore) -> None:
+        if store.database is not None:
+            self.janitor.drop(store.database.name)
+
+    def drop_templates(self) -> None:
+        """Drop this run's seed templates (the run's last process does, at its end)."""
+        for info in self.janitor.databases():
+            if info.kind == "template" and info.run == self.janitor.run_id:
+                self.janitor.drop(info.name)
+
+    def close(self) -> None:
+        self.janitor.close()
+        self.server.release()
+
+
+def owner_pid(is_worker: bool) -> int:
+    """The process whose life a run's databases are tied to: the xdist controller for a
+    worker (its parent), else this process."""
+    return os.getppid() if is_worker else os.getpid()

@@ -1,14 +1,16 @@
 # Two commands do all set-up on a fresh machine: `make test` and `make demo`.
 # PYTHON=/path/to/python3.12 picks the interpreter; by default a Python 3.12+ is searched.
-# `make test` runs the suite twice: against llama-stack 0.7 (.venv) and against the newest
-# OGX (.venv-ogx). They cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2.
+# `make test` runs the suite against llama-stack 0.7 (.venv) and against the newest OGX
+# (.venv-ogx); they cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2. Then the
+# stack, seed, persistence and keep tests once more with every store on Postgres (a
+# throwaway server from pip's pgserver: nothing to install on the machine).
 VENV ?= .venv
 OGX_VENV ?= .venv-ogx
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx demo lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres demo lint bench clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -31,13 +33,16 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
-test: lint test-llama-stack test-ogx
+test: lint test-llama-stack test-ogx test-postgres
 
 test-llama-stack: $(STAMP)
 	$(VENV)/bin/pytest -n 2 tests
 
 test-ogx: $(OGX_STAMP)
 	$(OGX_VENV)/bin/pytest -n 2 tests
+
+test-postgres: $(STAMP)
+	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest -n 2 tests
 
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples

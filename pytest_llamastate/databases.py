@@ -9,6 +9,7 @@ folder exists, which is also how a later run knows what a killed one left behind
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +108,9 @@ class PostgresStores:
     def attach_persistent(self, store: LlamaStore, *, fresh: bool) -> tuple[LlamaStore, bool]:
         """A persistent store on its named database, made anew when ``fresh``; whether it
         was made now (and so needs its seeds)."""
-        name = database_name("persistent", store.label)
+        # Named by the store's folder too: two projects on one server may both have a "soak".
+        folder = hashlib.sha256(str(store.path).encode()).hexdigest()[:8]
+        name = database_name("persistent", store.label, folder)
         if fresh:
             self.janitor.drop(name)
         made = fresh or not self.janitor.exists(name)

@@ -172,7 +172,7 @@ class _XdistHooks:
     @pytest.hookimpl
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         kept = getattr(node, "workeroutput", {}).get(_KEPT_KEY, [])
-        session_state(node.config).kept.extend(tuple(pair) for pair in kept)
+        session_state(node.config).kept.extend((a, b, c) for a, b, c in kept)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -329,21 +329,21 @@ def _release_stores(item: pytest.Item, report: pytest.TestReport, istate: ItemSt
         keep = factory.release(store, failed=istate.failed)
         item.ihook.pytest_llamastate_store_released(store=store, kept=keep, nodeid=item.nodeid)
         if keep:
-            kept.append(_kept_line(store))
+            kept.append(_kept(store))
     if kept:
         report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
 
 
-def _kept_line(store: LlamaStore) -> str:
-    """A kept store in the summary: its folder, and how to open its database."""
-    return str(store.path) + (f"  ({store.database.psql})" if store.database else "")
+def _kept(store: LlamaStore) -> tuple[str, str]:
+    """A kept store for the summary: its folder, and how to open its database."""
+    return str(store.path), store.database.psql if store.database else ""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session_state(session.config)
     state.stacks.close_all()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
-    kept = [(s.label, _kept_line(s)) for s in state.factory.finish(failed=failed)]
+    kept = [(s.label, *_kept(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
     if (databases := state.factory.databases) is not None:
         if not hasattr(session.config, "workerinput"):
@@ -359,16 +359,18 @@ def pytest_terminal_summary(
 ) -> None:
     # Reports from xdist workers arrive here too, with llama_kept_stores on them.
     kept = [
-        (report.nodeid, path)
+        (report.nodeid, path, psql)
         for reports in terminalreporter.stats.values()
         for report in reports
-        for path in getattr(report, "llama_kept_stores", ())
+        for path, psql in getattr(report, "llama_kept_stores", ())
     ]
     kept += session_state(config).kept
     if kept:
         terminalreporter.section("llama stores kept")
-        for label, path in kept:
+        for label, path, psql in kept:
             terminalreporter.write_line(f"{label}: {path}")
+            if psql:
+                terminalreporter.write_line(f"  {psql}")
     persistent: dict[tuple[str, str], list[str]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:

@@ -32,8 +32,9 @@ class SessionState:
     guard: HomeGuard | None
     stacks: LlamaStackFactory
     persistent: PersistentStores
-    #: (label, path) of stores kept at session end, from this process and xdist workers.
-    kept: list[tuple[str, str]] = field(default_factory=list)
+    #: (label, path, psql command or "") of stores kept at session end, from this process
+    #: and xdist workers.
+    kept: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+#: ``LLAMASTATE_TEST_BACKEND=postgres`` runs the tests marked ``both_backends`` (and not
+#: ``sqlite_only``) with every inner pytest run on Postgres: `make test` does it once more.
+BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +30,58 @@ def pytest_configure(config: pytest.Config) -> None:
     flavor = detect()
     if flavor.installed():
         import_quietly(flavor.library_module)
+    with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
+        import_quietly("asyncpg")
+    config.addinivalue_line("markers", "both_backends: also run on Postgres (make test)")
+    config.addinivalue_line("markers", "sqlite_only: reads or writes the SQLite files")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if BACKEND != "postgres":
+        return
+    chosen = [
+        i
+        for i in items
+        if i.get_closest_marker("both_backends") and not i.get_closest_marker("sqlite_only")
+    ]
+    config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+    items[:] = chosen
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """One throwaway server for the whole suite (shared by xdist workers), given to the
+    inner runs by URL: a server per inner run would cost an initdb each."""
+    from pytest_llamastate.backends.postgres_server import acquire
+
+    server = acquire(data_dir=Path(tempfile.gettempdir()) / "llamastate-test-postgres")
+    yield server.url
+    server.release()
+
+
+@pytest.fixture
+def backend_args(request: pytest.FixtureRequest) -> list[str]:
+    """What an inner pytest run needs to run on the suite's backend (none for SQLite)."""
+    if BACKEND != "postgres":
+        return []
+    from pytest_llamastate.backends.postgres import PostgresURL
+
+    url = request.getfixturevalue("postgres_url")
+    # The server is given by URL, so a store reopened from its marker needs PGPASSWORD.
+    request.getfixturevalue("monkeypatch").setenv("PGPASSWORD", PostgresURL.parse(url).password)
+    return ["--llama-backend=postgres", f"--llama-postgres-url={url}"]
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_on_the_test_backend(request: pytest.FixtureRequest) -> None:
+    if BACKEND != "postgres" or "pytester" not in request.fixturenames:
+        return
+    pytester: pytest.Pytester = request.getfixturevalue("pytester")
+    args = request.getfixturevalue("backend_args")
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    for name in ("inline_run", "runpytest_subprocess"):  # what every other run goes through
+        run: Callable[..., Any] = getattr(pytester, name)
+        monkeypatch.setattr(pytester, name, lambda *a, _run=run, **k: _run(*args, *a, **k))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
 
 skip_module_without_a_stack()
+pytestmark = pytest.mark.both_backends
 
 REGISTER_ONE_MORE = """
 import pytest
@@ -103,6 +104,7 @@ def test_default_name_is_the_module_and_marker_works_on_a_class(pytester: pytest
     assert (pytester.path / ".pytest_cache/d/llamastate/test_mod/note").exists()
 
 
+@pytest.mark.sqlite_only
 def test_persist_dir_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(REGISTER_ONE_MORE)
     target = pytester.path / "keep-here"
@@ -140,6 +142,7 @@ def test_reset_option_with_a_path_is_a_usage_error(pytester: pytest.Pytester) ->
     result.stderr.fnmatch_lines(["*write --llama-reset-persistent=NAME*"])
 
 
+@pytest.mark.sqlite_only
 def test_a_corrupt_store_errors_with_the_reset_command_and_is_kept(
     pytester: pytest.Pytester,
 ) -> None:
@@ -160,6 +163,7 @@ def test_a_corrupt_store_errors_with_the_reset_command_and_is_kept(
     pytester.runpytest("--llama-reset-persistent=soak").assert_outcomes(passed=1)
 
 
+@pytest.mark.sqlite_only
 def test_a_store_broken_during_the_test_fails_its_integrity_check(
     pytester: pytest.Pytester,
 ) -> None:
@@ -202,6 +206,7 @@ def test_200_restart_cycles_lose_nothing(pytester: pytest.Pytester) -> None:
     assert len(store.toolgroups()) == 200
 
 
+@pytest.mark.sqlite_only
 def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
     from pytest_llamastate import LlamaStack, LlamaStackFactory, LlamaStore, restart_cycles
     from pytest_llamastate.stackconfig import DEFAULT_CONFIG
@@ -223,7 +228,9 @@ def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
             restart_cycles(stack, 3, before_restart=lose)
 
 
-def test_sigkill_mid_registration_loses_nothing_committed(pytester: pytest.Pytester) -> None:
+def test_sigkill_mid_registration_loses_nothing_committed(
+    pytester: pytest.Pytester, backend_args: list[str]
+) -> None:
     progress = pytester.path / "progress.txt"
     pytester.makepyfile(
         f"""
@@ -247,6 +254,7 @@ def test_sigkill_mid_registration_loses_nothing_committed(pytester: pytest.Pytes
             "-q",
             "--llama-persist-dir",
             str(pytester.path / "persist"),
+            *backend_args,
         ],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,

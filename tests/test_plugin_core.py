@@ -24,6 +24,8 @@ def kept_stores(result: pytest.RunResult) -> list[Path]:
     start = next(i for i, line in enumerate(lines) if "llama stores kept" in line) + 1
     paths = []
     for line in lines[start:]:
+        if line.startswith("  psql "):  # a kept store's database, on Postgres
+            continue
         if line.startswith("=") or ": " not in line:
             break
         paths.append(Path(line.rsplit(": ", 1)[1]))
@@ -88,6 +90,7 @@ def test_environment_is_restored_on_interrupt(
     assert "SQLITE_STORE_DIR" not in os.environ
 
 
+@pytest.mark.both_backends
 def test_failed_store_is_kept_named_in_report_and_summary(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -118,6 +121,7 @@ def test_failed_store_is_kept_named_in_report_and_summary(pytester: pytest.Pytes
         (["-o", "llama_keep_store=failed"], {"test_bad0"}),
     ],
 )
+@pytest.mark.both_backends
 def test_keep_policies(pytester: pytest.Pytester, args: list[str], expected: set[str]) -> None:
     pytester.makepyfile(
         """
@@ -135,6 +139,7 @@ def test_keep_policies(pytester: pytest.Pytester, args: list[str], expected: set
     assert on_disk == expected
 
 
+@pytest.mark.both_backends
 def test_errors_in_setup_or_teardown_count_as_failed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -14,6 +14,7 @@ from pytest_llamastate.seeds import SeedError, ToolgroupSeed, load_seed_file
 from pytest_llamastate.templates import TemplateCache
 
 skip_module_without_a_stack()
+pytestmark = pytest.mark.both_backends
 
 BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
 
@@ -114,6 +115,7 @@ def test_markers_on_module_class_and_test_combine(pytester: pytest.Pytester) -> 
     pytester.runpytest().assert_outcomes(passed=3)
 
 
+@pytest.mark.sqlite_only
 def test_two_seed_sets_do_not_see_each_other(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -11,6 +11,7 @@ import pytest
 from flavors import FLAVOR, TOOLS_MODES, skip_module_without_a_stack
 
 skip_module_without_a_stack()
+pytestmark = pytest.mark.both_backends
 
 BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
 MINIMAL = FLAVOR.default_config

@@ -26,7 +26,7 @@ whose database cannot be read with ``?`` toolgroups instead of failing the whole
      "toolgroups": [{"identifier": str, "provider_id": str | null,
                      "mcp_endpoint": str | null, "args": object | null}],  # by identifier
      "registry": {type: [identifier, ...]},  # every registry row, tool_group included
-     "sql_tables": {table: row_count},       # tables of sql_store.db ({} if none)
+     "sql_tables": {table: row_count},       # of sql_store.db, or the store database
      "marker": object}            # the whole .llamastate.json (e.g. a persistent "fingerprint")
 
 ``diff --json`` prints ``{"a": str, "b": str, "added": [row], "removed": [row],
@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from . import storeinfo
+from .backends.postgres import PostgresError
+from .backends.postgres_janitor import Janitor
 from .flavor import detect
 from .registry import RegistryEntry, StoreCorruptError
 from .store import MARKER_NAME, LlamaStore, is_store, remove_store
@@ -90,8 +92,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     ):
         kind, label, created = storeinfo.marker(path)
         try:
-            toolgroups = str(len(LlamaStore(path).toolgroups()))
-        except StoreCorruptError:
+            toolgroups = str(len(LlamaStore.open(path).toolgroups()))
+        except (StoreCorruptError, PostgresError):
             toolgroups = "?"  # one damaged store must not hide the others; show says why
         age = storeinfo.age(created, now)
         cells = [
@@ -118,7 +120,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    doc = storeinfo.describe(_open(args.store))
+    store = _open(args.store)
+    doc = storeinfo.describe(store)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
@@ -146,7 +149,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"other registry entries ({sum(map(len, others.values()))}):")
     for type_, ids in others.items():
         print(f"  {type_} ({len(ids)}): {', '.join(ids)}")
-    print(f"sql_store.db tables ({len(doc['sql_tables'])}):")
+    where = f"database {store.database.name}" if store.database else "sql_store.db"
+    print(f"{where} tables ({len(doc['sql_tables'])}):")
     for table, count in doc["sql_tables"].items():
         print(f"  {table}: {count} rows")
     return 0
@@ -248,8 +252,16 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print("nothing reset", file=sys.stderr)
         return 1
     for path in paths:
+        database = LlamaStore.open(path).database
         if remove_store(path):  # checked again right before: never delete an unmarked folder
             print(f"removed {path}")
+        if database is not None:
+            admin = Janitor(database.url.with_database("postgres"), run_id="llamastate-reset")
+            try:
+                if admin.drop(database.name):
+                    print(f"dropped database {database.name}")
+            finally:
+                admin.close()
     return 0
 
 
@@ -304,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("reset: give NAME ... or --all (not both)")
     try:
         return int(args.func(args))
-    except (CliError, StoreCorruptError) as exc:
+    except (CliError, StoreCorruptError, PostgresError) as exc:
         problem = str(exc)
     except BrokenPipeError:  # `llamastate ls | head`: the reader is gone, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -16,8 +16,9 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from .backends.postgres import table_counts
 from .persistence import CACHE_SUBDIR
-from .registry import ToolgroupRecord, read_entries
+from .registry import ToolgroupRecord
 from .sqlite import connect
 from .store import LlamaStore, is_store
 
@@ -139,7 +140,7 @@ def describe(store: LlamaStore) -> dict[str, Any]:
     """The ``show --json`` document; the text output is rendered from it, so both agree."""
     kind, label, created = marker(store.path)
     whole_marker = LlamaStore.read_marker(store.path)
-    entries = read_entries(store.kvstore_path)
+    entries = store.entries()
     toolgroups = sorted(
         (ToolgroupRecord.from_entry(e) for e in entries if e.type == "tool_group"),
         key=lambda t: t.identifier,
@@ -162,6 +163,8 @@ def describe(store: LlamaStore) -> dict[str, Any]:
             for t in toolgroups
         ],
         "registry": {t: sorted(ids) for t, ids in sorted(registry.items())},
-        "sql_tables": sql_tables(store.sqlstore_path),
+        "sql_tables": (
+            table_counts(store.database.url) if store.database else sql_tables(store.sqlstore_path)
+        ),
         "marker": whole_marker,
     }

@@ -38,6 +38,7 @@ __all__ = [
     "env_for",
     "kv_table",
     "read_kv_rows",
+    "table_counts",
     "write_kv_rows",
 ]
 
@@ -376,3 +377,19 @@ class StoreDatabase:
             flavor,
             path,
         )
+
+
+def table_counts(url: str | PostgresURL) -> dict[str, int]:
+    """Row count of every table of a store's database (what ``llamastate show`` lists)."""
+    parsed = PostgresURL.parse(url)
+
+    async def work(conn: Any) -> dict[str, int]:
+        names = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+        )
+        return {
+            str(r["tablename"]): int(await conn.fetchval(f"SELECT count(*) FROM {_quote(r[0])}"))
+            for r in names
+        }
+
+    return _with_connection(parsed, work)

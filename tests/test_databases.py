@@ -1,0 +1,281 @@
+"""Stores on Postgres end to end: a database per store, seeds from a template database,
+keep and drop, config checks, bad servers, the command line, pruning.
+
+Most tests use the suite's shared throwaway server by URL (``postgres_url``); one starts
+the plugin's own, as a user without ``--llama-postgres-url`` gets it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flavors import FLAVOR, skip_module_without_a_stack
+
+from pytest_llamastate import LlamaStore
+from pytest_llamastate.backends.postgres import PostgresURL, _with_connection
+from pytest_llamastate.backends.postgres_janitor import Janitor
+
+skip_module_without_a_stack()
+pytest.importorskip("asyncpg")
+
+SEED = {"toolgroup_id": "mcp::seeded", "mcp_endpoint": "http://127.0.0.1:9/mcp"}
+
+
+def databases(url: str, run: str | None = None) -> set[str]:
+    """Names of the plugin's databases on the server (of one run: ``run``)."""
+    janitor = Janitor(url, run_id="tests")
+    try:
+        return {i.name for i in janitor.databases() if run is None or i.run == run}
+    finally:
+        janitor.close()
+
+
+@pytest.fixture
+def on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    monkeypatch.setenv("PGPASSWORD", PostgresURL.parse(postgres_url).password)
+    return ["--llama-backend=postgres", f"--llama-postgres-url={postgres_url}"]
+
+
+@pytest.mark.parametrize("mode", ["library", "server"])
+def test_each_test_gets_its_own_database_holding_its_seeds(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import json, os, pytest
+
+        @pytest.mark.llama_toolgroups({SEED!r})
+        def test_a(llama_stack, llama_store):
+            assert llama_store.database_url.endswith("/" + os.environ["POSTGRES_DB"])
+            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+            assert {{t.identifier for t in llama_stack.toolgroups()}} == {{"mcp::seeded", "mcp::one"}}
+            assert {{t.identifier for t in llama_store.toolgroups()}} == {{"mcp::seeded", "mcp::one"}}
+            assert not (llama_store.path / "kvstore.db").exists()  # the rows are in Postgres
+            open("names", "a").write(os.environ["POSTGRES_DB"] + "\\n")
+
+        def test_b(llama_stack):
+            assert llama_stack.toolgroups() == []
+            llama_stack.restart()
+            assert llama_stack.toolgroups() == []
+            open("names", "a").write(os.environ["POSTGRES_DB"] + "\\n")
+        """
+    )
+    pytester.runpytest(*on_postgres, f"--llama-stack-mode={mode}").assert_outcomes(passed=2)
+    names = (pytester.path / "names").read_text().split()
+    assert len(set(names)) == 2
+    run = names[0].split("_")[1]  # llamastate_<run>_<worker>_<n>
+    assert all(name.startswith(f"llamastate_{run}_main_") for name in names)
+    # both dropped after their tests, and so is this run's seed template
+    assert databases(postgres_url, run) == set()
+
+
+def test_postgres_variables_are_restored_exactly(
+    pytester: pytest.Pytester, on_postgres: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTGRES_HOST", "db.example")
+    monkeypatch.delenv("POSTGRES_DB", raising=False)
+    pytester.makepyfile(
+        """
+        import os
+        def test_in(llama_store):
+            assert os.environ["POSTGRES_HOST"] == "127.0.0.1"
+        def test_after():
+            assert os.environ["POSTGRES_HOST"] == "db.example"
+            assert "POSTGRES_DB" not in os.environ
+        """
+    )
+    pytester.runpytest(*on_postgres, "-p", "no:randomly").assert_outcomes(passed=2)
+
+
+def test_a_kept_database_outlives_the_run_and_the_summary_says_how_to_open_it(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str
+) -> None:
+    pytester.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.llama_toolgroups({SEED!r})
+        def test_bad(llama_store):
+            assert False
+        """
+    )
+    result = pytester.runpytest(*on_postgres)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            'database: psql "postgresql://*/llamastate_*"',
+            "*llama stores kept*",
+            "*: *test_bad0",
+            '  psql "postgresql://*',
+        ]
+    )
+    [path] = [line.split(": ", 1)[1] for line in result.outlines if "::test_bad: " in line]
+    store = LlamaStore.open(Path(path))
+    assert store.database is not None
+    assert store.database.name in databases(postgres_url)
+    assert [t.identifier for t in store.toolgroups()] == ["mcp::seeded"]
+    # and the command line reads it like any store
+    show = subprocess.run(
+        [sys.executable, "-m", "pytest_llamastate", "show", "--json", path],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stderr
+    doc = json.loads(show.stdout)
+    assert [t["identifier"] for t in doc["toolgroups"]] == ["mcp::seeded"]
+    assert doc["marker"]["database"]["database"] == store.database.name
+    assert "***" in doc["marker"]["database"]["url"]  # never the password
+
+
+def test_databases_are_unique_across_xdist_workers(
+    pytester: pytest.Pytester, on_postgres: list[str]
+) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_it(llama_store, n):
+            open(f"name-{n}", "w").write(os.environ["POSTGRES_DB"])
+        """
+    )
+    pytester.runpytest_subprocess(*on_postgres, "-n", "2").assert_outcomes(passed=6)
+    names = {p.read_text() for p in pytester.path.glob("name-*")}
+    assert len(names) == 6
+
+
+def test_a_persistent_database_survives_runs_and_reset_drops_it(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.persistent("soak")
+        def test_grow(llama_stack):
+            n = len(llama_stack.toolgroups())
+            llama_stack.register_toolgroup(f"mcp::t{n}", mcp_endpoint="http://127.0.0.1:9/x")
+        """
+    )
+    for _ in range(2):
+        pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
+    persist = pytester.path / ".pytest_cache/d/llamastate"
+    store = LlamaStore.open(persist / "soak")
+    assert {t.identifier for t in store.toolgroups()} == {"mcp::t0", "mcp::t1"}
+    assert store.database is not None
+    reset = subprocess.run(
+        [sys.executable, "-m", "pytest_llamastate", "reset", "soak", "--yes", "--persist-dir", str(persist)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert reset.returncode == 0, reset.stderr
+    assert f"dropped database {store.database.name}" in reset.stdout
+    assert store.database.name not in databases(postgres_url)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t.replace("db: ${env.POSTGRES_DB}", "db: shared", 1),
+            "*storage.backends.kv_default.db = 'shared' is not the test's own database*",
+        ),
+        (
+            lambda t: t.replace("type: kv_postgres", "type: kv_redis", 1),
+            "*storage.backends.kv_default is kv_redis, which pytest-llamastate does not isolate*",
+        ),
+    ],
+    ids=["another-database", "redis"],
+)
+def test_a_config_that_shares_state_is_refused_naming_the_key(
+    pytester: pytest.Pytester, on_postgres: list[str], edit: object, message: str
+) -> None:
+    config = pytester.path / "shared.yaml"
+    config.write_text(edit(FLAVOR.default_postgres_config.read_text()))  # type: ignore[operator]
+    pytester.makepyfile("def test_it(llama_stack): pass")
+    result = pytester.runpytest(*on_postgres, f"--llama-stack-config={config}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_a_postgres_config_on_the_sqlite_backend_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_it(llama_stack): pass")
+    result = pytester.runpytest(f"--llama-stack-config={FLAVOR.default_postgres_config}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*is kv_postgres, but the test's store is on SQLite*--llama-backend=postgres*"]
+    )
+
+
+def test_bad_servers_are_a_usage_error_naming_the_url_without_its_password(
+    pytester: pytest.Pytester, postgres_url: str
+) -> None:
+    url = PostgresURL.parse(postgres_url)
+
+    async def make_role(conn: object) -> None:
+        await conn.execute("DROP ROLE IF EXISTS nocreate")  # type: ignore[attr-defined]
+        await conn.execute("CREATE ROLE nocreate LOGIN PASSWORD 'pw'")  # type: ignore[attr-defined]
+
+    _with_connection(url, make_role)
+    cases = {
+        "postgresql://u:topsecret@127.0.0.1:1/postgres": "*postgresql://u:***@127.0.0.1:1/postgres: the server is unreachable*",
+        str(url).replace(
+            url.password, "wrong"
+        ): "*postgresql://postgres:***@*: wrong password for role 'postgres'*",
+        f"postgresql://nocreate:pw@127.0.0.1:{url.port}/postgres": "*role 'nocreate' may not create databases; ALTER ROLE*",
+        "mysql://x": "*not a Postgres URL*",
+    }
+    pytester.makepyfile("def test_it(llama_store): pass")
+    for bad, message in cases.items():
+        result = pytester.runpytest("--llama-backend=postgres", f"--llama-postgres-url={bad}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, bad
+        result.stderr.fnmatch_lines([f"ERROR: --llama-backend=postgres: {message}"])
+        assert "topsecret" not in result.stderr.str()
+        assert "Traceback" not in result.stderr.str()
+    result = pytester.runpytest(f"--llama-postgres-url={postgres_url}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--llama-postgres-url is set, but the backend is sqlite*"])
+
+
+def test_databases_of_a_killed_run_are_pruned_by_the_next(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str
+) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    janitor = Janitor(postgres_url, run_id="killedrun", owner_pid=int(dead.stdout))
+    try:
+        left = janitor.new_name("gw0")
+        janitor.create(left, store=str(pytester.path / "gone" / "test_x0"))
+        orphan = janitor.new_name("gw1")
+        janitor.create(orphan, kind="template")  # no store: its owner's death says it
+    finally:
+        janitor.close()
+    # (another worker's run may prune them first: any next run does)
+    pytester.makepyfile("def test_it(llama_store): pass")
+    pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
+    assert not {left, orphan} & databases(postgres_url)
+
+
+def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os
+        def test_it(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+            assert os.environ["POSTGRES_HOST"] == "127.0.0.1"
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::one"]
+        """
+    )
+    result = pytester.runpytest("--llama-backend=postgres")
+    result.assert_outcomes(passed=1)
+    data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
+    assert (data / "pgdata").is_dir()  # beside the persistent stores
+    # the last user gone, its watchdog stops the server
+    deadline = time.monotonic() + 10
+    while (data / "pgdata" / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "the throwaway server is still running"
+        time.sleep(0.1)

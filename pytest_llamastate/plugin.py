@@ -18,6 +18,7 @@ import pytest
 
 from . import environ, hookspecs, options
 from .fixtures import (
+    llama_mcp_server,
     llama_stack,
     llama_stack_config,
     llama_stack_factory,
@@ -28,6 +29,7 @@ from .fixtures import (
 )
 from .flavor import FLAVORS
 from .guard import HomeGuard, real_state_homes
+from .mcptools import stop_shared_servers
 from .options import Settings
 from .persistence import PersistentStores, check_name
 from .reports import describe_store, server_log_section
@@ -47,6 +49,7 @@ from .templates import TemplateCache
 
 __all__ = [
     "LlamaStoreLeakWarning",
+    "llama_mcp_server",
     "llama_stack",
     "llama_stack_config",
     "llama_stack_factory",
@@ -295,12 +298,27 @@ def _release_stores(item: pytest.Item, report: pytest.TestReport, istate: ItemSt
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session_state(session.config)
     state.stacks.close_all()
+    stop_shared_servers()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
     kept = [(s.label, str(s.path)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[_KEPT_KEY] = kept
+
+
+def _under_basetemp_note(config: pytest.Config) -> str:
+    """Kept stores without ``--llama-store-dir`` live in pytest's basetemp, which pytest
+    prunes: a developer reading a failure tomorrow should know the folder may be gone."""
+    if config.option.basetemp:
+        fate = "pytest empties --basetemp at the start of every run that passes it"
+    else:
+        count = config.getini("tmp_path_retention_count")
+        fate = f"pytest keeps the basetemp of the last {count} runs (tmp_path_retention_count)"
+    return (
+        f"note: these stores are under pytest's basetemp and vanish with it: {fate}. "
+        "Keep them elsewhere with --llama-store-dir DIR."
+    )
 
 
 def pytest_terminal_summary(
@@ -318,6 +336,8 @@ def pytest_terminal_summary(
         terminalreporter.section("llama stores kept")
         for label, path in kept:
             terminalreporter.write_line(f"{label}: {path}")
+        if session_state(config).settings.store_dir is None:
+            terminalreporter.write_line(_under_basetemp_note(config))
     persistent: dict[tuple[str, str], list[str]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:

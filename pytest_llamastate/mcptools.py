@@ -218,7 +218,8 @@ class McpServer:
         while not server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.stop()
-                reason = self._error or "no answer within the time limit"
+                error = self._error
+                reason = f"{type(error).__name__}: {error}" if error else "no answer in time"
                 raise McpToolsError(
                     f"the MCP server for {', '.join(self.names)} did not start on port "
                     f"{self._port}: {reason}"

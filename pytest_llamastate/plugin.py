@@ -337,6 +337,7 @@ def pytest_terminal_summary(
         for label, path in kept:
             terminalreporter.write_line(f"{label}: {path}")
         if session_state(config).settings.store_dir is None:
+            terminalreporter.write_line("")  # the list ends here, for tools that read it
             terminalreporter.write_line(_under_basetemp_note(config))
     persistent: dict[tuple[str, str], list[str]] = {}
     for reports in terminalreporter.stats.values():

@@ -359,6 +359,7 @@ def test_kept_stores_under_basetemp_are_said_to_vanish(pytester: pytest.Pytester
         [
             "*llama stores kept*",
             "test_kept_stores_under_basetemp_are_said_to_vanish.py::test_fails: *",
+            "",
             "note: these stores are under pytest's basetemp and vanish with it: pytest empties "
             "--basetemp at the start of every run that passes it. Keep them elsewhere with "
             "--llama-store-dir DIR.",
@@ -366,3 +367,26 @@ def test_kept_stores_under_basetemp_are_said_to_vanish(pytester: pytest.Pytester
     )
     result = pytester.runpytest(f"--llama-store-dir={pytester.path / 'stores'}")
     result.stdout.no_fnmatch_line("note: these stores are under pytest's basetemp*")
+
+
+def test_a_persistent_store_keeps_its_fingerprint_and_follows_the_new_server(
+    pytester: pytest.Pytester,
+) -> None:
+    """Each session's server has a new port: the store must not be rebuilt for it, and
+    its row must point at this session's server."""
+    pytester.makepyfile(
+        _module(
+            """
+            @pytest.mark.persistent("tools")
+            @pytest.mark.llama_toolgroups(calc)
+            def test_soak(llama_stack):
+                [tg] = llama_stack.toolgroups()
+                assert tg.mcp_endpoint == calc.server.url
+                assert llama_stack.invoke_tool("add", a=1, b=2) == 3
+            """
+        )
+    )
+    pytester.runpytest().assert_outcomes(passed=1)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["tools: * (reused, used by 1 test(s))"])

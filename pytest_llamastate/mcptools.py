@@ -282,14 +282,19 @@ class McpTools(LazySeed):
 
     toolgroup_id: str
     functions: tuple[Callable[..., Any], ...]
+    #: Checked once: each test's seeds are parsed again, and FastMCP's check costs ms.
+    _checked: bool = field(default=False, init=False, repr=False)
 
     def check(self) -> None:
+        if self._checked:
+            return
         if not isinstance(self.toolgroup_id, str) or not self.toolgroup_id.startswith("mcp::"):
             raise McpToolsError(
                 f"mcp_tools({self.toolgroup_id!r}, ...): the toolgroup id must start with "
                 "'mcp::' (the model-context-protocol provider serves it)"
             )
         check_functions(self.functions, f"mcp_tools({self.toolgroup_id!r})")
+        object.__setattr__(self, "_checked", True)
 
     @property
     def server(self) -> McpServer:

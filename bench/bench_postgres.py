@@ -81,6 +81,38 @@ def main(rounds: int = ROUNDS) -> dict[str, Any]:
     }
 
 
+def stacks(tests: int = 30) -> dict[str, Any]:
+    """A library ``llama_stack`` per test on Postgres against the same on SQLite: two whole
+    pytest processes in one run (each pays its imports; Postgres also its server start)."""
+    import subprocess
+    import sys
+
+    suite = (
+        "import pytest\n"
+        f"@pytest.mark.parametrize('n', range({tests}))\n"
+        "def test_it(llama_stack, n):\n"
+        "    llama_stack.register_toolgroup('mcp::x', mcp_endpoint='http://127.0.0.1:9/x')\n"
+        "    assert [t.identifier for t in llama_stack.toolgroups()] == ['mcp::x']\n"
+    )
+    walls = {}
+    with tempfile.TemporaryDirectory(prefix="llamastate-bench-pgs-") as tmp:
+        (Path(tmp) / "test_stacks.py").write_text(suite)
+        for backend in ("sqlite", "postgres"):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                 f"--llama-backend={backend}", tmp],
+                check=True, capture_output=True, cwd=tmp,
+            )  # fmt: skip
+            walls[backend] = time.perf_counter() - start
+    return {
+        "tests": tests,
+        "sqlite_wall_s": round(walls["sqlite"], 2),
+        "postgres_wall_s": round(walls["postgres"], 2),
+        "ratio": round(walls["postgres"] / walls["sqlite"], 2),
+    }
+
+
 if __name__ == "__main__":
     import json
 

@@ -15,7 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_core
+import bench_guard
+import bench_postgres
 import bench_seeds
+import bench_server
 import bench_stack
 
 
@@ -24,8 +27,11 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
         "core": bench_core.main(),
+        "guard": bench_guard.main(),
         "seeds": bench_seeds.main(),
         "stack": bench_stack.main(),
+        "fork_server": bench_server.main(),
+        "postgres": {**bench_postgres.main(), "stacks": bench_postgres.stacks()},
     }
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

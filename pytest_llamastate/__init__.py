@@ -6,6 +6,7 @@ names for type hints and for helpers that run outside a test.
 
 from __future__ import annotations
 
+from .mcptools import McpCall, McpServer, McpTools, McpToolsError, mcp_tools
 from .registry import StoreCorruptError, ToolgroupRecord
 from .seeds import SeedError, ToolgroupSeed
 from .soak import restart_cycles
@@ -19,6 +20,10 @@ __all__ = [
     "LlamaStackFactory",
     "LlamaStore",
     "LlamaStoreFactory",
+    "McpCall",
+    "McpServer",
+    "McpTools",
+    "McpToolsError",
     "NotAStoreError",
     "SeedError",
     "StackConfig",
@@ -28,5 +33,6 @@ __all__ = [
     "StoreCorruptError",
     "ToolgroupRecord",
     "ToolgroupSeed",
+    "mcp_tools",
     "restart_cycles",
 ]

@@ -7,7 +7,7 @@ decided by the objects it builds; when it happens is pytest's business.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,9 +16,10 @@ import pytest
 from . import environ
 from .backends.postgres import PostgresError
 from .flavor import FLAVORS
+from .mcptools import McpServer, McpToolsError
 from .persistence import Lease, PersistentStoreError, fingerprint
 from .registry import RegistrySnapshot, StoreCorruptError
-from .seeds import SeedError, ToolgroupSeed, merge_seeds, parse_seeds
+from .seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
 from .session import item_state, marker_seeds_key, persistent_key, session_state
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig, StackConfigError
@@ -26,6 +27,7 @@ from .store import LlamaStore
 from .stores import LlamaStoreFactory
 
 __all__ = [
+    "llama_mcp_server",
     "llama_stack",
     "llama_stack_config",
     "llama_stack_factory",
@@ -77,7 +79,7 @@ def llama_store_factory(
 
 
 @pytest.fixture
-def llama_toolgroups(request: pytest.FixtureRequest) -> list[ToolgroupSeed]:
+def llama_toolgroups(request: pytest.FixtureRequest) -> list[Seed]:
     """The toolgroups this test's store starts with; override it to compute your own.
 
     The ``llama_toolgroups_file`` seeds, then the ``llama_toolgroups`` markers of the
@@ -95,7 +97,7 @@ def llama_toolgroups(request: pytest.FixtureRequest) -> list[ToolgroupSeed]:
 def llama_store(
     request: pytest.FixtureRequest,
     llama_store_factory: LlamaStoreFactory,
-    llama_toolgroups: list[ToolgroupSeed],
+    llama_toolgroups: list[Seed],
     llama_stack_config: Path | str | StackConfig,
 ) -> Iterator[LlamaStore]:
     """A fresh Llama Stack state folder for this test, active while it runs.
@@ -123,8 +125,9 @@ def llama_store(
             lease = session_state(request.config).persistent.acquire(
                 name,
                 fingerprint=fingerprint(_stack_versions(), _config_text(llama_stack_config), seeds),
-                seeds=seeds,
+                seeds=resolve_seeds(seeds),
                 templates=llama_store_factory.templates,
+                refresh=resolve_seeds(s for s in seeds if isinstance(s, LazySeed)),
             )
             istate.leases.append(lease)
             store = lease.store
@@ -204,6 +207,29 @@ def llama_stack(
         yield stack
     finally:
         stack.close()
+
+
+@pytest.fixture
+def llama_mcp_server() -> Iterator[Callable[..., McpServer]]:
+    """Start an MCP server of this test's own: ``server = llama_mcp_server(add, multiply)``.
+
+    The functions are served as tools on a free 127.0.0.1 port (per process, so xdist
+    workers never clash); ``server.url`` is the endpoint to register, ``server.calls``
+    what it was asked, for asserting what an agent did. Stopped at teardown. A function
+    that cannot be a tool fails the test, naming it and the reason.
+    """
+    servers: list[McpServer] = []
+
+    def start(*functions: Callable[..., object]) -> McpServer:
+        with _as_test_error(McpToolsError):
+            server = McpServer(tuple(functions))
+            servers.append(server)
+            server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import warnings
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
@@ -81,6 +82,9 @@ class Flavor:
     #: File name of the plugin's default run config for this flavor.
     default_config_name: str
     install_hint: str
+    #: Deprecation warnings (message regexes) the stack's own MCP client raises on every
+    #: tool listing or call: the stack's debt to its dependency, not the user's code.
+    mcp_client_warnings: tuple[str, ...] = ()
 
     @property
     def library_module(self) -> str:
@@ -130,6 +134,19 @@ class Flavor:
             return None
         return configured or self.default_namespace
 
+    @contextmanager
+    def quiet_mcp_client(self) -> Iterator[None]:
+        """Ignore ``mcp_client_warnings``, and only those, while the plugin calls the stack.
+
+        Narrow on purpose: by message and category, only around the plugin's own calls,
+        so the same warning from the user's code (or the client used directly) still shows.
+        llama-stack swallows the warning as an error under ``-W error`` and lists no tools.
+        """
+        with warnings.catch_warnings():
+            for message in self.mcp_client_warnings:
+                warnings.filterwarnings("ignore", message=message, category=DeprecationWarning)
+            yield
+
     def run(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on a library client's loop and return its result.
 
@@ -165,6 +182,8 @@ LLAMA_STACK = Flavor(
     tools_route_bug="",
     default_config_name="minimal.yaml",
     install_hint="pip install 'pytest-llamastate[stack]'",
+    # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
+    mcp_client_warnings=(r"Use `streamable_http_client` instead",),
 )
 
 OGX = Flavor(

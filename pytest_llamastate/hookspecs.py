@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .seeds import ToolgroupSeed
+    from .seeds import Seed
     from .store import LlamaStore
 
 
 @pytest.hookspec
-def pytest_llamastate_seeds(seeds: list[ToolgroupSeed], request: pytest.FixtureRequest) -> None:
+def pytest_llamastate_seeds(seeds: list[Seed], request: pytest.FixtureRequest) -> None:
     """Change the toolgroups a test's store starts with, by editing ``seeds`` in place.
 
     Runs before the store is made (for a persistent store: before it is created or
-    checked against its fingerprint). Items may be ``ToolgroupSeed``, mappings or ids::
+    checked against its fingerprint). Items may be ``ToolgroupSeed``, ``mcp_tools(...)``,
+    mappings or ids::
 
         def pytest_llamastate_seeds(seeds, request):
             if request.node.get_closest_marker("needs_weather"):

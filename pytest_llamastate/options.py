@@ -16,8 +16,9 @@ import pytest
 
 from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from .guard import GUARD_MODES, GuardMode
+from .mcptools import from_seed_entry
 from .persistence import CACHE_SUBDIR, check_name
-from .seeds import SeedError, ToolgroupSeed, load_seed_file
+from .seeds import Seed, SeedError, load_seed_file
 from .stack import SERVER_PROCESSES, STACK_MODES, ServerProcess, StackMode, default_server_process
 from .stackconfig import StackConfig, StackConfigError
 from .store import state_env
@@ -212,7 +213,7 @@ class Settings:
     postgres_url: str | None
     stack_config: Path
     start_timeout: float
-    seeds: tuple[ToolgroupSeed, ...]
+    seeds: tuple[Seed, ...]
     persist_dir: Path
     reset_persistent: frozenset[str]
     persist_lock_timeout: float
@@ -293,11 +294,11 @@ def _reset_names(config: pytest.Config) -> frozenset[str]:
     return names
 
 
-def _seed_file(config: pytest.Config) -> tuple[ToolgroupSeed, ...]:
+def _seed_file(config: pytest.Config) -> tuple[Seed, ...]:
     if (raw := _raw(config, "llama_toolgroups_file")) is None:
         return ()
     try:
-        return load_seed_file(raw.path())
+        return load_seed_file(raw.path(), from_seed_entry)
     except SeedError as exc:
         raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
 

@@ -19,7 +19,7 @@ from typing import Literal
 from filelock import FileLock, Timeout
 
 from .databases import PostgresStores
-from .seeds import ToolgroupSeed, seed_set_key
+from .seeds import Seed, ToolgroupSeed, seed_set_key
 from .sqlite import integrity_problems
 from .store import LlamaStore, is_store, remove_store
 from .templates import TemplateCache
@@ -56,8 +56,12 @@ def check_name(name: object) -> str:
     return name
 
 
-def fingerprint(stack_versions: str, config_text: str, seeds: tuple[ToolgroupSeed, ...]) -> str:
-    """What a store's contents depend on; a change means the old contents may not load."""
+def fingerprint(stack_versions: str, config_text: str, seeds: tuple[Seed, ...]) -> str:
+    """What a store's contents depend on; a change means the old contents may not load.
+
+    Lazy seeds count by what they stand for (``mcp_tools``: the functions), not by the
+    URL of this session's server: a new port must not rebuild a soak test's store.
+    """
     material = json.dumps([stack_versions, config_text, seed_set_key(seeds)])
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
@@ -115,8 +119,13 @@ class PersistentStores:
         fingerprint: str,
         seeds: tuple[ToolgroupSeed, ...],
         templates: TemplateCache,
+        refresh: tuple[ToolgroupSeed, ...] = (),
     ) -> Lease:
         """Lock the store for one test, creating, resetting or rebuilding it first.
+
+        ``refresh`` are seeds whose rows change from session to session (``mcp_tools``:
+        its server's URL): a reused store's rows for them are rewritten, unless a test
+        has since removed the toolgroup.
 
         The lock is an OS file lock: a worker killed with SIGKILL drops it with its
         process, so a crashed run never blocks the next one.
@@ -139,6 +148,9 @@ class PersistentStores:
                 store, made = self.databases.attach_persistent(store, fresh=made)
             if made:
                 templates.apply(seeds, store)
+            elif refresh:
+                present = {tg.identifier for tg in store.toolgroups()}
+                templates.apply(tuple(s for s in refresh if s.toolgroup_id in present), store)
         except BaseException:
             lock.release()
             raise

@@ -20,6 +20,7 @@ from . import environ, hookspecs, options
 from .backends.postgres import PostgresError, check_server
 from .databases import PostgresStores, owner_pid
 from .fixtures import (
+    llama_mcp_server,
     llama_stack,
     llama_stack_config,
     llama_stack_factory,
@@ -30,9 +31,16 @@ from .fixtures import (
 )
 from .flavor import FLAVORS
 from .guard import HomeGuard, real_state_homes
+from .mcptools import stop_shared_servers
 from .options import Settings
 from .persistence import PersistentStores, check_name
-from .reports import describe_store, server_log_section
+from .reports import (
+    basetemp_note,
+    describe_store,
+    kept_lines,
+    persistent_lines,
+    server_log_section,
+)
 from .seeds import SeedError, merge_seeds, parse_seeds
 from .session import (
     ItemState,
@@ -51,6 +59,7 @@ from .templates import TemplateCache
 
 __all__ = [
     "LlamaStoreLeakWarning",
+    "llama_mcp_server",
     "llama_stack",
     "llama_stack_config",
     "llama_stack_factory",
@@ -342,6 +351,7 @@ def _kept(store: LlamaStore) -> tuple[str, str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = session_state(session.config)
     state.stacks.close_all()
+    stop_shared_servers()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
     kept = [(s.label, *_kept(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
@@ -367,19 +377,19 @@ def pytest_terminal_summary(
     kept += session_state(config).kept
     if kept:
         terminalreporter.section("llama stores kept")
-        for label, path, psql in kept:
-            terminalreporter.write_line(f"{label}: {path}")
-            if psql:
-                terminalreporter.write_line(f"  {psql}")
-    persistent: dict[tuple[str, str], list[str]] = {}
+        note = None
+        if session_state(config).settings.store_dir is None:
+            note = basetemp_note(
+                bool(config.option.basetemp), str(config.getini("tmp_path_retention_count"))
+            )
+        for line in kept_lines(kept, note):
+            terminalreporter.write_line(line)
+    uses: dict[tuple[str, str], list[str]] = {}
     for reports in terminalreporter.stats.values():
         for report in reports:
             for name, path, status in getattr(report, "llama_persistent", ()):
-                persistent.setdefault((name, path), []).append(status)
-    if persistent:
+                uses.setdefault((name, path), []).append(status)
+    if uses:
         terminalreporter.section("llama persistent stores")
-        for (name, path), statuses in sorted(persistent.items()):
-            first = next((s for s in statuses if s != "reused"), "reused")
-            terminalreporter.write_line(
-                f"{name}: {path} ({first}, used by {len(statuses)} test(s))"
-            )
+        for line in persistent_lines(uses):
+            terminalreporter.write_line(line)

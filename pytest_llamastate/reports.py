@@ -14,7 +14,13 @@ from .registry import RegistrySnapshot, StoreCorruptError
 from .stack.server import log_tail
 from .store import LlamaStore
 
-__all__ = ["describe_store", "server_log_section"]
+__all__ = [
+    "basetemp_note",
+    "describe_store",
+    "kept_lines",
+    "persistent_lines",
+    "server_log_section",
+]
 
 
 def describe_store(
@@ -41,3 +47,39 @@ def describe_store(
 def server_log_section(log_path: Path) -> tuple[str, str]:
     """A report section with the tail of a server's log (of its latest start)."""
     return f"llama stack server log ({log_path})", log_tail(log_path)
+
+
+def kept_lines(kept: list[tuple[str, str, str]], note: str | None) -> list[str]:
+    """The "llama stores kept" section: ``label: path`` lines (tools read them), each
+    store's ``psql`` command under it, and a closing note after a blank line."""
+    lines = []
+    for label, path, psql in kept:
+        lines.append(f"{label}: {path}")
+        if psql:
+            lines.append(f"  {psql}")
+    return lines + (["", note] if note else [])
+
+
+def basetemp_note(basetemp_given: bool, retention_count: str) -> str:
+    """Kept stores without ``--llama-store-dir`` live in pytest's basetemp, which pytest
+    prunes: a developer reading a failure tomorrow should know the folder may be gone."""
+    if basetemp_given:
+        fate = "pytest empties --basetemp at the start of every run that passes it"
+    else:
+        fate = (
+            f"pytest keeps the basetemp of the last {retention_count} runs "
+            "(tmp_path_retention_count)"
+        )
+    return (
+        f"note: these stores are under pytest's basetemp and vanish with it: {fate}. "
+        "Keep them elsewhere with --llama-store-dir DIR."
+    )
+
+
+def persistent_lines(uses: dict[tuple[str, str], list[str]]) -> list[str]:
+    """One line per persistent store: what happened to it first, and how many used it."""
+    lines = []
+    for (name, path), statuses in sorted(uses.items()):
+        first = next((s for s in statuses if s != "reused"), "reused")
+        lines.append(f"{name}: {path} ({first}, used by {len(statuses)} test(s))")
+    return lines

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,14 @@ from urllib.parse import urlparse
 
 __all__ = [
     "MCP_PROVIDER",
+    "LazySeed",
+    "Seed",
     "SeedError",
     "ToolgroupSeed",
     "load_seed_file",
     "merge_seeds",
     "parse_seeds",
+    "resolve_seeds",
     "seed_set_key",
 ]
 
@@ -106,13 +110,45 @@ class ToolgroupSeed:
         }
 
 
-def parse_seeds(values: Iterable[object], source: str) -> tuple[ToolgroupSeed, ...]:
+class LazySeed(ABC):
+    """A seed whose row is known only once something runs: an MCP server the plugin starts.
+
+    Markers are evaluated at import, long before that server should exist; so a lazy seed
+    is checked when seeds are parsed (a bad one stops the run at collection) and becomes
+    a :class:`ToolgroupSeed` only when a store is made (:func:`resolve_seeds`).
+    """
+
+    toolgroup_id: str
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise :class:`SeedError` if this seed can never resolve."""
+
+    @abstractmethod
+    def resolve(self) -> ToolgroupSeed:
+        """The seed as it is now (may start what it needs)."""
+
+    @abstractmethod
+    def as_dict(self) -> dict[str, Any]:
+        """What the seed stands for, stable across runs (for fingerprints)."""
+
+
+#: What a seed list holds once parsed.
+Seed = ToolgroupSeed | LazySeed
+
+
+def parse_seeds(values: Iterable[object], source: str) -> tuple[Seed, ...]:
     """Coerce a list of seeds, refusing duplicates; errors name ``source``."""
-    seeds: list[ToolgroupSeed] = []
+    seeds: list[Seed] = []
     seen: set[str] = set()
     for value in values:
         try:
-            seed = ToolgroupSeed.coerce(value)
+            seed: Seed
+            if isinstance(value, LazySeed):
+                value.check()
+                seed = value
+            else:
+                seed = ToolgroupSeed.coerce(value)
         except (SeedError, TypeError) as exc:
             raise SeedError(f"{source}: {exc}") from None
         if seed.toolgroup_id in seen:
@@ -122,9 +158,14 @@ def parse_seeds(values: Iterable[object], source: str) -> tuple[ToolgroupSeed, .
     return tuple(seeds)
 
 
-def merge_seeds(*layers: Iterable[ToolgroupSeed]) -> tuple[ToolgroupSeed, ...]:
+def resolve_seeds(seeds: Iterable[Seed]) -> tuple[ToolgroupSeed, ...]:
+    """Every lazy seed turned into the row it stands for now: when a store is made."""
+    return tuple(s.resolve() if isinstance(s, LazySeed) else s for s in seeds)
+
+
+def merge_seeds(*layers: Iterable[Seed]) -> tuple[Seed, ...]:
     """Later layers (closer to the test) replace seeds of the same id from earlier ones."""
-    merged: dict[str, ToolgroupSeed] = {}
+    merged: dict[str, Seed] = {}
     for layer in layers:
         for seed in layer:
             merged.pop(seed.toolgroup_id, None)
@@ -132,8 +173,14 @@ def merge_seeds(*layers: Iterable[ToolgroupSeed]) -> tuple[ToolgroupSeed, ...]:
     return tuple(merged.values())
 
 
-def load_seed_file(path: Path) -> tuple[ToolgroupSeed, ...]:
-    """Seeds from a YAML, JSON or TOML file holding a top-level ``toolgroups`` list."""
+def load_seed_file(
+    path: Path, convert: Callable[[object], object] | None = None
+) -> tuple[Seed, ...]:
+    """Seeds from a YAML, JSON or TOML file holding a top-level ``toolgroups`` list.
+
+    ``convert`` turns entries this module does not know (``mcptools``' ``tools`` entries)
+    into seeds first; a :class:`SeedError` it raises is reported with the file's path.
+    """
     if not path.is_file():
         raise SeedError(f"{path}: seed file not found")
     text = path.read_text(encoding="utf-8")
@@ -162,10 +209,15 @@ def load_seed_file(path: Path) -> tuple[ToolgroupSeed, ...]:
         data = data.get("toolgroups")
     if not isinstance(data, list):
         raise SeedError(f"{path}: expected a top-level 'toolgroups' list")
+    if convert is not None:
+        try:
+            data = [convert(entry) for entry in data]
+        except SeedError as exc:
+            raise SeedError(f"{path}: {exc}") from None
     return parse_seeds(data, str(path))
 
 
-def seed_set_key(seeds: Iterable[ToolgroupSeed]) -> str:
+def seed_set_key(seeds: Iterable[Seed]) -> str:
     """Stable name of a seed set (order-independent), for templates and fingerprints."""
     canonical = sorted((s.as_dict() for s in seeds), key=lambda d: str(d["toolgroup_id"]))
     return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()[:16]

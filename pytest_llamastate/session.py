@@ -17,7 +17,7 @@ from .guard import HomeGuard, Mark
 from .options import Settings
 from .persistence import Lease, PersistentStores
 from .registry import RegistrySnapshot
-from .seeds import ToolgroupSeed
+from .seeds import Seed
 from .stack import LlamaStack, LlamaStackFactory
 from .store import LlamaStore
 from .stores import LlamaStoreFactory
@@ -54,7 +54,7 @@ class ItemState:
 
 session_key = pytest.StashKey[SessionState]()
 item_key = pytest.StashKey[ItemState]()
-marker_seeds_key = pytest.StashKey[tuple[ToolgroupSeed, ...]]()
+marker_seeds_key = pytest.StashKey[tuple[Seed, ...]]()
 persistent_key = pytest.StashKey[str]()
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 from filelock import FileLock
 
 from .databases import PostgresStores
-from .seeds import ToolgroupSeed, parse_seeds
+from .seeds import ToolgroupSeed, parse_seeds, resolve_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
 from .templates import TemplateCache
 
@@ -130,9 +130,10 @@ class LlamaStoreFactory:
         """A new store ``<base>/<basename><n>``; ``basename`` is made filesystem-safe.
 
         ``label`` (default: ``basename``) is recorded in the store, e.g. the test id.
-        ``seeds`` (``ToolgroupSeed``, mappings or ids) are in its registry on return.
+        ``seeds`` (``ToolgroupSeed``, mappings, ids or ``mcp_tools(...)``) are in its
+        registry on return; an ``mcp_tools`` seed's server is started now.
         """
-        parsed = parse_seeds(seeds, f"seeds of {label or basename}")
+        parsed = resolve_seeds(parse_seeds(seeds, f"seeds of {label or basename}"))
         name = _safe_name(basename)
         number = self._counts.get(name, 0)
         while True:

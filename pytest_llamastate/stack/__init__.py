@@ -184,6 +184,22 @@ class LlamaStack:
         self._require_running()
         return self._backend.tools(toolgroup_id)
 
+    def invoke_tool(self, tool_name: str, /, **arguments: Any) -> Any:
+        """Call a tool as an agent would, and return what it answered.
+
+        One text item comes back as its value (JSON decoded when it is JSON: ``5`` for
+        ``add(a=2, b=3)``), several as a list, an image item as its dict; a tool that
+        failed raises :class:`StackError` with its message. Library mode only: a server
+        has no route for it (the error says what to use instead).
+        """
+        self._require_running()
+        result = self._backend.invoke_tool(tool_name, arguments)
+        values = [_content_value(item) for item in _content_items(result.get("content"))]
+        if result.get("error_code") or result.get("error_message"):
+            said = result.get("error_message") or " ".join(map(str, values))
+            raise StackError(f"tool {tool_name!r} failed: {said}")
+        return values[0] if len(values) == 1 else values
+
     # -- internals ----------------------------------------------------------------------
 
     def _require_running(self) -> None:
@@ -213,6 +229,23 @@ class LlamaStack:
                     break
         if moves:
             self.store.write_registry(moves)
+
+
+def _content_items(content: object) -> list[object]:
+    """A tool result's content is one item, a list of them, or plain text."""
+    if content is None:
+        return []
+    return list(content) if isinstance(content, list) else [content]
+
+
+def _content_value(item: object) -> Any:
+    text = item.get("text") if isinstance(item, dict) and item.get("type") == "text" else item
+    if not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @dataclass

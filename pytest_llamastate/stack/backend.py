@@ -87,3 +87,7 @@ class Backend(Protocol):
     def unregister(self, toolgroup_id: str) -> None: ...
 
     def tools(self, toolgroup_id: str | None) -> list[dict[str, Any]]: ...
+
+    def invoke_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Call a tool through the stack's tool runtime; its ``ToolInvocationResult``
+        as plain data (``content``, ``error_code``, ``error_message``)."""

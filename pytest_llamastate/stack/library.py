@@ -152,7 +152,8 @@ class LibraryBackend:
 
     def _run(self, coro: Any) -> Any:
         assert self._flavor is not None
-        return self._flavor.run(self.client.loop, coro)
+        with self._flavor.quiet_mcp_client():
+            return self._flavor.run(self.client.loop, coro)
 
     def _tool_groups(self) -> Any:
         return self.client.async_client.impls[self._api.Api.tool_groups]
@@ -187,3 +188,25 @@ class LibraryBackend:
         request = self._api.ListToolsRequest(toolgroup_id=toolgroup_id)
         data = self._run(self._tool_groups().list_tools(request))
         return [tool.model_dump(mode="json") for tool in data.data]
+
+    def invoke_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """The tool runtime's ``invoke_tool``, the call an agent's turn makes.
+
+        It finds a tool's toolgroup only in the index that listing tools fills, so a tool
+        not listed yet is listed first, as an agent would.
+        """
+        routing = self._tool_groups()
+        index = type(routing).tool_to_toolgroup
+        if name not in index:
+            self._run(routing.list_tools(self._api.ListToolsRequest()))
+        if name not in index:
+            raise StackError(
+                f"invoke_tool({name!r}): the stack has no such tool "
+                f"(it lists: {', '.join(sorted(index)) or 'none'})"
+            )
+        runtime = self.client.async_client.impls[self._api.Api.tool_runtime]
+        try:
+            result = self._run(runtime.invoke_tool(tool_name=name, kwargs=arguments))
+        except Exception as exc:
+            raise StackError(f"invoke_tool({name!r}): {type(exc).__name__}: {exc}") from None
+        return dict(result.model_dump(mode="json"))

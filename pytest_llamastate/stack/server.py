@@ -339,3 +339,15 @@ class ServerBackend:
                 f"GET {flavor.tools_path} failed with HTTP {exc.code}: {body}."
                 + (f" This is a known upstream bug: {known}" if known else "")
             ) from None
+
+    def invoke_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Neither 0.7.3's server nor OGX 1.5's has an HTTP route that invokes a tool (their
+        tool runtime is internal; only listing is served): say so and what works instead."""
+        assert self._spec is not None
+        flavor = self._spec.flavor
+        raise StackError(
+            f"invoke_tool({name!r}): the {flavor.name} {flavor.version()} server has no HTTP "
+            f"route for invoking a tool (it only lists them, at {flavor.tools_path}). Use "
+            "library mode (--llama-stack-mode=library) for invoke_tool, or call the MCP "
+            "server at the toolgroup's mcp_endpoint directly with an mcp ClientSession"
+        )

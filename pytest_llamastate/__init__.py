@@ -11,6 +11,7 @@ from .seeds import SeedError, ToolgroupSeed
 from .soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
 from .stackconfig import StackConfig, StackConfigError
+from .statetemplates import LlamaTemplate, TemplateError, llama_template
 from .store import LlamaStore, NotAStoreError
 from .stores import LlamaStoreFactory
 
@@ -19,6 +20,7 @@ __all__ = [
     "LlamaStackFactory",
     "LlamaStore",
     "LlamaStoreFactory",
+    "LlamaTemplate",
     "NotAStoreError",
     "SeedError",
     "StackConfig",
@@ -26,7 +28,9 @@ __all__ = [
     "StackError",
     "StackNotInstalledError",
     "StoreCorruptError",
+    "TemplateError",
     "ToolgroupRecord",
     "ToolgroupSeed",
+    "llama_template",
     "restart_cycles",
 ]

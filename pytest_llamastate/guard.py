@@ -15,7 +15,20 @@ from typing import Literal
 
 from .flavor import FLAVORS
 
-__all__ = ["GUARD_MODES", "GuardMode", "HomeGuard", "Snapshot", "real_state_homes"]
+__all__ = [
+    "GUARD_MODES",
+    "GuardMode",
+    "HomeGuard",
+    "LlamaStoreLeakWarning",
+    "Snapshot",
+    "real_state_homes",
+]
+
+
+class LlamaStoreLeakWarning(UserWarning):
+    """A test (or a template builder) wrote to the real Llama Stack home
+    (``--llama-guard=warn``)."""
+
 
 GuardMode = Literal["error", "warn", "off"]
 GUARD_MODES: tuple[GuardMode, ...] = ("error", "warn", "off")

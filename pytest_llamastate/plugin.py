@@ -8,6 +8,7 @@ knows Llama Stack's files and processes lives in the modules below those.
 from __future__ import annotations
 
 import os
+import types
 import uuid
 import warnings
 from collections.abc import Generator, Iterator
@@ -27,10 +28,11 @@ from .fixtures import (
     ogx_stack,
 )
 from .flavor import FLAVORS
-from .guard import HomeGuard, real_state_homes
+from .guard import HomeGuard, LlamaStoreLeakWarning, real_state_homes
+from .leaks import StoreState, describe_leak
 from .options import Settings
 from .persistence import PersistentStores, check_name
-from .reports import describe_store, server_log_section
+from .reports import describe_store, server_log_section, template_lines
 from .seeds import SeedError, merge_seeds, parse_seeds
 from .session import (
     ItemState,
@@ -40,18 +42,22 @@ from .session import (
     persistent_key,
     session_key,
     session_state,
+    template_key,
 )
 from .stack import LlamaStackFactory
+from .statetemplates import StateTemplates, TemplateError, find_templates, llama_template
 from .stores import LlamaStoreFactory, make_run_dir
 from .templates import TemplateCache
 
 __all__ = [
+    "LlamaSharedStoreLeakWarning",
     "LlamaStoreLeakWarning",
     "llama_stack",
     "llama_stack_config",
     "llama_stack_factory",
     "llama_store",
     "llama_store_factory",
+    "llama_template",
     "llama_toolgroups",
     "ogx_stack",
 ]
@@ -61,8 +67,8 @@ _TEMPLATES_KEY = "llamastate_templates"
 _KEPT_KEY = "llamastate_kept"
 
 
-class LlamaStoreLeakWarning(UserWarning):
-    """A test wrote to the real Llama Stack home (``--llama-guard=warn``)."""
+class LlamaSharedStoreLeakWarning(UserWarning):
+    """A test left state behind in a store it shares with other tests (``--llama-leaks=warn``)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -86,6 +92,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "persistent(name=None): the test's llama_store is the named persistent store, kept "
         "across tests and runs (default name: the test module)",
+    )
+    config.addinivalue_line(
+        "markers",
+        "llama_template(name): the test's llama_store starts as a copy of the state template "
+        "built by the @llama_template function of that name (on a test, class or module)",
     )
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     # xdist hands every worker of a run the same id; a run without workers makes its own.
@@ -115,8 +126,22 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.flavor,
         settings.server_process,
     )
+    state_templates = StateTemplates(
+        settings.template_cache if settings.reuse_templates else templates.root / "state",
+        stacks,
+        templates,
+        persistent.run_id,
+        settings.reuse_templates,
+        guard if settings.guard != "off" else None,
+        settings.guard == "warn",
+    )
     config.stash[session_key] = SessionState(
-        settings, LlamaStoreFactory(settings.keep, templates, base), guard, stacks, persistent
+        settings,
+        LlamaStoreFactory(settings.keep, templates, base),
+        guard,
+        stacks,
+        persistent,
+        state_templates,
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
@@ -151,9 +176,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session_state(config).factory.templates.remove()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Parse every ``llama_toolgroups`` and ``persistent`` marker now: a malformed seed or
-    store name stops the run before any test starts."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Parse every ``llama_toolgroups``, ``persistent`` and ``llama_template`` marker now: a
+    malformed seed, store name or unknown template stops the run before any test starts."""
+    _resolve_templates(config, items)
     for item in items:
         layers = []
         for marker in reversed(list(item.iter_markers("llama_toolgroups"))):
@@ -171,6 +197,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.stash[persistent_key] = check_name(name)
             except ValueError as exc:
                 raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.persistent: {exc}") from None
+
+
+def _resolve_templates(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Find the template each ``llama_template`` marker names, among the templates declared
+    in conftests, plugins and the collected test modules."""
+    marked = [(item, m) for item in items if (m := item.get_closest_marker("llama_template"))]
+    if not marked:
+        return
+    modules = [p for p in config.pluginmanager.get_plugins() if isinstance(p, types.ModuleType)]
+    modules += [m for item, _ in marked if (m := getattr(item, "module", None)) is not None]
+    try:
+        known = find_templates(vars(m) for m in dict.fromkeys(modules))
+    except TemplateError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for item, marker in marked:
+        name = marker.args[0] if marker.args else marker.kwargs.get("name")
+        where = f"{item.nodeid}: @pytest.mark.llama_template({name!r})"
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none (declare one with @llama_template)"
+            raise pytest.UsageError(f"{where}: no template of that name; known: {names}")
+        if item.get_closest_marker("persistent"):
+            raise pytest.UsageError(f"{where}: a persistent store cannot start from a template")
+        item.stash[template_key] = known[name]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -193,12 +242,37 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """A store made while a fixture wider than a test is set up is shared by tests."""
+    state = session_state(request.config)
+    if state.settings.leaks == "off" or fixturedef.scope == "function":
+        return (yield)
+    before = state.factory.pending().keys()
+    try:
+        return (yield)
+    finally:
+        state.shared.update(state.factory.pending().keys() - before)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    guard = session_state(item.config).guard
-    if guard is not None:
-        item_state(item).before = guard.snapshot()
-    return (yield)
+    state, istate = session_state(item.config), item_state(item)
+    if state.guard is not None:
+        istate.before = state.guard.snapshot()
+    _read_shared(state, istate)  # stores shared before this test
+    try:
+        return (yield)
+    finally:
+        _read_shared(state, istate)  # and those its fixtures made, as they left them
+
+
+def _read_shared(state: SessionState, istate: ItemState) -> None:
+    for path, store in state.factory.pending().items():
+        if path in state.shared and path not in istate.shared_start:
+            istate.shared_start[path] = StoreState.read(store)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -211,6 +285,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         istate = item_state(item)
         _settle_environment(istate)
         _check_homes(session_state(item.config), istate)
+        _check_shared(item, session_state(item.config), istate)
 
 
 def _settle_environment(istate: ItemState) -> None:
@@ -238,6 +313,23 @@ def _check_homes(state: SessionState, istate: ItemState) -> None:
         istate.leak = message
 
 
+def _check_shared(item: pytest.Item, state: SessionState, istate: ItemState) -> None:
+    """Name what the test left in each shared store (``llama_leaks``)."""
+    pending = state.factory.pending()
+    found = []
+    for path, start in istate.shared_start.items():
+        lines = start.changes(StoreState.read(pending[path])) if path in pending else []
+        if lines:
+            found.append(describe_leak(item.nodeid, pending[path], lines))
+    if not found:
+        return
+    if state.settings.leaks == "warn":
+        for message in found:
+            warnings.warn(LlamaSharedStoreLeakWarning(message), stacklevel=1)
+    else:
+        istate.shared_leak = "\n\n".join(found)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -245,12 +337,18 @@ def pytest_runtest_makereport(
     report = yield
     istate = item_state(item)
     if report.when == "teardown" and istate.leak:
-        _report_leak(report, istate.leak)
+        _report_leak(report, istate.leak, "llama guard")
+    if report.when == "teardown" and istate.shared_leak:
+        _report_leak(report, istate.shared_leak, "llama leaks")
     if report.failed:
         istate.failed = True
         _add_state_sections(report, istate)
     if report.when == "teardown":
         _release_stores(item, report, istate)
+        if istate.templates:
+            report.llama_templates = [  # type: ignore[attr-defined]  # travels with xdist
+                (e.name, e.path, e.status, e.reason, e.seconds) for e in istate.templates
+            ]
         if istate.leases:
             report.llama_persistent = [  # type: ignore[attr-defined]  # travels with xdist
                 (lease.name, str(lease.store.path), lease.status) for lease in istate.leases
@@ -258,13 +356,13 @@ def pytest_runtest_makereport(
     return report
 
 
-def _report_leak(report: pytest.TestReport, leak: str) -> None:
-    """A write to the real home fails a test that passed, and is added to one that did not."""
+def _report_leak(report: pytest.TestReport, leak: str, section: str) -> None:
+    """A leak fails a test that passed, and is added to the report of one that did not."""
     if report.passed:
         report.outcome = "failed"
         report.longrepr = leak
     else:
-        report.sections.append(("llama guard", leak))
+        report.sections.append((section, leak))
 
 
 def _add_state_sections(report: pytest.TestReport, istate: ItemState) -> None:
@@ -330,3 +428,13 @@ def pytest_terminal_summary(
             terminalreporter.write_line(
                 f"{name}: {path} ({first}, used by {len(statuses)} test(s))"
             )
+    events = [
+        event
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for event in getattr(report, "llama_templates", ())
+    ]
+    if events:
+        terminalreporter.section("llama templates")
+        for line in template_lines(events):
+            terminalreporter.write_line(line)

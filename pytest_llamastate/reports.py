@@ -7,14 +7,16 @@ in it, what the test changed, and how to look at it after the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .persistence import Lease
 from .registry import RegistrySnapshot, StoreCorruptError
 from .stack.server import log_tail
 from .store import LlamaStore
 
-__all__ = ["describe_store", "server_log_section"]
+__all__ = ["describe_store", "server_log_section", "template_lines"]
 
 
 def describe_store(
@@ -23,6 +25,8 @@ def describe_store(
     """Where the store is, its toolgroups, the registry changes since ``initial``."""
     what = f" (persistent store {lease.name!r}, {lease.status})" if lease is not None else ""
     lines = [f"state of this test: {store.path}{what}"]
+    if store.template:
+        lines.append(f"started from template: {store.template}")
     try:
         toolgroups = ", ".join(t.identifier for t in store.toolgroups()) or "none"
         changes = (initial or RegistrySnapshot()).diff(store.snapshot())
@@ -39,3 +43,17 @@ def describe_store(
 def server_log_section(log_path: Path) -> tuple[str, str]:
     """A report section with the tail of a server's log (of its latest start)."""
     return f"llama stack server log ({log_path})", log_tail(log_path)
+
+
+def template_lines(events: Iterable[Sequence[Any]]) -> list[str]:
+    """One summary line per template: how it was had in this run (a build, with why,
+    wins over the reuses other processes report) and by how many processes."""
+    by_name: dict[str, list[Sequence[Any]]] = {}
+    for event in events:
+        by_name.setdefault(str(event[0]), []).append(event)
+    lines = []
+    for name, got in sorted(by_name.items()):
+        _, path, status, reason, seconds = next((e for e in got if e[2] != "reused"), got[0])
+        how = f"{status} in {float(seconds):.2f}s" if status != "reused" else "reused"
+        lines.append(f"{name}: {how}{f' ({reason})' if reason else ''}: {path}")
+    return lines

@@ -22,7 +22,15 @@ from .flavor import FLAVORS
 from .registry import RegistrySnapshot, ToolgroupRecord, read_entries, read_keys
 from .seeds import ToolgroupSeed
 
-__all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "remove_store", "state_env"]
+__all__ = [
+    "MARKER_NAME",
+    "LlamaStore",
+    "NotAStoreError",
+    "is_store",
+    "read_json",
+    "remove_store",
+    "state_env",
+]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -48,6 +56,15 @@ def state_env(path: Path) -> dict[str, str]:
         "MILVUS_DB_PATH": str(path / "milvus.db"),
         **{flavor.config_dir_var: config_dir for flavor in FLAVORS},
     }
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file the plugin wrote; ``{}`` when missing or damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def is_store(path: Path) -> bool:
@@ -82,6 +99,8 @@ class LlamaStore:
     seeds: tuple[ToolgroupSeed, ...] = field(default=(), repr=False, compare=False)
     #: What the store is for: ``test`` (made for a test or a fixture), ``persistent``.
     kind: str = field(default="test", compare=False)
+    #: The state template the store started as a copy of (``""``: none).
+    template: str = field(default="", compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -101,15 +120,16 @@ class LlamaStore:
         if not is_store(path):
             raise NotAStoreError(f"{path} is not a pytest-llamastate store (no {MARKER_NAME})")
         marker = cls.read_marker(path)
-        return cls(path, str(marker.get("label", "")), kind=str(marker.get("kind", "test")))
+        return cls(
+            path,
+            str(marker.get("label", "")),
+            kind=str(marker.get("kind", "test")),
+            template=str(marker.get("template", "")),
+        )
 
     @staticmethod
     def read_marker(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads((path / MARKER_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json(path / MARKER_NAME)
 
     @property
     def kvstore_path(self) -> Path:

@@ -65,7 +65,7 @@ def state(stack):
     conv_ids = [r[0] for r in sqlite3.connect(stack.store.sqlstore_path).execute(
         "SELECT id FROM openai_conversations")]
     items = [
-        [part.text for item in c.conversations.items.list(cid).data for part in item.content]
+        [part.text for item in c.conversations.items.list(cid, order="asc").data for part in item.content]
         for cid in conv_ids
     ]
     files = [(f.filename, content(c, f.id)) for f in c.files.list().data]

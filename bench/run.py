@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_core
 import bench_seeds
 import bench_stack
+import bench_templates
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
         "core": bench_core.main(),
         "seeds": bench_seeds.main(),
         "stack": bench_stack.main(),
+        "templates": bench_templates.main(),
     }
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

@@ -12,13 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from .registry import RegistryEntry, RegistrySnapshot
 from .sqlite import connect, quoted, table_names
 from .store import LlamaStore
 
-__all__ = ["LEAK_MODES", "LeakMode", "StoreState", "describe_leak"]
+__all__ = [
+    "LEAK_MODES",
+    "LeakMode",
+    "LlamaSharedStoreLeakWarning",
+    "StoreState",
+    "describe_leak",
+    "left_behind",
+    "read_shared",
+]
+
+
+class LlamaSharedStoreLeakWarning(UserWarning):
+    """A test left state behind in a store it shares with other tests (``--llama-leaks=warn``)."""
+
 
 LeakMode = Literal["off", "warn", "error"]
 LEAK_MODES: tuple[LeakMode, ...] = ("off", "warn", "error")
@@ -81,3 +95,23 @@ def describe_leak(nodeid: str, store: LlamaStore, lines: list[str]) -> str:
         f"store: {store.path} (clean up in the test or its fixture, use the test's own "
         "llama_store, or --llama-leaks=off)"
     )
+
+
+def read_shared(
+    shared: set[Path], pending: Mapping[Path, LlamaStore], into: dict[Path, StoreState]
+) -> None:
+    """Read each shared store still in use that ``into`` has no starting state for yet."""
+    for path, store in pending.items():
+        if path in shared and path not in into:
+            into[path] = StoreState.read(store)
+
+
+def left_behind(
+    nodeid: str, start: Mapping[Path, StoreState], pending: Mapping[Path, LlamaStore]
+) -> list[str]:
+    """One message per shared store the test left different from how it found it."""
+    found = []
+    for path, before in start.items():
+        if path in pending and (lines := before.changes(StoreState.read(pending[path]))):
+            found.append(describe_leak(nodeid, pending[path], lines))
+    return found

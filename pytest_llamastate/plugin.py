@@ -29,7 +29,7 @@ from .fixtures import (
 )
 from .flavor import FLAVORS
 from .guard import HomeGuard, LlamaStoreLeakWarning, real_state_homes
-from .leaks import StoreState, describe_leak
+from .leaks import LlamaSharedStoreLeakWarning, left_behind, read_shared
 from .options import Settings
 from .persistence import PersistentStores, check_name
 from .reports import describe_store, server_log_section, template_lines
@@ -45,7 +45,7 @@ from .session import (
     template_key,
 )
 from .stack import LlamaStackFactory
-from .statetemplates import StateTemplates, TemplateError, find_templates, llama_template
+from .statetemplates import StateTemplates, TemplateError, find_templates, llama_template, pick
 from .stores import LlamaStoreFactory, make_run_dir
 from .templates import TemplateCache
 
@@ -67,8 +67,14 @@ _TEMPLATES_KEY = "llamastate_templates"
 _KEPT_KEY = "llamastate_kept"
 
 
-class LlamaSharedStoreLeakWarning(UserWarning):
-    """A test left state behind in a store it shares with other tests (``--llama-leaks=warn``)."""
+_MARKERS = (
+    "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
+    "(ToolgroupSeed, mapping or id; on a test, class or module)",
+    "persistent(name=None): the test's llama_store is the named persistent store, kept "
+    "across tests and runs (default name: the test module)",
+    "llama_template(name): the test's llama_store starts as a copy of the state template "
+    "built by the @llama_template function of that name (on a test, class or module)",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,21 +89,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
     # Resolved now, before any fixture points the environment at a store.
     guard = None if settings.guard == "off" else HomeGuard.for_roots(real_state_homes(os.environ))
-    config.addinivalue_line(
-        "markers",
-        "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
-        "(ToolgroupSeed, mapping or id; on a test, class or module)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "persistent(name=None): the test's llama_store is the named persistent store, kept "
-        "across tests and runs (default name: the test module)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "llama_template(name): the test's llama_store starts as a copy of the state template "
-        "built by the @llama_template function of that name (on a test, class or module)",
-    )
+    for marker in _MARKERS:
+        config.addinivalue_line("markers", marker)
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     # xdist hands every worker of a run the same id; a run without workers makes its own.
     persistent = PersistentStores(
@@ -132,7 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
         templates,
         persistent.run_id,
         settings.reuse_templates,
-        guard if settings.guard != "off" else None,
+        guard,
         settings.guard == "warn",
     )
     config.stash[session_key] = SessionState(
@@ -209,17 +202,12 @@ def _resolve_templates(config: pytest.Config, items: list[pytest.Item]) -> None:
     modules += [m for item, _ in marked if (m := getattr(item, "module", None)) is not None]
     try:
         known = find_templates(vars(m) for m in dict.fromkeys(modules))
+        for item, marker in marked:
+            name = marker.args[0] if marker.args else marker.kwargs.get("name")
+            persistent = item.get_closest_marker("persistent") is not None
+            item.stash[template_key] = pick(known, name, item.nodeid, persistent=persistent)
     except TemplateError as exc:
         raise pytest.UsageError(str(exc)) from None
-    for item, marker in marked:
-        name = marker.args[0] if marker.args else marker.kwargs.get("name")
-        where = f"{item.nodeid}: @pytest.mark.llama_template({name!r})"
-        if name not in known:
-            names = ", ".join(sorted(known)) or "none (declare one with @llama_template)"
-            raise pytest.UsageError(f"{where}: no template of that name; known: {names}")
-        if item.get_closest_marker("persistent"):
-            raise pytest.UsageError(f"{where}: a persistent store cannot start from a template")
-        item.stash[template_key] = known[name]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -262,17 +250,11 @@ def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
     state, istate = session_state(item.config), item_state(item)
     if state.guard is not None:
         istate.before = state.guard.snapshot()
-    _read_shared(state, istate)  # stores shared before this test
+    read_shared(state.shared, state.factory.pending(), istate.shared_start)  # before the test
     try:
         return (yield)
-    finally:
-        _read_shared(state, istate)  # and those its fixtures made, as they left them
-
-
-def _read_shared(state: SessionState, istate: ItemState) -> None:
-    for path, store in state.factory.pending().items():
-        if path in state.shared and path not in istate.shared_start:
-            istate.shared_start[path] = StoreState.read(store)
+    finally:  # and those its fixtures made, as they left them
+        read_shared(state.shared, state.factory.pending(), istate.shared_start)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -283,21 +265,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         istate = item_state(item)
-        _settle_environment(istate)
+        environ.settle(istate.activations)
         _check_homes(session_state(item.config), istate)
         _check_shared(item, session_state(item.config), istate)
-
-
-def _settle_environment(istate: ItemState) -> None:
-    """Put back each variable a store set that still points into the store.
-
-    ``llama_store`` restores the environment when it ends, but a ``monkeypatch`` set up
-    before it ends after it, and puts back the value it saw: the store's. Whatever the
-    order of fixtures, a variable still naming this test's store now gets the value it had
-    before the store was activated; one set to anything else was set on purpose.
-    """
-    for store_env, before in reversed(istate.activations):
-        environ.restore({n: v for n, v in before.items() if os.environ.get(n) == store_env[n]})
 
 
 def _check_homes(state: SessionState, istate: ItemState) -> None:
@@ -315,18 +285,11 @@ def _check_homes(state: SessionState, istate: ItemState) -> None:
 
 def _check_shared(item: pytest.Item, state: SessionState, istate: ItemState) -> None:
     """Name what the test left in each shared store (``llama_leaks``)."""
-    pending = state.factory.pending()
-    found = []
-    for path, start in istate.shared_start.items():
-        lines = start.changes(StoreState.read(pending[path])) if path in pending else []
-        if lines:
-            found.append(describe_leak(item.nodeid, pending[path], lines))
-    if not found:
-        return
-    if state.settings.leaks == "warn":
+    found = left_behind(item.nodeid, istate.shared_start, state.factory.pending())
+    if found and state.settings.leaks == "warn":
         for message in found:
             warnings.warn(LlamaSharedStoreLeakWarning(message), stacklevel=1)
-    else:
+    elif found:
         istate.shared_leak = "\n\n".join(found)
 
 
@@ -401,26 +364,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput[_KEPT_KEY] = kept
 
 
+def _carried(terminalreporter: pytest.TerminalReporter, attr: str) -> Iterator[tuple[Any, Any]]:
+    """(report, value) for each value a test report carries in ``attr``: reports from xdist
+    workers arrive here too, with the attribute on them."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for value in getattr(report, attr, ()):
+                yield report, value
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
-    # Reports from xdist workers arrive here too, with llama_kept_stores on them.
-    kept = [
-        (report.nodeid, path)
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        for path in getattr(report, "llama_kept_stores", ())
-    ]
+    kept = [(r.nodeid, path) for r, path in _carried(terminalreporter, "llama_kept_stores")]
     kept += session_state(config).kept
     if kept:
         terminalreporter.section("llama stores kept")
         for label, path in kept:
             terminalreporter.write_line(f"{label}: {path}")
     persistent: dict[tuple[str, str], list[str]] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            for name, path, status in getattr(report, "llama_persistent", ()):
-                persistent.setdefault((name, path), []).append(status)
+    for _, (name, path, status) in _carried(terminalreporter, "llama_persistent"):
+        persistent.setdefault((name, path), []).append(status)
     if persistent:
         terminalreporter.section("llama persistent stores")
         for (name, path), statuses in sorted(persistent.items()):
@@ -428,13 +392,7 @@ def pytest_terminal_summary(
             terminalreporter.write_line(
                 f"{name}: {path} ({first}, used by {len(statuses)} test(s))"
             )
-    events = [
-        event
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        for event in getattr(report, "llama_templates", ())
-    ]
-    if events:
+    if events := [event for _, event in _carried(terminalreporter, "llama_templates")]:
         terminalreporter.section("llama templates")
         for line in template_lines(events):
             terminalreporter.write_line(line)

@@ -44,6 +44,7 @@ __all__ = [
     "TemplateEvent",
     "find_templates",
     "llama_template",
+    "pick",
 ]
 
 Builder = Callable[[LlamaStack], object]
@@ -163,6 +164,19 @@ def find_templates(namespaces: Iterable[Mapping[str, object]]) -> dict[str, Llam
                     "rename one (@llama_template('other-name'))"
                 )
     return found
+
+
+def pick(
+    known: Mapping[str, LlamaTemplate], name: object, nodeid: str, *, persistent: bool
+) -> LlamaTemplate:
+    """The template a test's ``llama_template(name)`` marker names."""
+    where = f"{nodeid}: @pytest.mark.llama_template({name!r})"
+    if not isinstance(name, str) or name not in known:
+        names = ", ".join(sorted(known)) or "none (declare one with @llama_template)"
+        raise TemplateError(f"{where}: no template of that name; known: {names}")
+    if persistent:
+        raise TemplateError(f"{where}: a persistent store cannot start from a template")
+    return known[name]
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,9 @@ def test_every_test_starts_from_the_template(
     result = pytester.runpytest(f"--llama-stack-mode={mode}", "-p", "no:randomly")
     result.assert_outcomes(passed=2, failed=1)
     assert builds.read_text() == "built\n"
-    result.stdout.fnmatch_lines(["*started from template: crm*", "*llama templates*", "crm: built*"])
+    result.stdout.fnmatch_lines(
+        ["*started from template: crm*", "*llama templates*", "crm: built*"]
+    )
 
 
 def test_a_template_is_built_once_across_xdist_workers(
@@ -388,7 +390,9 @@ def test_a_builder_writing_to_the_real_home_is_caught_by_the_guard(
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*template 'leaky' *wrote to the real Llama Stack home*", "*oops.db*"])
+    result.stdout.fnmatch_lines(
+        ["*template 'leaky' *wrote to the real Llama Stack home*", "*oops.db*"]
+    )
 
 
 # -- leak report for shared stores ----------------------------------------------------
@@ -445,4 +449,6 @@ def test_the_leak_mode_is_checked(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nllama_leaks = loud\n")
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*ini llama_leaks: unknown value 'loud'; allowed values: off, warn, error"])
+    result.stderr.fnmatch_lines(
+        ["*ini llama_leaks: unknown value 'loud'; allowed values: off, warn, error"]
+    )

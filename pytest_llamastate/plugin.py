@@ -288,7 +288,8 @@ def _check_shared(item: pytest.Item, state: SessionState, istate: ItemState) -> 
     found = left_behind(item.nodeid, istate.shared_start, state.factory.pending())
     if found and state.settings.leaks == "warn":
         for message in found:
-            warnings.warn(LlamaSharedStoreLeakWarning(message), stacklevel=1)
+            line = (item.location[1] or 0) + 1  # shown at the test, not at this line
+            warnings.warn_explicit(LlamaSharedStoreLeakWarning(message), None, str(item.path), line)
     elif found:
         istate.shared_leak = "\n\n".join(found)
 

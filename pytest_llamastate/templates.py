@@ -25,6 +25,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from filelock import FileLock
@@ -133,25 +134,37 @@ class BuiltTemplate:
             tuple((str(d), str(t), str(c)) for d, t, c in refs) if isinstance(refs, list) else (),
         )
 
+    @cached_property
+    def _layout(self) -> tuple[list[str], list[str]]:
+        """The template's state folders and files (relative), listed once: it never changes."""
+        skip = _not_state(LlamaStore(self.path))
+        folders, files = [], []
+        for folder, dirnames, filenames in os.walk(self.path):
+            rel = os.path.relpath(folder, self.path)
+            prefix = "" if rel == "." else rel + os.sep
+            folders += [prefix + d for d in dirnames]
+            files += [prefix + f for f in filenames if prefix or f not in skip]
+        return folders, files
+
     def copy_into(self, store: LlamaStore) -> None:
         """Copy every state file into ``store`` (fresh: only its marker), then point each
         reference at the copy, with freed bytes zeroed so no trace of the template stays."""
-        skip = _not_state(store)
-        for entry in os.scandir(self.path):
-            if entry.name in skip:
-                continue
-            target = store.path / entry.name
-            if entry.is_dir(follow_symlinks=False):
-                shutil.copytree(entry.path, target)
-            else:
-                shutil.copyfile(entry.path, target)
+        folders, files = self._layout
+        for rel in folders:
+            os.mkdir(store.path / rel)
+        for rel in files:
+            shutil.copyfile(self.path / rel, store.path / rel)
         by_db: dict[str, list[tuple[str, str]]] = {}
         for db, table, column in self.references:
             by_db.setdefault(db, []).append((table, column))
         old, new = str(self.path), str(store.path)
         for db, columns in by_db.items():
             with connect(store.path / db, readonly=False) as conn, conn:
-                conn.execute("PRAGMA secure_delete = ON")
+                # A fresh copy: a crash loses nothing worth a journal or an fsync.
+                conn.executescript(
+                    "PRAGMA secure_delete = ON; PRAGMA journal_mode = MEMORY; "
+                    "PRAGMA synchronous = OFF;"
+                )
                 for table, column in columns:
                     col = quoted(column)
                     conn.execute(

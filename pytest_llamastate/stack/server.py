@@ -91,7 +91,8 @@ def _run_lines(log: Path) -> list[str]:
 
 def failure_line(log: Path) -> str:
     """What the stack said last: its final exception line, or else its last line."""
-    lines = [line.rstrip() for line in _run_lines(log) if line.strip()]
+    # OGX's log indents a traceback under its record's timestamp column.
+    lines = [line.strip() for line in _run_lines(log) if line.strip()]
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line

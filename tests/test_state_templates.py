@@ -339,29 +339,28 @@ def test_a_failing_builder_fails_each_test_once_with_its_own_traceback(
     )
 
 
-def test_a_builder_that_starts_its_own_stack_is_stopped(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        from pytest_llamastate import LlamaStackFactory, LlamaStore, llama_template
-        from pytest_llamastate.stackconfig import DEFAULT_CONFIG
-
-        @llama_template
-        def sneaky(stack):
-            other = LlamaStore.create(stack.store.path.parent / "elsewhere")
-            LlamaStackFactory("server", DEFAULT_CONFIG).start(other)
-        """
-    )
+def build_errors(pytester: pytest.Pytester, conftest: str, name: str) -> pytest.RunResult:
+    """Run one test asking for template ``name`` declared in ``conftest``; it must error."""
+    pytester.makeconftest(conftest)
     pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.llama_template("sneaky")
-        def test_it(llama_store): pass
-        """
+        f"import pytest\n\n@pytest.mark.llama_template({name!r})\ndef test_it(llama_store): pass\n"
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
+    return result
+
+
+def test_a_builder_that_starts_its_own_stack_is_stopped(pytester: pytest.Pytester) -> None:
+    conftest = """
+from pytest_llamastate import LlamaStackFactory, LlamaStore, llama_template
+from pytest_llamastate.stackconfig import DEFAULT_CONFIG
+
+@llama_template
+def sneaky(stack):
+    other = LlamaStore.create(stack.store.path.parent / "elsewhere")
+    LlamaStackFactory("server", DEFAULT_CONFIG).start(other)
+"""
+    build_errors(pytester, conftest, "sneaky").stdout.fnmatch_lines(
         ["*template 'sneaky' (*conftest.py:*) started a stack of its own (on *elsewhere)*"]
     )
 
@@ -369,28 +368,16 @@ def test_a_builder_that_starts_its_own_stack_is_stopped(pytester: pytest.Pyteste
 def test_a_builder_writing_to_the_real_home_is_caught_by_the_guard(
     pytester: pytest.Pytester,
 ) -> None:
-    pytester.makeconftest(
-        """
-        from pathlib import Path
-        from pytest_llamastate import llama_template
+    conftest = """
+from pathlib import Path
+from pytest_llamastate import llama_template
 
-        @llama_template
-        def leaky(stack):
-            (Path.home() / ".llama").mkdir(exist_ok=True)
-            (Path.home() / ".llama" / "oops.db").write_text("x")
-        """
-    )
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.llama_template("leaky")
-        def test_it(llama_store): pass
-        """
-    )
-    result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
+@llama_template
+def leaky(stack):
+    (Path.home() / ".llama").mkdir(exist_ok=True)
+    (Path.home() / ".llama" / "oops.db").write_text("x")
+"""
+    build_errors(pytester, conftest, "leaky").stdout.fnmatch_lines(
         ["*template 'leaky' *wrote to the real Llama Stack home*", "*oops.db*"]
     )
 

@@ -20,6 +20,7 @@ import bench_postgres
 import bench_seeds
 import bench_server
 import bench_stack
+import bench_templates
 
 
 def main() -> None:
@@ -32,6 +33,7 @@ def main() -> None:
         "stack": bench_stack.main(),
         "fork_server": bench_server.main(),
         "postgres": {**bench_postgres.main(), "stacks": bench_postgres.stacks()},
+        "templates": bench_templates.main(),
     }
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

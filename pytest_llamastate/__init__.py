@@ -12,6 +12,7 @@ from .seeds import SeedError, ToolgroupSeed
 from .soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
 from .stackconfig import StackConfig, StackConfigError
+from .statetemplates import LlamaTemplate, TemplateError, llama_template
 from .store import LlamaStore, NotAStoreError
 from .stores import LlamaStoreFactory
 
@@ -20,6 +21,7 @@ __all__ = [
     "LlamaStackFactory",
     "LlamaStore",
     "LlamaStoreFactory",
+    "LlamaTemplate",
     "McpCall",
     "McpServer",
     "McpTools",
@@ -31,8 +33,10 @@ __all__ = [
     "StackError",
     "StackNotInstalledError",
     "StoreCorruptError",
+    "TemplateError",
     "ToolgroupRecord",
     "ToolgroupSeed",
+    "llama_template",
     "mcp_tools",
     "restart_cycles",
 ]

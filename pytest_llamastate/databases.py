@@ -19,6 +19,7 @@ from filelock import FileLock
 from .backends.postgres import (
     PostgresURL,
     StoreDatabase,
+    check_server,
     database_name,
     kv_table,
     write_kv_rows,
@@ -27,6 +28,7 @@ from .backends.postgres_janitor import Janitor
 from .backends.postgres_server import PostgresServer, acquire
 from .flavor import Flavor
 from .seeds import ToolgroupSeed, seed_set_key
+from .stackconfig import StackConfig
 from .store import LlamaStore
 from .templates import TemplateCache, seed_rows
 
@@ -69,6 +71,37 @@ class PostgresStores:
             server.release()
             raise
         return cls(server, janitor, flavor, templates, worker, table or kv_table(flavor))
+
+    @classmethod
+    def for_session(
+        cls,
+        *,
+        url: str | None,
+        data_dir: Path,
+        flavor: Flavor,
+        templates: TemplateCache,
+        run_id: str,
+        worker: str | None,
+        controller: bool,
+        config: Path,
+    ) -> PostgresStores | None:
+        """The session's server and janitor, or ``None`` in an xdist controller (``worker``
+        None, ``controller`` true), which runs no test but checks a given server, so a bad
+        URL stops the run at once. Raises ``PostgresError`` / ``StackConfigError``."""
+        if controller:
+            if url:
+                check_server(url)
+            return None
+        return cls.start(
+            url=url,
+            data_dir=data_dir,
+            flavor=flavor,
+            templates=templates,
+            run_id=run_id,
+            worker=worker or "main",
+            owner_pid=os.getppid() if worker else os.getpid(),
+            table=StackConfig.load(config).postgres_kv_table,
+        )
 
     def _database(self, name: str) -> StoreDatabase:
         password_file = ""
@@ -131,9 +164,3 @@ class PostgresStores:
     def close(self) -> None:
         self.janitor.close()
         self.server.release()
-
-
-def owner_pid(is_worker: bool) -> int:
-    """The process whose life a run's databases are tied to: the xdist controller for a
-    worker (its parent), else this process."""
-    return os.getppid() if is_worker else os.getpid()

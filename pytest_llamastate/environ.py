@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
-__all__ = ["Saved", "patched", "restore", "save"]
+__all__ = ["Saved", "patched", "restore", "save", "settle"]
 
 #: A variable's value before a change; ``None``: it was unset.
 Saved = dict[str, str | None]
@@ -42,3 +42,16 @@ def patched(values: Mapping[str, str] | None = None, unset: Iterable[str] = ()) 
         yield
     finally:
         restore(saved)
+
+
+def settle(activations: list[tuple[dict[str, str], Saved]]) -> None:
+    """Put back each variable an activation set that still has the value it set.
+
+    ``llama_store`` restores the environment when it ends, but a ``monkeypatch`` set up
+    before it ends after it, and puts back the value it saw: the store's. Whatever the
+    order of fixtures, a variable still naming the store now gets the value it had before
+    the store was activated; one set to anything else was set on purpose. ``activations``
+    are (what was set, what was there before), oldest first.
+    """
+    for values, before in reversed(activations):
+        restore({n: v for n, v in before.items() if os.environ.get(n) == values[n]})

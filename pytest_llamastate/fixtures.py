@@ -15,16 +15,18 @@ import pytest
 
 from . import environ
 from .backends.postgres import PostgresError
-from .flavor import FLAVORS
+from .flavor import installed_versions
 from .mcptools import McpServer, McpToolsError
 from .persistence import Lease, PersistentStoreError, fingerprint
 from .registry import RegistrySnapshot, StoreCorruptError
 from .seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
-from .session import item_state, marker_seeds_key, persistent_key, session_state
+from .session import item_state, marker_seeds_key, persistent_key, session_state, template_key
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig, StackConfigError
+from .statetemplates import TemplateError
 from .store import LlamaStore
 from .stores import LlamaStoreFactory
+from .templates import BuiltTemplate
 
 __all__ = [
     "llama_mcp_server",
@@ -53,10 +55,6 @@ def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
     else:
         return
     raise pytest.fail.Exception(problem, pytrace=False) from None
-
-
-def _stack_versions() -> str:
-    return ",".join(f"{f.distribution}={f.version()}" for f in FLAVORS)
 
 
 def _config_text(config: Path | str | StackConfig) -> str:
@@ -106,25 +104,31 @@ def llama_store(
     afterwards every variable is exactly as before. It holds the ``llama_toolgroups``
     seeds before the test starts. Kept after a failure (see ``llama_keep_store``) and
     named in the failure report. Under ``@pytest.mark.persistent`` it is the named
-    persistent store instead, locked for this test.
+    persistent store instead, locked for this test. Under
+    ``@pytest.mark.llama_template(name)`` it starts as a copy of that built template.
     """
     istate = item_state(request.node)
     name = request.node.stash.get(persistent_key, None)
     lease: Lease | None = None
     hook = request.node.ihook
-    with _as_test_error(SeedError, PersistentStoreError, PostgresError):
+    with _as_test_error(
+        SeedError, PersistentStoreError, PostgresError, TemplateError, StackConfigError
+    ):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
         seeds = parse_seeds(wanted, "llama_toolgroups")
         if name is None:
+            template = _built_template(request, llama_stack_config)
             store = llama_store_factory.mktemp(
-                request.node.name, label=request.node.nodeid, seeds=seeds
+                request.node.name, label=request.node.nodeid, seeds=seeds, template=template
             )
             istate.stores.append(store)
         else:
             lease = session_state(request.config).persistent.acquire(
                 name,
-                fingerprint=fingerprint(_stack_versions(), _config_text(llama_stack_config), seeds),
+                fingerprint=fingerprint(
+                    installed_versions(), _config_text(llama_stack_config), seeds
+                ),
                 seeds=resolve_seeds(seeds),
                 templates=llama_store_factory.templates,
                 refresh=resolve_seeds(s for s in seeds if isinstance(s, LazySeed)),
@@ -135,7 +139,9 @@ def llama_store(
         with _as_test_error(StoreCorruptError):
             # What the test changes is reported on failure: remember where it started.
             istate.initial[store.path] = (
-                store.snapshot() if lease is not None or seeds else RegistrySnapshot()
+                store.snapshot()
+                if lease is not None or seeds or store.template
+                else RegistrySnapshot()
             )
         hook.pytest_llamastate_store_created(store=store, request=request)
         istate.activations.append((dict(store.env), environ.save(store.env)))
@@ -150,6 +156,27 @@ def llama_store(
                     hook.pytest_llamastate_store_released(
                         store=store, kept=True, nodeid=request.node.nodeid
                     )
+
+
+def _built_template(
+    request: pytest.FixtureRequest, config: Path | str | StackConfig
+) -> BuiltTemplate | None:
+    """The template of the test's ``llama_template`` marker, built on first use (on the
+    config the test's stack runs, before that stack starts: one library stack per process)."""
+    template = request.node.stash.get(template_key, None)
+    if template is None:
+        return None
+    state, istate = session_state(request.config), item_state(request.node)
+    parsed = config if isinstance(config, StackConfig) else state.stacks.load_config(config)
+    try:
+        built, event = state.state_templates.get(template, parsed, request.node.nodeid)
+    finally:
+        # A build's writes to the real homes were judged by the build's own guard check.
+        if state.guard is not None:
+            istate.guard_mark = state.guard.begin()
+    if event is not None:
+        istate.templates.append(event)
+    return built
 
 
 @pytest.fixture

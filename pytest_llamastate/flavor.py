@@ -32,6 +32,7 @@ __all__ = [
     "FlavorName",
     "detect",
     "import_quietly",
+    "installed_versions",
 ]
 
 FlavorName = Literal["llama-stack", "ogx"]
@@ -231,6 +232,13 @@ def detect(choice: str = "auto") -> Flavor:
         if flavor.name == choice:
             return flavor
     raise ValueError(f"unknown flavor {choice!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
+
+
+def installed_versions() -> str:
+    """``llama-stack=0.7.3,ogx=None``: what stored state depends on (registry keys and
+    table shapes change between releases), for fingerprints of persistent stores and
+    templates."""
+    return ",".join(f"{f.distribution}={f.version()}" for f in FLAVORS)
 
 
 def import_quietly(name: str) -> Any:

@@ -8,10 +8,12 @@ the stack (templates, persistence) can ask without importing it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["LiveStack", "add", "library", "on", "remove", "running"]
+__all__ = ["LiveStack", "add", "check_start", "library", "on", "only", "remove", "running"]
 
 
 class LiveStack(Protocol):
@@ -25,6 +27,32 @@ class LiveStack(Protocol):
 
 
 _live: dict[Path, LiveStack] = {}
+#: While set, the one store a stack may start on, and who decided so (a template build).
+_only: tuple[Path, str] | None = None
+
+
+@contextmanager
+def only(store_path: Path, why: str) -> Iterator[None]:
+    """Refuse stacks on any store but ``store_path`` until the block ends.
+
+    A template builder is given the stack its state must land in; a stack it starts
+    itself writes somewhere the template never sees.
+    """
+    global _only
+    before, _only = _only, (store_path, why)
+    try:
+        yield
+    finally:
+        _only = before
+
+
+def check_start(store_path: Path) -> None:
+    """Raise ``RuntimeError`` when a stack may not start on ``store_path`` now."""
+    if _only is not None and store_path != _only[0]:
+        raise RuntimeError(
+            f"{_only[1]} started a stack of its own (on {store_path}); it must use the "
+            "stack it is given, whose store becomes the template"
+        )
 
 
 def add(store_path: Path, stack: LiveStack) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from .guard import GUARD_MODES, GuardMode
+from .leaks import LEAK_MODES, LeakMode
 from .mcptools import from_seed_entry
 from .persistence import CACHE_SUBDIR, check_name
 from .seeds import Seed, SeedError, load_seed_file
@@ -23,6 +24,7 @@ from .stack import SERVER_PROCESSES, STACK_MODES, ServerProcess, StackMode, defa
 from .stackconfig import StackConfig, StackConfigError
 from .store import state_env
 from .stores import KEEP_POLICIES, KeepPolicy
+from .templates import STATE_CACHE_SUBDIR
 
 __all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
 
@@ -37,7 +39,8 @@ def addoption(parser: pytest.Parser) -> None:
 
     def twin(name: str, help: str, default: str = "", **option: object) -> None:
         """``--llama-x`` on the command line and ``llama_x`` in the ini file, one meaning."""
-        option.setdefault("metavar", "VALUE")
+        if option.get("action") != "store_true":
+            option.setdefault("metavar", "VALUE")
         group.addoption("--" + name.replace("_", "-"), help=f"{help} (ini: {name})", **option)
         parser.addini(name, help, default=default)
 
@@ -130,6 +133,20 @@ def addoption(parser: pytest.Parser) -> None:
         "seconds a test waits for a persistent store another test holds (default 600)",
         default="600",
     )
+    twin(
+        "llama_reuse_templates",
+        "keep built state templates in the pytest cache folder between runs; rebuilt when "
+        "the builder's source, the config, the seeds or the installed versions change",
+        default="false",
+        action="store_true",
+    )
+    twin(
+        "llama_leaks",
+        "on a test leaving registry entries or rows behind in a store it shares with other "
+        "tests (module/session scope): warn (default), error, off",
+        default="warn",
+        metavar="MODE",
+    )
     parser.addini(
         "llama_toolgroups_file",
         "YAML, JSON or TOML file with a 'toolgroups' list every test's store starts with",
@@ -218,6 +235,10 @@ class Settings:
     reset_persistent: frozenset[str]
     persist_lock_timeout: float
     flavor: Flavor = LLAMA_STACK
+    #: Keep built state templates between runs, in ``template_cache``.
+    reuse_templates: bool = False
+    template_cache: Path = Path(".pytest_cache") / STATE_CACHE_SUBDIR
+    leaks: LeakMode = "warn"
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -253,6 +274,9 @@ class Settings:
             reset_persistent=_reset_names(config),
             persist_lock_timeout=_positive_number(_required(config, "llama_persist_lock_timeout")),
             flavor=flavor,
+            reuse_templates=_flag(_required(config, "llama_reuse_templates")),
+            template_cache=_cache_dir(config) / STATE_CACHE_SUBDIR,
+            leaks=_choice(_required(config, "llama_leaks"), LEAK_MODES),
         )
 
 
@@ -264,14 +288,28 @@ def _server_process(config: pytest.Config) -> ServerProcess:
     return process
 
 
-def _persist_dir(config: pytest.Config) -> Path:
-    if raw := _raw(config, "llama_persist_dir"):
-        return _writable_dir(raw)
+def _flag(raw: _Raw) -> bool:
+    value = raw.value.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a boolean; use true or false")
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    """pytest's cache folder (``cache_dir``), also when the cache plugin is disabled."""
     try:
         cache_dir = str(config.getini("cache_dir"))
     except ValueError:  # -p no:cacheprovider
         cache_dir = ".pytest_cache"
-    return config.rootpath / os.path.expanduser(cache_dir) / CACHE_SUBDIR
+    return config.rootpath / os.path.expanduser(cache_dir)
+
+
+def _persist_dir(config: pytest.Config) -> Path:
+    if raw := _raw(config, "llama_persist_dir"):
+        return _writable_dir(raw)
+    return _cache_dir(config) / CACHE_SUBDIR
 
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:

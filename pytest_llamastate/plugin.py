@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from . import environ, hookspecs, options
-from .backends.postgres import PostgresError, check_server
-from .databases import PostgresStores, owner_pid
+from . import environ, hookspecs, markers, options
+from .backends.postgres import PostgresError
+from .databases import PostgresStores
 from .fixtures import (
     llama_mcp_server,
     llama_stack,
@@ -31,33 +31,39 @@ from .fixtures import (
 )
 from .flavor import FLAVORS
 from .guard import HomeGuard, real_state_homes
+from .leaks import (
+    LlamaSharedStoreLeakWarning,
+    LlamaStoreLeakWarning,
+    left_behind,
+    read_shared,
+)
 from .mcptools import stop_shared_servers
 from .options import Settings
-from .persistence import PersistentStores, check_name
+from .persistence import PersistentStores
 from .reports import (
     basetemp_note,
     describe_store,
+    kept_entry,
     kept_lines,
     persistent_lines,
     server_log_section,
+    template_lines,
 )
-from .seeds import SeedError, merge_seeds, parse_seeds
 from .session import (
     ItemState,
     SessionState,
     item_state,
-    marker_seeds_key,
-    persistent_key,
     session_key,
     session_state,
 )
 from .stack import LlamaStackFactory
-from .stackconfig import StackConfig, StackConfigError
-from .store import LlamaStore
+from .stackconfig import StackConfigError
+from .statetemplates import StateTemplates, llama_template
 from .stores import LlamaStoreFactory, make_run_dir
 from .templates import TemplateCache
 
 __all__ = [
+    "LlamaSharedStoreLeakWarning",
     "LlamaStoreLeakWarning",
     "llama_mcp_server",
     "llama_stack",
@@ -65,6 +71,7 @@ __all__ = [
     "llama_stack_factory",
     "llama_store",
     "llama_store_factory",
+    "llama_template",
     "llama_toolgroups",
     "ogx_stack",
 ]
@@ -72,10 +79,6 @@ __all__ = [
 _RUN_DIR_KEY = "llamastate_run_dir"
 _TEMPLATES_KEY = "llamastate_templates"
 _KEPT_KEY = "llamastate_kept"
-
-
-class LlamaStoreLeakWarning(UserWarning):
-    """A test wrote to the real Llama Stack home (``--llama-guard=warn``)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,16 +93,8 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = Settings.from_config(config)
     # Resolved now, before any fixture points the environment at a store.
     guard = None if settings.guard == "off" else HomeGuard.for_roots(real_state_homes(os.environ))
-    config.addinivalue_line(
-        "markers",
-        "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
-        "(ToolgroupSeed, mapping or id; on a test, class or module)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "persistent(name=None): the test's llama_store is the named persistent store, kept "
-        "across tests and runs (default name: the test module)",
-    )
+    for marker in markers.MARKERS:
+        config.addinivalue_line("markers", marker)
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     # xdist hands every worker of a run the same id; a run without workers makes its own.
     persistent = PersistentStores(
@@ -114,10 +109,23 @@ def pytest_configure(config: pytest.Config) -> None:
         else TemplateCache.new_root(),
         settings.flavor,
         settings.stack_config,
+        postgres=settings.backend == "postgres",
     )
     databases = None
     if settings.backend == "postgres":
-        databases = _postgres_stores(config, settings, templates, persistent.run_id)
+        try:
+            databases = PostgresStores.for_session(
+                url=settings.postgres_url,
+                data_dir=settings.persist_dir / ".postgres",
+                flavor=settings.flavor,
+                templates=templates,
+                run_id=persistent.run_id,
+                worker=workerinput.get("workerid"),
+                controller=not workerinput and bool(getattr(config.option, "numprocesses", 0)),
+                config=settings.stack_config,
+            )
+        except (PostgresError, StackConfigError) as exc:
+            raise pytest.UsageError(f"--llama-backend=postgres: {exc}") from None
         persistent.databases = databases
     base: Path | None = None
     if settings.store_dir is not None:
@@ -132,40 +140,25 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.flavor,
         settings.server_process,
     )
+    state_templates = StateTemplates(
+        settings.template_cache if settings.reuse_templates else templates.root / "state",
+        stacks,
+        templates,
+        persistent.run_id,
+        settings.reuse_templates,
+        guard,
+        settings.guard == "warn",
+    )
     config.stash[session_key] = SessionState(
         settings,
         LlamaStoreFactory(settings.keep, templates, base, databases),
         guard,
         stacks,
         persistent,
+        state_templates,
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
-
-
-def _postgres_stores(
-    config: pytest.Config, settings: Settings, templates: TemplateCache, run_id: str
-) -> PostgresStores | None:
-    """The session's Postgres server and its janitor; ``None`` in an xdist controller,
-    which runs no test (it checks a given server, so a bad URL stops the run at once)."""
-    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    try:
-        if workerinput is None and getattr(config.option, "numprocesses", None):
-            if settings.postgres_url:
-                check_server(settings.postgres_url)
-            return None
-        return PostgresStores.start(
-            url=settings.postgres_url,
-            data_dir=settings.persist_dir / ".postgres",
-            flavor=settings.flavor,
-            templates=templates,
-            run_id=run_id,
-            worker=(workerinput or {}).get("workerid", "main"),
-            owner_pid=owner_pid(workerinput is not None),
-            table=StackConfig.load(settings.stack_config).postgres_kv_table,
-        )
-    except (PostgresError, StackConfigError) as exc:
-        raise pytest.UsageError(f"--llama-backend=postgres: {exc}") from None
 
 
 class _XdistHooks:
@@ -201,26 +194,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         session_state(config).factory.templates.remove()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Parse every ``llama_toolgroups`` and ``persistent`` marker now: a malformed seed or
-    store name stops the run before any test starts."""
-    for item in items:
-        layers = []
-        for marker in reversed(list(item.iter_markers("llama_toolgroups"))):
-            try:
-                layers.append(parse_seeds(marker.args, f"{item.nodeid}: llama_toolgroups"))
-            except SeedError as exc:
-                raise pytest.UsageError(str(exc)) from None
-        if layers:
-            item.stash[marker_seeds_key] = merge_seeds(*layers)
-        if (persistent := item.get_closest_marker("persistent")) is not None:
-            name = persistent.args[0] if persistent.args else persistent.kwargs.get("name")
-            if name is None:  # default: the module, e.g. tests.test_soak
-                name = item.nodeid.split("::")[0].removesuffix(".py").replace("/", ".")
-            try:
-                item.stash[persistent_key] = check_name(name)
-            except ValueError as exc:
-                raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.persistent: {exc}") from None
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Parse every marker now: a malformed seed, store name or unknown template stops the
+    run before any test starts."""
+    markers.parse(config, items)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -243,13 +220,32 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     ]
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, object, object]:
+    """A store made while a fixture wider than a test is set up is shared by tests."""
+    state = session_state(request.config)
+    if state.settings.leaks == "off" or fixturedef.scope == "function":
+        return (yield)
+    before = state.factory.pending().keys()
+    try:
+        return (yield)
+    finally:
+        state.shared.update(state.factory.pending().keys() - before)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    guard = session_state(item.config).guard
-    if guard is not None:
+    state, istate = session_state(item.config), item_state(item)
+    if state.guard is not None:
         # The first test sets the watches up: an xdist controller, which runs none, never does.
-        item_state(item).guard_mark = guard.begin()
-    return (yield)
+        istate.guard_mark = state.guard.begin()
+    read_shared(state.shared, state.factory.pending(), istate.shared_start)  # before the test
+    try:
+        return (yield)
+    finally:  # and those its fixtures made, as they left them
+        read_shared(state.shared, state.factory.pending(), istate.shared_start)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -260,20 +256,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return (yield)
     finally:
         istate = item_state(item)
-        _settle_environment(istate)
+        environ.settle(istate.activations)
         _check_homes(session_state(item.config), istate)
-
-
-def _settle_environment(istate: ItemState) -> None:
-    """Put back each variable a store set that still points into the store.
-
-    ``llama_store`` restores the environment when it ends, but a ``monkeypatch`` set up
-    before it ends after it, and puts back the value it saw: the store's. Whatever the
-    order of fixtures, a variable still naming this test's store now gets the value it had
-    before the store was activated; one set to anything else was set on purpose.
-    """
-    for store_env, before in reversed(istate.activations):
-        environ.restore({n: v for n, v in before.items() if os.environ.get(n) == store_env[n]})
+        _check_shared(item, session_state(item.config), istate)
 
 
 def _check_homes(state: SessionState, istate: ItemState) -> None:
@@ -289,6 +274,17 @@ def _check_homes(state: SessionState, istate: ItemState) -> None:
         istate.leak = message
 
 
+def _check_shared(item: pytest.Item, state: SessionState, istate: ItemState) -> None:
+    """Name what the test left in each shared store (``llama_leaks``)."""
+    found = left_behind(item.nodeid, istate.shared_start, state.factory.pending())
+    if found and state.settings.leaks == "warn":
+        for message in found:
+            line = (item.location[1] or 0) + 1  # shown at the test, not at this line
+            warnings.warn_explicit(LlamaSharedStoreLeakWarning(message), None, str(item.path), line)
+    elif found:
+        istate.shared_leak = "\n\n".join(found)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -296,12 +292,18 @@ def pytest_runtest_makereport(
     report = yield
     istate = item_state(item)
     if report.when == "teardown" and istate.leak:
-        _report_leak(report, istate.leak)
+        _report_leak(report, istate.leak, "llama guard")
+    if report.when == "teardown" and istate.shared_leak:
+        _report_leak(report, istate.shared_leak, "llama leaks")
     if report.failed:
         istate.failed = True
         _add_state_sections(report, istate)
     if report.when == "teardown":
         _release_stores(item, report, istate)
+        if istate.templates:
+            report.llama_templates = [  # type: ignore[attr-defined]  # travels with xdist
+                (e.name, e.path, e.status, e.reason, e.seconds) for e in istate.templates
+            ]
         if istate.leases:
             report.llama_persistent = [  # type: ignore[attr-defined]  # travels with xdist
                 (lease.name, str(lease.store.path), lease.status) for lease in istate.leases
@@ -309,13 +311,13 @@ def pytest_runtest_makereport(
     return report
 
 
-def _report_leak(report: pytest.TestReport, leak: str) -> None:
-    """A write to the real home fails a test that passed, and is added to one that did not."""
+def _report_leak(report: pytest.TestReport, leak: str, section: str) -> None:
+    """A leak fails a test that passed, and is added to the report of one that did not."""
     if report.passed:
         report.outcome = "failed"
         report.longrepr = leak
     else:
-        report.sections.append(("llama guard", leak))
+        report.sections.append((section, leak))
 
 
 def _add_state_sections(report: pytest.TestReport, istate: ItemState) -> None:
@@ -338,14 +340,9 @@ def _release_stores(item: pytest.Item, report: pytest.TestReport, istate: ItemSt
         keep = factory.release(store, failed=istate.failed)
         item.ihook.pytest_llamastate_store_released(store=store, kept=keep, nodeid=item.nodeid)
         if keep:
-            kept.append(_kept(store))
+            kept.append(kept_entry(store))
     if kept:
         report.llama_kept_stores = kept  # type: ignore[attr-defined]  # travels with xdist
-
-
-def _kept(store: LlamaStore) -> tuple[str, str]:
-    """A kept store for the summary: its folder, and how to open its database."""
-    return str(store.path), store.database.psql if store.database else ""
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -353,7 +350,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state.stacks.close_all()
     stop_shared_servers()
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
-    kept = [(s.label, *_kept(s)) for s in state.factory.finish(failed=failed)]
+    kept = [(s.label, *kept_entry(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
     if (databases := state.factory.databases) is not None:
         if not hasattr(session.config, "workerinput"):
@@ -364,16 +361,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         workeroutput[_KEPT_KEY] = kept
 
 
+def _carried(terminalreporter: pytest.TerminalReporter, attr: str) -> Iterator[tuple[Any, Any]]:
+    """(report, value) for each value a test report carries in ``attr``: reports from xdist
+    workers arrive here too, with the attribute on them."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for value in getattr(report, attr, ()):
+                yield report, value
+
+
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
 ) -> None:
-    # Reports from xdist workers arrive here too, with llama_kept_stores on them.
-    kept = [
-        (report.nodeid, path, psql)
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        for path, psql in getattr(report, "llama_kept_stores", ())
-    ]
+    kept = [(r.nodeid, *value) for r, value in _carried(terminalreporter, "llama_kept_stores")]
     kept += session_state(config).kept
     if kept:
         terminalreporter.section("llama stores kept")
@@ -385,11 +385,13 @@ def pytest_terminal_summary(
         for line in kept_lines(kept, note):
             terminalreporter.write_line(line)
     uses: dict[tuple[str, str], list[str]] = {}
-    for reports in terminalreporter.stats.values():
-        for report in reports:
-            for name, path, status in getattr(report, "llama_persistent", ()):
-                uses.setdefault((name, path), []).append(status)
+    for _, (name, path, status) in _carried(terminalreporter, "llama_persistent"):
+        uses.setdefault((name, path), []).append(status)
     if uses:
         terminalreporter.section("llama persistent stores")
         for line in persistent_lines(uses):
+            terminalreporter.write_line(line)
+    if events := [event for _, event in _carried(terminalreporter, "llama_templates")]:
+        terminalreporter.section("llama templates")
+        for line in template_lines(events):
             terminalreporter.write_line(line)

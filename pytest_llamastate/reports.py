@@ -7,7 +7,9 @@ in it, what the test changed, and how to look at it after the run.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .persistence import Lease
 from .registry import RegistrySnapshot, StoreCorruptError
@@ -17,9 +19,11 @@ from .store import LlamaStore
 __all__ = [
     "basetemp_note",
     "describe_store",
+    "kept_entry",
     "kept_lines",
     "persistent_lines",
     "server_log_section",
+    "template_lines",
 ]
 
 
@@ -29,6 +33,8 @@ def describe_store(
     """Where the store is, its toolgroups, the registry changes since ``initial``."""
     what = f" (persistent store {lease.name!r}, {lease.status})" if lease is not None else ""
     lines = [f"state of this test: {store.path}{what}"]
+    if store.template:
+        lines.append(f"started from template: {store.template}")
     try:
         toolgroups = ", ".join(t.identifier for t in store.toolgroups()) or "none"
         changes = (initial or RegistrySnapshot()).diff(store.snapshot())
@@ -47,6 +53,11 @@ def describe_store(
 def server_log_section(log_path: Path) -> tuple[str, str]:
     """A report section with the tail of a server's log (of its latest start)."""
     return f"llama stack server log ({log_path})", log_tail(log_path)
+
+
+def kept_entry(store: LlamaStore) -> tuple[str, str]:
+    """A kept store for the summary: its folder, and how to open its database."""
+    return str(store.path), store.database.psql if store.database else ""
 
 
 def kept_lines(kept: list[tuple[str, str, str]], note: str | None) -> list[str]:
@@ -82,4 +93,18 @@ def persistent_lines(uses: dict[tuple[str, str], list[str]]) -> list[str]:
     for (name, path), statuses in sorted(uses.items()):
         first = next((s for s in statuses if s != "reused"), "reused")
         lines.append(f"{name}: {path} ({first}, used by {len(statuses)} test(s))")
+    return lines
+
+
+def template_lines(events: Iterable[Sequence[Any]]) -> list[str]:
+    """One summary line per template: how it was had in this run (a build, with why,
+    wins over the reuses other processes report) and by how many processes."""
+    by_name: dict[str, list[Sequence[Any]]] = {}
+    for event in events:
+        by_name.setdefault(str(event[0]), []).append(event)
+    lines = []
+    for name, got in sorted(by_name.items()):
+        _, path, status, reason, seconds = next((e for e in got if e[2] != "reused"), got[0])
+        how = f"{status} in {float(seconds):.2f}s" if status != "reused" else "reused"
+        lines.append(f"{name}: {how}{f' ({reason})' if reason else ''}: {path}")
     return lines

@@ -14,11 +14,13 @@ import pytest
 
 from .environ import Saved
 from .guard import HomeGuard, Mark
+from .leaks import StoreState
 from .options import Settings
 from .persistence import Lease, PersistentStores
 from .registry import RegistrySnapshot
 from .seeds import Seed
 from .stack import LlamaStack, LlamaStackFactory
+from .statetemplates import LlamaTemplate, StateTemplates, TemplateEvent
 from .store import LlamaStore
 from .stores import LlamaStoreFactory
 
@@ -32,6 +34,9 @@ class SessionState:
     guard: HomeGuard | None
     stacks: LlamaStackFactory
     persistent: PersistentStores
+    state_templates: StateTemplates
+    #: Stores made by a fixture of a wider scope than a test: shared, so leak-checked.
+    shared: set[Path] = field(default_factory=set)
     #: (label, path, psql command or "") of stores kept at session end, from this process
     #: and xdist workers.
     kept: list[tuple[str, str, str]] = field(default_factory=list)
@@ -50,12 +55,17 @@ class ItemState:
     failed: bool = False
     guard_mark: Mark | None = None
     leak: str | None = None
+    #: The state of each shared store when the test started, and what it left behind.
+    shared_start: dict[Path, StoreState] = field(default_factory=dict)
+    shared_leak: str | None = None
+    templates: list[TemplateEvent] = field(default_factory=list)
 
 
 session_key = pytest.StashKey[SessionState]()
 item_key = pytest.StashKey[ItemState]()
 marker_seeds_key = pytest.StashKey[tuple[Seed, ...]]()
 persistent_key = pytest.StashKey[str]()
+template_key = pytest.StashKey[LlamaTemplate]()
 
 
 def session_state(config: pytest.Config) -> SessionState:

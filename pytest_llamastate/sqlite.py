@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-__all__ = ["StoreCorruptError", "checkpoint", "connect", "integrity_problems"]
+__all__ = [
+    "StoreCorruptError",
+    "checkpoint",
+    "connect",
+    "integrity_problems",
+    "quoted",
+    "table_names",
+]
 
 
 class StoreCorruptError(RuntimeError):
@@ -32,6 +39,20 @@ def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
             yield conn
     except sqlite3.DatabaseError as exc:
         raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
+
+
+def table_names(conn: sqlite3.Connection) -> list[str]:
+    """The user tables of a database, sorted (SQLite's own ``sqlite_*`` tables left out)."""
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY name"
+    ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+def quoted(name: str) -> str:
+    """An identifier (table or column name) quoted for SQL text."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def checkpoint(db: Path, *, journal_delete: bool = False) -> None:

@@ -13,7 +13,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,15 @@ from .registry import (
 )
 from .seeds import ToolgroupSeed
 
-__all__ = ["MARKER_NAME", "LlamaStore", "NotAStoreError", "is_store", "remove_store", "state_env"]
+__all__ = [
+    "MARKER_NAME",
+    "LlamaStore",
+    "NotAStoreError",
+    "is_store",
+    "read_json",
+    "remove_store",
+    "state_env",
+]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -57,6 +65,15 @@ def state_env(path: Path) -> dict[str, str]:
         "MILVUS_DB_PATH": str(path / "milvus.db"),
         **{flavor.config_dir_var: config_dir for flavor in FLAVORS},
     }
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file the plugin wrote; ``{}`` when missing or damaged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def is_store(path: Path) -> bool:
@@ -93,6 +110,8 @@ class LlamaStore:
     kind: str = field(default="test", compare=False)
     #: On the Postgres backend, the store's own database (``None``: SQLite files).
     database: StoreDatabase | None = field(default=None, repr=False, compare=False)
+    #: The state template the store started as a copy of (``""``: none).
+    template: str = field(default="", compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,7 +137,7 @@ class LlamaStore:
         """This store on its own database; the marker records where (not the password)."""
         marker = {**self.read_marker(self.path), "database": database.describe()}
         (self.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
-        return LlamaStore(self.path, self.label, self.seeds, self.kind, database)
+        return replace(self, database=database)
 
     @classmethod
     def open(cls, path: Path) -> LlamaStore:
@@ -132,15 +151,12 @@ class LlamaStore:
             str(marker.get("label", "")),
             kind=str(marker.get("kind", "test")),
             database=StoreDatabase.from_marker(db) if isinstance(db, dict) else None,
+            template=str(marker.get("template", "")),
         )
 
     @staticmethod
     def read_marker(path: Path) -> dict[str, Any]:
-        try:
-            data = json.loads((path / MARKER_NAME).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json(path / MARKER_NAME)
 
     @property
     def kvstore_path(self) -> Path:

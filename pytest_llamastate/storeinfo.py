@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import sqlite3
 import tempfile
 from collections.abc import Iterator
 from contextlib import suppress
@@ -19,11 +18,13 @@ from typing import Any
 from .backends.postgres import table_counts
 from .persistence import CACHE_SUBDIR
 from .registry import ToolgroupRecord
-from .sqlite import connect
+from .sqlite import connect, quoted, table_names
 from .store import LlamaStore, is_store
+from .templates import STATE_CACHE_SUBDIR
 
 __all__ = [
     "PERSIST_DIR",
+    "TEMPLATE_DIR",
     "age",
     "default_bases",
     "describe",
@@ -35,9 +36,11 @@ __all__ = [
 ]
 
 #: Kinds ``ls`` lists; "run" and "base" folders only hold stores, so it looks inside them.
-_LISTED_KINDS = ("test", "persistent")
+_LISTED_KINDS = ("test", "persistent", "template")
 #: The persistent stores of the project in the current folder, by pytest's default cache.
 PERSIST_DIR = Path(".pytest_cache") / CACHE_SUBDIR
+#: Its state templates kept by ``--llama-reuse-templates``.
+TEMPLATE_DIR = Path(".pytest_cache") / STATE_CACHE_SUBDIR
 #: How many of the newest ``pytest-N`` basetemps ``ls`` searches by default.
 _BASETEMPS = 3
 
@@ -51,23 +54,14 @@ def marker(path: Path) -> tuple[str, str, float | None]:
     return str(data.get("kind", "")), str(data.get("label", "")), created
 
 
-def _tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
-    ).fetchall()
-    return [str(name) for (name,) in rows]
-
-
 def sql_tables(db: Path) -> dict[str, int]:
     """Row count of every table in ``sql_store.db``; ``{}`` when there is none."""
     if not db.exists():
         return {}
     with connect(db) as conn:
         counts = {}
-        for name in _tables(conn):
-            quoted = '"' + name.replace('"', '""') + '"'
-            counts[name] = int(conn.execute(f"SELECT COUNT(*) FROM {quoted}").fetchone()[0])
+        for name in table_names(conn):
+            counts[name] = int(conn.execute(f"SELECT COUNT(*) FROM {quoted(name)}").fetchone()[0])
         return counts
 
 
@@ -99,7 +93,8 @@ def age(created: float | None, now: float) -> str:
 
 
 def default_bases() -> list[Path]:
-    """Where stores usually are: this project's persistent stores, then recent basetemps.
+    """Where stores usually are: this project's persistent stores and kept templates, then
+    recent basetemps.
 
     Found the way pytest names them (``PYTEST_DEBUG_TEMPROOT`` or the temp dir, then
     ``pytest-of-<user>/pytest-<N>``), newest first.
@@ -115,7 +110,7 @@ def default_bases() -> list[Path]:
         if p.name[len("pytest-") :].isdigit()
     ]
     newest = [p for _, p in sorted(numbered, reverse=True)[:_BASETEMPS]]
-    return [PERSIST_DIR, *newest]
+    return [PERSIST_DIR, TEMPLATE_DIR, *newest]
 
 
 def find_stores(base: Path) -> Iterator[Path]:

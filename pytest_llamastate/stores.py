@@ -21,7 +21,7 @@ from filelock import FileLock
 from .databases import PostgresStores
 from .seeds import ToolgroupSeed, parse_seeds, resolve_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
-from .templates import TemplateCache
+from .templates import BuiltTemplate, TemplateCache
 
 __all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
 
@@ -126,26 +126,35 @@ class LlamaStoreFactory:
         label: str | None = None,
         kind: str = "test",
         seeds: Iterable[ToolgroupSeed | object] = (),
+        template: BuiltTemplate | None = None,
     ) -> LlamaStore:
         """A new store ``<base>/<basename><n>``; ``basename`` is made filesystem-safe.
 
         ``label`` (default: ``basename``) is recorded in the store, e.g. the test id.
-        ``seeds`` (``ToolgroupSeed``, mappings, ids or ``mcp_tools(...)``) are in its
-        registry on return; an ``mcp_tools`` seed's server is started now.
+        It starts as a copy of ``template`` (recorded in its marker by name), then
+        ``seeds`` (``ToolgroupSeed``, mappings, ids or ``mcp_tools(...)``) are added to its
+        registry; an ``mcp_tools`` seed's server is started now.
         """
         parsed = resolve_seeds(parse_seeds(seeds, f"seeds of {label or basename}"))
         name = _safe_name(basename)
         number = self._counts.get(name, 0)
+        origin = {"template": template.name} if template is not None else {}
         while True:
             try:
                 store = LlamaStore.create(
-                    self.getbasedir() / f"{name}{number}", label=label or basename, kind=kind
+                    self.getbasedir() / f"{name}{number}",
+                    label=label or basename,
+                    kind=kind,
+                    **origin,
                 )
             except FileExistsError:
                 number += 1
             else:
                 break
         self._counts[name] = number + 1
+        if template is not None:
+            template.copy_into(store)
+            store = replace(store, template=template.name)
         if self.databases is not None:
             store = self.databases.attach(store, parsed)
         elif parsed:
@@ -153,6 +162,10 @@ class LlamaStoreFactory:
         store = replace(store, seeds=parsed)
         self._pending[store.path] = store
         return store
+
+    def pending(self) -> dict[Path, LlamaStore]:
+        """The stores made and not yet released (a test's own, or a fixture's shared one)."""
+        return dict(self._pending)
 
     def keeps(self, failed: bool) -> bool:
         """The one place the keep policy is decided."""

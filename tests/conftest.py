@@ -24,12 +24,17 @@ def pytest_configure(config: pytest.Config) -> None:
     the stack next time mixes fresh modules with compiled extensions that cannot be
     re-initialised (OGX's SQLAlchemy use then fails with "'InternalTraversal' object is
     not callable"). Imported here, the modules outlive each run, which is also faster.
+    So is everything a stack on the default config imports beyond the client.
     """
     from pytest_llamastate.flavor import detect, import_quietly
 
     flavor = detect()
     if flavor.installed():
         import_quietly(flavor.library_module)
+        # The default config's files provider stores through SQLAlchemy, which the
+        # library client alone does not import.
+        import_quietly(f"{flavor.package}.core.storage.sqlstore.sqlalchemy_sqlstore")
+        import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
     with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
         import_quietly("asyncpg")
     config.addinivalue_line("markers", "both_backends: also run on Postgres (make test)")

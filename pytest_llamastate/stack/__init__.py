@@ -92,6 +92,10 @@ class LlamaStack:
     def start(self) -> LlamaStack:
         if self.running:
             raise StackError(f"the stack on {self.store.path} is already running")
+        try:
+            live.check_start(self.store.path)
+        except RuntimeError as exc:
+            raise StackError(str(exc)) from None
         self.config.check_paths(self.store.path, self.store.env)
         known = self.config.providers("tool_runtime")
         for seed in self.store.seeds:

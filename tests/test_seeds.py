@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
-from pytest_llamastate import LlamaStore
-from pytest_llamastate.registry import installed_format, read_entries, write_entries
-from pytest_llamastate.seeds import SeedError, ToolgroupSeed, load_seed_file
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.seeds import ToolgroupSeed, load_seed_file
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends
@@ -60,23 +57,6 @@ def test_a_seeded_mcp_toolgroup_serves_its_tools(
         """
     )
     pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=1)
-
-
-def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The template is built from the installed package's own key format and model."""
-    registered = LlamaStore.create(tmp_path / "registered")
-    with llama_stack_factory.start(registered) as stack:
-        stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"})
-    cache = TemplateCache(tmp_path / "templates")
-    seeded = LlamaStore.create(tmp_path / "seeded")
-    cache.apply(
-        (ToolgroupSeed("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"}),),
-        seeded,
-    )
-    theirs = {(e.key, json.dumps(e.value)) for e in read_entries(registered.kvstore_path)}
-    ours = {(e.key, json.dumps(e.value)) for e in read_entries(seeded.kvstore_path)}
-    assert ours == theirs
-    assert next(iter(ours))[0] == f"{KEY}tool_group:mcp::one"
 
 
 def test_markers_on_module_class_and_test_combine(pytester: pytest.Pytester) -> None:
@@ -200,6 +180,49 @@ def test_fixture_override_computes_the_final_list(pytester: pytest.Pytester) -> 
     pytester.runpytest().assert_outcomes(passed=1)
 
 
+def test_seed_with_a_provider_the_stack_lacks_errors_naming_its_providers(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        @pytest.mark.llama_toolgroups({"toolgroup_id": "web", "provider_id": "brave-search"})
+        def test_it(llama_stack):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*seeded toolgroup 'web' names provider 'brave-search', which * does not have "
+            "(tool_runtime providers: model-context-protocol)*"
+        ]
+    )
+
+
+def test_seeds_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+        pytestmark = pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::x", "mcp_endpoint": "http://h/x"})
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_it(llama_store, n):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::x"]
+        """
+    )
+    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
+
+
+def test_load_seed_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(SEED_FILES["seeds.yaml"])
+    assert load_seed_file(path) == (
+        ToolgroupSeed("mcp::file", "model-context-protocol", "http://h/f", {"k": "v"}),
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -264,123 +287,3 @@ def test_bad_seed_files_are_a_usage_error(
     result = pytester.runpytest()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"ERROR: llama_toolgroups_file: {message}"])
-
-
-def test_seed_with_a_provider_the_stack_lacks_errors_naming_its_providers(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-        @pytest.mark.llama_toolgroups({"toolgroup_id": "web", "provider_id": "brave-search"})
-        def test_it(llama_stack):
-            pass
-        """
-    )
-    result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            "*seeded toolgroup 'web' names provider 'brave-search', which * does not have "
-            "(tool_runtime providers: model-context-protocol)*"
-        ]
-    )
-
-
-def test_seeding_a_store_under_a_running_stack_is_refused(
-    llama_stack_factory,
-    llama_store_factory,  # type: ignore[no-untyped-def]
-) -> None:
-    store = llama_store_factory.mktemp("live")
-    with (
-        llama_stack_factory.start(store),
-        pytest.raises(SeedError, match="a stack is running on this store"),
-    ):
-        llama_store_factory.templates.apply(
-            (ToolgroupSeed("mcp::late", mcp_endpoint="http://h/l"),), store
-        )
-
-
-def test_store_inspection_keys_and_snapshot_diff(tmp_path: Path) -> None:
-    store = LlamaStore.create(tmp_path / "s")
-    fmt = installed_format()
-    TemplateCache(tmp_path / "t").apply(
-        (
-            ToolgroupSeed("mcp::keep", mcp_endpoint="http://h/k"),
-            ToolgroupSeed("mcp::gone", mcp_endpoint="http://h/g"),
-            ToolgroupSeed("mcp::edit", mcp_endpoint="http://h/e"),
-        ),
-        store,
-    )
-    before = store.snapshot()
-    key_new, value_new = fmt.toolgroup_row("mcp::new", "model-context-protocol", "http://h/n")
-    key_edit, value_edit = fmt.toolgroup_row("mcp::edit", "model-context-protocol", "http://h/E")
-    write_entries(
-        store.kvstore_path,
-        {key_new: value_new, key_edit: value_edit, fmt.key("tool_group", "mcp::gone"): None},
-    )
-    diff = before.diff(store.snapshot())
-    assert diff.lines() == [
-        "+ tool_group:mcp::new",
-        "- tool_group:mcp::gone",
-        "~ tool_group:mcp::edit",
-    ]
-    assert not before.diff(before)
-    assert store.keys(f"{KEY}tool_group:mcp::e") == [key_edit]
-    assert len(store.keys()) == 3
-
-
-def test_a_template_is_built_once_per_run_and_shared(tmp_path: Path) -> None:
-    """Two caches on one root, like two xdist workers: the second copies, never rebuilds."""
-    seeds = (ToolgroupSeed("mcp::a", mcp_endpoint="http://h/a"),)
-    first, second = TemplateCache(tmp_path), TemplateCache(tmp_path)
-    template = first.template(seeds)
-    inode = template.stat().st_ino
-    assert second.template(seeds) == template
-    assert template.stat().st_ino == inode
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".db", ".lock"]
-
-
-def test_seeds_under_xdist(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-        pytestmark = pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::x", "mcp_endpoint": "http://h/x"})
-
-        @pytest.mark.parametrize("n", range(6))
-        def test_it(llama_store, n):
-            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::x"]
-        """
-    )
-    pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=6)
-
-
-def test_load_seed_file_round_trip(tmp_path: Path) -> None:
-    path = tmp_path / "s.yaml"
-    path.write_text(SEED_FILES["seeds.yaml"])
-    assert load_seed_file(path) == (
-        ToolgroupSeed("mcp::file", "model-context-protocol", "http://h/f", {"k": "v"}),
-    )
-
-
-def test_seeds_without_a_stack_installed_name_the_problem(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        import sys
-        sys.modules["llama_stack.core.store.registry"] = None
-        sys.modules["ogx.core.store.registry"] = None
-        """
-    )
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
-        def test_it(llama_store):
-            pass
-        """
-    )
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*seeds need a stack to take their format from*"])
-    assert "Traceback" not in result.stdout.str()

@@ -126,39 +126,3 @@ def test_report_header(pytester: pytest.Pytester) -> None:
             "stack mode=library, flavor=* *"
         ]
     )
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["-o", "llama_keep_store=sometimes"],
-            "*llama_keep_store: unknown value 'sometimes'; allowed values: failed, all, none*",
-        ),
-        (
-            ["--llama-guard=loud"],
-            "*--llama-guard: unknown value 'loud'; allowed values: error, warn, off*",
-        ),
-        (["-o", "llama_guard=loud"], "*llama_guard: unknown value 'loud'*"),
-        (
-            ["-o", "llama_store_retention_count=-1"],
-            "*llama_store_retention_count: '-1' is not a whole number >= 0*",
-        ),
-        (["--llama-store-dir", "afile"], "*--llama-store-dir: */afile exists and is not a folder*"),
-        (["--llama-store-dir", "afile/sub"], "*--llama-store-dir: cannot write to */afile/sub*"),
-        (
-            ["-o", "llama_store_dir=afile"],
-            "*ini llama_store_dir: */afile exists and is not a folder*",
-        ),
-    ],
-)
-def test_bad_input_is_a_usage_error(
-    pytester: pytest.Pytester, args: list[str], message: str
-) -> None:
-    pytester.makefile(".txt", afile="not a folder")
-    pytester.path.joinpath("afile.txt").rename(pytester.path / "afile")
-    pytester.makepyfile("def test_it(llama_store): pass")
-    result = pytester.runpytest(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-    assert "Traceback" not in result.stderr.str()

@@ -33,10 +33,16 @@ TOOLS_MODES = pytest.mark.parametrize(
 )
 
 
+NEEDS_A_STACK = "needs pytest-llamastate[stack] or [ogx]"
+
+#: For a test in a module that otherwise runs without a stack.
+needs_stack = pytest.mark.skipif(not FLAVOR.installed(), reason=NEEDS_A_STACK)
+
+
 def skip_module_without_a_stack() -> None:
     """Call at module level: skip the module unless llama-stack or ogx is installed."""
     if not FLAVOR.installed():
-        pytest.skip("needs pytest-llamastate[stack] or [ogx]", allow_module_level=True)
+        pytest.skip(NEEDS_A_STACK, allow_module_level=True)
 
 
 #: Both modes for tests that list tools with the flavor's own client: OGX 1.5's client

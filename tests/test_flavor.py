@@ -7,16 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from flavors import FLAVOR, KEY
+from flavors import FLAVOR, KEY, needs_stack
 
 from pytest_llamastate.flavor import FLAVORS, LLAMA_STACK, OGX, Flavor, detect
 from pytest_llamastate.guard import real_state_homes
 from pytest_llamastate.store import state_env
 
 OTHER = OGX if FLAVOR is LLAMA_STACK else LLAMA_STACK
-needs_stack = pytest.mark.skipif(
-    not FLAVOR.installed(), reason="needs pytest-llamastate[stack] or [ogx]"
-)
 
 
 @pytest.mark.parametrize(
@@ -61,22 +58,6 @@ def test_every_flavors_homes_are_guarded_and_config_dirs_isolated(tmp_path: Path
     assert {env[f.config_dir_var] for f in FLAVORS} == {str(tmp_path / "config")}
     homes = real_state_homes({"HOME": str(tmp_path)})
     assert {tmp_path / ".llama", tmp_path / ".ogx"} <= set(homes)
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--llama-flavor=llama"], "--llama-flavor: unknown value 'llama'"),
-        (["-o", "llama_flavor=OGX-1"], "ini llama_flavor: unknown value 'OGX-1'"),
-    ],
-)
-def test_a_bad_flavor_is_a_usage_error(
-    pytester: pytest.Pytester, args: list[str], message: str
-) -> None:
-    pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: {message}; allowed values: auto, llama-stack, ogx"])
 
 
 def test_header_names_the_flavor_and_its_version(pytester: pytest.Pytester) -> None:

@@ -428,3 +428,52 @@ def test_plugin_does_not_walk_the_homes_per_test(pytester: pytest.Pytester) -> N
     result.assert_outcomes(passed=5, errors=3)
     result.stdout.no_fnmatch_line("*the guard walked the home*")
     result.stdout.fnmatch_lines([f"*created: {llama}/checkpoints/m1/shards/1.bin"])
+
+
+class TestGuard:
+    WRITER = """
+        from pathlib import Path
+        def test_writes_home(llama_store):
+            home = Path.home() / ".llama" / "distributions" / "starter"
+            home.mkdir(parents=True)
+            (home / "kvstore.db").write_text("leak")
+        def test_clean(llama_store):
+            (llama_store.path / "kvstore.db").write_text("fine")
+        """
+
+    def test_error_mode_fails_the_test_naming_the_paths(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(self.WRITER)
+        result = pytester.runpytest()
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at teardown of test_writes_home*",
+                "*wrote to the real Llama Stack home*",
+                f"*created: {pytester.path}/.llama/distributions/starter/kvstore.db",
+            ]
+        )
+
+    def test_changes_to_existing_files_are_caught(self, pytester: pytest.Pytester) -> None:
+        db = pytester.path / ".ogx" / "kvstore.db"
+        db.parent.mkdir()
+        db.write_text("before")
+        pytester.makepyfile(
+            """
+            from pathlib import Path
+            def test_it():
+                (Path.home() / ".ogx" / "kvstore.db").write_text("after, longer")
+            """
+        )
+        result = pytester.runpytest()
+        result.assert_outcomes(passed=1, errors=1)
+        result.stdout.fnmatch_lines([f"*changed: {db}"])
+
+    def test_warn_mode_warns(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(self.WRITER)
+        result = pytester.runpytest("--llama-guard=warn")
+        result.assert_outcomes(passed=2, warnings=1)
+        result.stdout.fnmatch_lines(["*LlamaStoreLeakWarning*"])
+
+    def test_off_mode_is_silent(self, pytester: pytest.Pytester) -> None:
+        pytester.makepyfile(self.WRITER)
+        pytester.runpytest("-o", "llama_guard=off").assert_outcomes(passed=2)

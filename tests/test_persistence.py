@@ -113,35 +113,6 @@ def test_persist_dir_option(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / ".pytest_cache/d/llamastate/soak").exists()
 
 
-@pytest.mark.parametrize(
-    ("marker", "message"),
-    [
-        ('"../escape"', "*invalid persistent store name '../escape'*"),
-        ('"a/b"', "*invalid persistent store name 'a/b'*"),
-        ('""', "*invalid persistent store name ''*"),
-    ],
-)
-def test_invalid_names_are_a_usage_error(
-    pytester: pytest.Pytester, marker: str, message: str
-) -> None:
-    pytester.makepyfile(
-        f"""
-        import pytest
-        @pytest.mark.persistent({marker})
-        def test_it(llama_store): pass
-        """
-    )
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: *test_it: @pytest.mark.persistent: {message}"])
-
-
-def test_reset_option_with_a_path_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("--llama-reset-persistent", "tests/")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*write --llama-reset-persistent=NAME*"])
-
-
 @pytest.mark.sqlite_only
 def test_a_corrupt_store_errors_with_the_reset_command_and_is_kept(
     pytester: pytest.Pytester,
@@ -346,11 +317,3 @@ def test_a_failing_store_created_hook_does_not_leave_the_store_locked(
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*RuntimeError: hook broke*"])
     assert "stayed locked" not in result.stdout.str()
-
-
-def test_reset_names_from_the_ini_are_checked_too(pytester: pytest.Pytester) -> None:
-    result = pytester.runpytest("-o", "llama_reset_persistent=a/b")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(
-        ["ERROR: ini llama_reset_persistent: invalid persistent store name 'a/b'*"]
-    )

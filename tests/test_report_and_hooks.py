@@ -93,18 +93,3 @@ def test_hooks_change_seeds_and_config_and_see_the_store_come_and_go(
     ]
     # Released with kept=False means gone by the end of the run; kept means still there.
     assert [Path(path).exists() for _, _, path in released] == [False, True]
-
-
-def test_a_hook_that_breaks_the_config_is_caught_by_the_checks(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        def pytest_llamastate_stack_config(config, store, request):
-            config["storage"]["backends"]["kv_default"]["db_path"] = "/var/tmp/x.db"
-        """
-    )
-    pytester.makepyfile("def test_it(llama_stack): pass")
-    result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        ["*kv_default.db_path = /var/tmp/x.db is outside the test's store*"]
-    )

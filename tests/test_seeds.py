@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
-from pytest_llamastate import LlamaStore
-from pytest_llamastate.registry import installed_format, read_entries, write_entries
-from pytest_llamastate.seeds import SeedError, ToolgroupSeed, load_seed_file
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.seeds import ToolgroupSeed, load_seed_file
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends
@@ -60,23 +57,6 @@ def test_a_seeded_mcp_toolgroup_serves_its_tools(
         """
     )
     pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=1)
-
-
-def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """The template is built from the installed package's own key format and model."""
-    registered = LlamaStore.create(tmp_path / "registered")
-    with llama_stack_factory.start(registered) as stack:
-        stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"})
-    cache = TemplateCache(tmp_path / "templates")
-    seeded = LlamaStore.create(tmp_path / "seeded")
-    cache.apply(
-        (ToolgroupSeed("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse", args={"k": "v"}),),
-        seeded,
-    )
-    theirs = {(e.key, json.dumps(e.value)) for e in read_entries(registered.kvstore_path)}
-    ours = {(e.key, json.dumps(e.value)) for e in read_entries(seeded.kvstore_path)}
-    assert ours == theirs
-    assert next(iter(ours))[0] == f"{KEY}tool_group:mcp::one"
 
 
 def test_markers_on_module_class_and_test_combine(pytester: pytest.Pytester) -> None:
@@ -200,72 +180,6 @@ def test_fixture_override_computes_the_final_list(pytester: pytest.Pytester) -> 
     pytester.runpytest().assert_outcomes(passed=1)
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            '{"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"}, {"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/b"}',
-            "*toolgroup 'mcp::a' is seeded twice*",
-        ),
-        ('""', "*toolgroup_id must be a non-empty string*"),
-        (
-            '{"toolgroup_id": "mcp::a", "endpoint": "http://h/a"}',
-            "*unknown key(s) endpoint*allowed:*",
-        ),
-        ('"mcp::a"', "*'mcp::a': an MCP toolgroup needs mcp_endpoint*"),
-        (
-            '{"toolgroup_id": "mcp::a", "mcp_endpoint": "not a url"}',
-            "*mcp_endpoint 'not a url' is not an http(s) URL*",
-        ),
-        ('"builtin::x"', "*'builtin::x': no provider_id*"),
-        ("42", "*a seed is a ToolgroupSeed, a mapping or an id string, got int 42*"),
-    ],
-)
-def test_bad_marker_seeds_are_a_usage_error(
-    pytester: pytest.Pytester, args: str, message: str
-) -> None:
-    pytester.makepyfile(
-        f"""
-        import pytest
-        @pytest.mark.llama_toolgroups({args})
-        def test_it(llama_store):
-            pass
-        """
-    )
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: *test_it: llama_toolgroups: {message}"])
-
-
-@pytest.mark.parametrize(
-    ("name", "text", "message"),
-    [
-        ("missing.yaml", None, "*missing.yaml: seed file not found*"),
-        ("bad.yaml", "toolgroups: [unclosed", "*bad.yaml: does not parse (*"),
-        ("bad.json", "{", "*bad.json: does not parse (JSONDecodeError*"),
-        ("bad.toml", "[[toolgroups]\n", "*bad.toml: does not parse (TOMLDecodeError*"),
-        ("list.yaml", "toolgroups: 3\n", "*list.yaml: expected a top-level 'toolgroups' list*"),
-        ("seeds.ini", "x", "*unknown seed file type*"),
-        (
-            "dup.yaml",
-            "toolgroups: [{toolgroup_id: 'mcp::a', mcp_endpoint: 'http://h/'}, "
-            "{toolgroup_id: 'mcp::a', mcp_endpoint: 'http://h/'}]\n",
-            "*dup.yaml: toolgroup 'mcp::a' is seeded twice*",
-        ),
-    ],
-)
-def test_bad_seed_files_are_a_usage_error(
-    pytester: pytest.Pytester, name: str, text: str | None, message: str
-) -> None:
-    if text is not None:
-        pytester.path.joinpath(name).write_text(text)
-    pytester.makeini(f"[pytest]\nllama_toolgroups_file = {name}\n")
-    pytester.makepyfile("def test_it(llama_store): pass")
-    result = pytester.runpytest()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([f"ERROR: llama_toolgroups_file: {message}"])
-
-
 def test_seed_with_a_provider_the_stack_lacks_errors_naming_its_providers(
     pytester: pytest.Pytester,
 ) -> None:
@@ -285,60 +199,6 @@ def test_seed_with_a_provider_the_stack_lacks_errors_naming_its_providers(
             "(tool_runtime providers: model-context-protocol)*"
         ]
     )
-
-
-def test_seeding_a_store_under_a_running_stack_is_refused(
-    llama_stack_factory,
-    llama_store_factory,  # type: ignore[no-untyped-def]
-) -> None:
-    store = llama_store_factory.mktemp("live")
-    with (
-        llama_stack_factory.start(store),
-        pytest.raises(SeedError, match="a stack is running on this store"),
-    ):
-        llama_store_factory.templates.apply(
-            (ToolgroupSeed("mcp::late", mcp_endpoint="http://h/l"),), store
-        )
-
-
-def test_store_inspection_keys_and_snapshot_diff(tmp_path: Path) -> None:
-    store = LlamaStore.create(tmp_path / "s")
-    fmt = installed_format()
-    TemplateCache(tmp_path / "t").apply(
-        (
-            ToolgroupSeed("mcp::keep", mcp_endpoint="http://h/k"),
-            ToolgroupSeed("mcp::gone", mcp_endpoint="http://h/g"),
-            ToolgroupSeed("mcp::edit", mcp_endpoint="http://h/e"),
-        ),
-        store,
-    )
-    before = store.snapshot()
-    key_new, value_new = fmt.toolgroup_row("mcp::new", "model-context-protocol", "http://h/n")
-    key_edit, value_edit = fmt.toolgroup_row("mcp::edit", "model-context-protocol", "http://h/E")
-    write_entries(
-        store.kvstore_path,
-        {key_new: value_new, key_edit: value_edit, fmt.key("tool_group", "mcp::gone"): None},
-    )
-    diff = before.diff(store.snapshot())
-    assert diff.lines() == [
-        "+ tool_group:mcp::new",
-        "- tool_group:mcp::gone",
-        "~ tool_group:mcp::edit",
-    ]
-    assert not before.diff(before)
-    assert store.keys(f"{KEY}tool_group:mcp::e") == [key_edit]
-    assert len(store.keys()) == 3
-
-
-def test_a_template_is_built_once_per_run_and_shared(tmp_path: Path) -> None:
-    """Two caches on one root, like two xdist workers: the second copies, never rebuilds."""
-    seeds = (ToolgroupSeed("mcp::a", mcp_endpoint="http://h/a"),)
-    first, second = TemplateCache(tmp_path), TemplateCache(tmp_path)
-    template = first.template(seeds)
-    inode = template.stat().st_ino
-    assert second.template(seeds) == template
-    assert template.stat().st_ino == inode
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".db", ".lock"]
 
 
 def test_seeds_under_xdist(pytester: pytest.Pytester) -> None:
@@ -361,26 +221,3 @@ def test_load_seed_file_round_trip(tmp_path: Path) -> None:
     assert load_seed_file(path) == (
         ToolgroupSeed("mcp::file", "model-context-protocol", "http://h/f", {"k": "v"}),
     )
-
-
-def test_seeds_without_a_stack_installed_name_the_problem(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest(
-        """
-        import sys
-        sys.modules["llama_stack.core.store.registry"] = None
-        sys.modules["ogx.core.store.registry"] = None
-        """
-    )
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
-        def test_it(llama_store):
-            pass
-        """
-    )
-    result = pytester.runpytest_subprocess()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*seeds need a stack to take their format from*"])
-    assert "Traceback" not in result.stdout.str()

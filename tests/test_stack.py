@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-from pathlib import Path
 
 import pytest
 from flavors import FLAVOR, TOOLS_MODES, skip_module_without_a_stack
@@ -220,116 +217,6 @@ def test_xdist_server_mode_one_store_and_port_per_test(pytester: pytest.Pytester
     )
     result = pytester.runpytest_subprocess("-n", "2", "--llama-stack-mode=server", "-s")
     result.assert_outcomes(passed=4)
-
-
-class TestConfigChecks:
-    MINIMAL = MINIMAL
-
-    @pytest.mark.parametrize(
-        ("edit", "message"),
-        [
-            (
-                lambda t: t.replace("${env.SQLITE_STORE_DIR}/kvstore.db", "~/.llama/kvstore.db"),
-                "*storage.backends.kv_default.db_path = */.llama/kvstore.db is outside the "
-                "test's store*",
-            ),
-            (
-                lambda t: t.replace("${env.SQLITE_STORE_DIR}/kvstore.db", "state/kvstore.db"),
-                "*storage.backends.kv_default.db_path = 'state/kvstore.db' is a relative path*",
-            ),
-            (
-                lambda t: t.split("storage:")[0],
-                "*no storage.backends section*",
-            ),
-            (lambda t: "key: [unclosed", "*not valid YAML*"),
-            (lambda t: "- a list\n", "*not a stack run config*"),
-        ],
-    )
-    def test_bad_config_on_the_command_line_is_a_usage_error(
-        self, pytester: pytest.Pytester, edit: object, message: str
-    ) -> None:
-        config = pytester.path / "run.yaml"
-        config.write_text(edit(self.MINIMAL.read_text()))  # type: ignore[operator]
-        pytester.makepyfile("def test_it(llama_stack): pass")
-        result = pytester.runpytest(f"--llama-stack-config={config}")
-        assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines([f"ERROR: --llama-stack-config: {config}: {message}"])
-
-    def test_missing_config_file_is_a_usage_error(self, pytester: pytest.Pytester) -> None:
-        pytester.makepyfile("def test_it(llama_stack): pass")
-        result = pytester.runpytest("-o", "llama_stack_config=nope.yaml")
-        assert result.ret == pytest.ExitCode.USAGE_ERROR
-        result.stderr.fnmatch_lines(
-            ["*ini llama_stack_config: */nope.yaml: stack config not found*"]
-        )
-
-    def test_bad_config_from_the_fixture_errors_the_test(self, pytester: pytest.Pytester) -> None:
-        config = pytester.path / "mine.yaml"
-        config.write_text(
-            self.MINIMAL.read_text().replace(
-                "${env.SQLITE_STORE_DIR}/sql_store.db", "/var/tmp/elsewhere.db"
-            )
-        )
-        pytester.makeconftest(
-            f"""
-            import pytest
-            @pytest.fixture
-            def llama_stack_config():
-                return {str(config)!r}
-            """
-        )
-        pytester.makepyfile("def test_it(llama_stack): pass")
-        result = pytester.runpytest()
-        result.assert_outcomes(errors=1)
-        result.stdout.fnmatch_lines(
-            ["*sql_default.db_path = /var/tmp/elsewhere.db is outside the test's store*"]
-        )
-        assert "Traceback" not in result.stdout.str()
-
-    def test_own_config_from_the_fixture_is_used(self, pytester: pytest.Pytester) -> None:
-        config = pytester.path / "mine.yml"  # .yml: the plugin copies it to stack.yaml
-        config.write_text(self.MINIMAL.read_text().replace("pytest-llamastate", "my-distro"))
-        pytester.makeconftest(
-            f"""
-            import pytest
-            @pytest.fixture
-            def llama_stack_config():
-                return {str(config)!r}
-            """
-        )
-        pytester.makepyfile(
-            """
-            def test_it(llama_stack):
-                assert "my-distro" in (llama_stack.store.path / "stack.yaml").read_text()
-            """
-        )
-        pytester.runpytest().assert_outcomes(passed=1)
-
-    def test_env_resolution_agrees_with_the_stack(self, tmp_path: Path) -> None:
-        """Our resolver (used before any stack starts) must read configs as the stack does."""
-        import yaml
-
-        replace_env_vars = importlib.import_module(f"{FLAVOR.package}.core.stack").replace_env_vars
-
-        from pytest_llamastate.stackconfig import resolve_env
-
-        text = (
-            "a: ${env.SET_VAR}\nb: ${env.UNSET_VAR:=fallback}\nc: ${env.SET_VAR:+if-set}\n"
-            "d: ${env.UNSET_VAR:+if-set}\ne: x-${env.SET_VAR:=d}-y\nf: ${env.UNSET_VAR:=}\n"
-        )
-        environ = {"SET_VAR": "value"}
-        saved = dict(os.environ)
-        try:
-            os.environ.pop("UNSET_VAR", None)
-            os.environ.update(environ)
-            theirs = replace_env_vars(yaml.safe_load(text))
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        ours = yaml.safe_load(resolve_env(text, environ))
-        assert {k: v or None for k, v in ours.items()} == {k: v or None for k, v in theirs.items()}
-        with pytest.raises(KeyError, match="UNSET_VAR"):
-            resolve_env("${env.UNSET_VAR}", environ)
 
 
 def test_missing_llama_stack_names_the_install_command(pytester: pytest.Pytester) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pytest_llamastate import LlamaStack, LlamaStackFactory, LlamaStore
 from pytest_llamastate.stackconfig import DEFAULT_CONFIG
+from pytest_llamastate.store import state_env
 
 ROUNDS = 20
 SERVER_ROUNDS = 10
@@ -32,7 +33,7 @@ SERVER_SUITE_TESTS = 50
 def _bare_library(store: Path) -> float:
     from llama_stack.core.library_client import LlamaStackAsLibraryClient
 
-    os.environ["SQLITE_STORE_DIR"] = str(store)
+    os.environ.update(state_env(store))  # every state root, as a user would set them
     os.environ["PYTEST_CURRENT_TEST"] = "bench"  # as under pytest: no config print
     start = time.perf_counter()
     client = LlamaStackAsLibraryClient(str(DEFAULT_CONFIG))
@@ -80,7 +81,7 @@ def suite(tmp: Path, tests: int = SUITE_TESTS, *args: str) -> dict[str, float]:
 
 def _bare_server(store: Path, port: int) -> float:
     llama = Path(sys.executable).with_name("llama")
-    env = {**os.environ, "SQLITE_STORE_DIR": str(store)}
+    env = {**os.environ, **state_env(store)}
     start = time.perf_counter()
     proc = subprocess.Popen(
         [str(llama), "stack", "run", str(DEFAULT_CONFIG), "--port", str(port)],

@@ -6,8 +6,9 @@ names for type hints and for helpers that run outside a test.
 
 from __future__ import annotations
 
+from .leaks import LlamaSharedStoreLeakWarning, LlamaStoreLeakWarning
 from .mcptools import McpCall, McpServer, McpTools, McpToolsError, mcp_tools
-from .registry import StoreCorruptError, ToolgroupRecord
+from .registry import RegistryDiff, RegistrySnapshot, StoreCorruptError, ToolgroupRecord
 from .seeds import SeedError, ToolgroupSeed
 from .soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
@@ -17,16 +18,20 @@ from .store import LlamaStore, NotAStoreError
 from .stores import LlamaStoreFactory
 
 __all__ = [
+    "LlamaSharedStoreLeakWarning",
     "LlamaStack",
     "LlamaStackFactory",
     "LlamaStore",
     "LlamaStoreFactory",
+    "LlamaStoreLeakWarning",
     "LlamaTemplate",
     "McpCall",
     "McpServer",
     "McpTools",
     "McpToolsError",
     "NotAStoreError",
+    "RegistryDiff",
+    "RegistrySnapshot",
     "SeedError",
     "StackConfig",
     "StackConfigError",

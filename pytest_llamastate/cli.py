@@ -44,12 +44,14 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from . import storeinfo
 from .backends.postgres import PostgresError
 from .backends.postgres_janitor import Janitor
+from .databases import reachable
 from .flavor import detect
 from .registry import RegistryEntry, StoreCorruptError
 from .store import MARKER_NAME, LlamaStore, is_store, remove_store
@@ -67,13 +69,18 @@ class CliError(Exception):
 # --- reading stores ------------------------------------------------------------------
 
 
-def _open(path: Path) -> LlamaStore:
-    """The store at ``path`` (made absolute, so ``env`` exports survive a ``cd``)."""
+def _checked(path: Path) -> Path:
+    """``path`` made absolute (so ``env`` exports survive a ``cd``), if it is a store."""
     if not path.is_dir():
         raise CliError(path, "not a folder" if path.exists() else "no such folder")
     if not is_store(path):
         raise CliError(path, f"not a pytest-llamastate store (no {MARKER_NAME})")
-    return LlamaStore.open(path.resolve())
+    return path.resolve()
+
+
+def _open(path: Path, resources: ExitStack) -> LlamaStore:
+    """The store at ``path``, its database within reach until the command ends."""
+    return resources.enter_context(reachable(LlamaStore.open(_checked(path))))
 
 
 # --- ls --------------------------------------------------------------------------------
@@ -92,7 +99,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     ):
         kind, label, created = storeinfo.marker(path)
         try:
-            toolgroups = str(len(LlamaStore.open(path).toolgroups()))
+            toolgroups = str(len(_open(path, args.resources).toolgroups()))
         except (StoreCorruptError, PostgresError):
             toolgroups = "?"  # one damaged store must not hide the others; show says why
         age = storeinfo.age(created, now)
@@ -120,7 +127,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    store = _open(args.store)
+    store = _open(args.store, args.resources)
     doc = storeinfo.describe(store)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
@@ -165,7 +172,7 @@ def _row(entry: RegistryEntry) -> dict[str, Any]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Registry rows from A to B, matched by full key (so a v9 -> v10 move is -/+)."""
-    store_a, store_b = _open(args.a), _open(args.b)
+    store_a, store_b = _open(args.a, args.resources), _open(args.b, args.resources)
     snap_a, snap_b = (s.snapshot() for s in (store_a, store_b))
     diff = snap_a.diff(snap_b)
     if args.json:
@@ -196,7 +203,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Lines for ``eval``: the same variables ``llama_store`` sets while a test runs."""
-    store = _open(args.store)
+    store = LlamaStore.open(_checked(args.store))
     for name, value in store.env.items():
         print(f"export {name}={shlex.quote(value)}")
     if store.config_path.is_file():
@@ -252,7 +259,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print("nothing reset", file=sys.stderr)
         return 1
     for path in paths:
-        database = LlamaStore.open(path).database
+        database = _open(path, args.resources).database
         if remove_store(path):  # checked again right before: never delete an unmarked folder
             print(f"removed {path}")
         if database is not None:
@@ -315,7 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reset" and bool(args.names) == args.all:
         parser.error("reset: give NAME ... or --all (not both)")
     try:
-        return int(args.func(args))
+        with ExitStack() as args.resources:
+            return int(args.func(args))
     except (CliError, StoreCorruptError, PostgresError) as exc:
         problem = str(exc)
     except BrokenPipeError:  # `llamastate ls | head`: the reader is gone, not an error

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from filelock import FileLock
@@ -32,7 +34,7 @@ from .stackconfig import StackConfig
 from .store import LlamaStore
 from .templates import TemplateCache, seed_rows
 
-__all__ = ["PostgresStores"]
+__all__ = ["PostgresStores", "reachable"]
 
 
 @dataclass
@@ -164,3 +166,23 @@ class PostgresStores:
     def close(self) -> None:
         self.janitor.close()
         self.server.release()
+
+
+@contextmanager
+def reachable(store: LlamaStore) -> Iterator[LlamaStore]:
+    """``store`` with its database within reach while the block runs.
+
+    A throwaway server stops with the run that started it; to read a kept store later (the
+    ``llamastate`` command), the server whose password file the store's marker names is
+    started again, on a port of its own: the URL follows it. A given server is as it is.
+    """
+    db = store.database
+    if db is None or not db.password_file:
+        yield store
+        return
+    server = acquire(data_dir=Path(db.password_file).parent)
+    try:
+        url = PostgresURL.parse(server.url).with_database(db.name)
+        yield replace(store, database=replace(db, url=url))
+    finally:
+        server.release()

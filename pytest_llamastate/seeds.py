@@ -204,7 +204,8 @@ def load_seed_file(
     except ModuleNotFoundError as exc:
         raise SeedError(f"{path}: reading it needs the {exc.name} package") from None
     except Exception as exc:  # each parser has its own error type
-        raise SeedError(f"{path}: does not parse ({type(exc).__name__}: {exc})") from None
+        detail = " ".join(str(exc).split())  # one line: a parser's may be a drawing
+        raise SeedError(f"{path}: does not parse ({type(exc).__name__}: {detail})") from None
     if isinstance(data, Mapping):
         data = data.get("toolgroups")
     if not isinstance(data, list):

@@ -102,7 +102,8 @@ class StackConfig:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise StackConfigError(f"{path}: not valid YAML ({exc})") from None
+            detail = " ".join(str(exc).split())  # one line: the parser's is a drawing
+            raise StackConfigError(f"{path}: not valid YAML ({detail})") from None
         if not isinstance(data, Mapping):
             raise StackConfigError(f"{path}: not a stack run config (expected a YAML mapping)")
         backends = (

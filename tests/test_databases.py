@@ -268,14 +268,28 @@ def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.
             llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
             assert os.environ["POSTGRES_HOST"] == "127.0.0.1"
             assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::one"]
+            assert False  # kept, to be read after the run
         """
     )
     result = pytester.runpytest("--llama-backend=postgres")
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(failed=1)
     data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
     assert (data / "pgdata").is_dir()  # beside the persistent stores
-    # the last user gone, its watchdog stops the server
-    deadline = time.monotonic() + 10
-    while (data / "pgdata" / "postmaster.pid").exists():
-        assert time.monotonic() < deadline, "the throwaway server is still running"
-        time.sleep(0.1)
+    pid_file = data / "pgdata" / "postmaster.pid"
+
+    def stopped() -> None:  # the last user gone, its watchdog stops the server
+        deadline = time.monotonic() + 10
+        while pid_file.exists():
+            assert time.monotonic() < deadline, "the throwaway server is still running"
+            time.sleep(0.1)
+
+    stopped()
+    # after the run, the command starts the server again to read the kept store
+    [path] = [line.split(": ", 1)[1] for line in result.outlines if "::test_it: " in line]
+    show = subprocess.run(
+        [sys.executable, "-m", "pytest_llamastate", "show", "--json", path],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert show.returncode == 0, show.stderr
+    assert [t["identifier"] for t in json.loads(show.stdout)["toolgroups"]] == ["mcp::one"]
+    stopped()

@@ -364,3 +364,4 @@ def test_a_usage_error_stops_the_run_before_any_test(
     assert errors, result.stdout.str()
     assert fnmatch(errors[0], first_line.replace("<dir>", here)), result.stderr.str()
     assert "Traceback" not in result.stderr.str()
+    assert [line for line in errors if line.strip()] == [errors[0]]  # one line, all of it

@@ -3,14 +3,15 @@
 # `make test` runs the suite against llama-stack 0.7 (.venv) and against the newest OGX
 # (.venv-ogx); they cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2. Then the
 # stack, seed, persistence and keep tests once more with every store on Postgres (a
-# throwaway server from pip's pgserver: nothing to install on the machine).
+# throwaway server from pip's pgserver: nothing to install on the machine), and the
+# server-mode tests with `exec` servers (the default is `fork`).
 VENV ?= .venv
 OGX_VENV ?= .venv-ogx
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx test-postgres demo lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres test-exec demo lint bench clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -33,7 +34,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
-test: lint test-llama-stack test-ogx test-postgres
+test: lint test-llama-stack test-ogx test-postgres test-exec
 
 test-llama-stack: $(STAMP)
 	$(VENV)/bin/pytest -n 2 tests
@@ -43,6 +44,11 @@ test-ogx: $(OGX_STAMP)
 
 test-postgres: $(STAMP)
 	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest -n 2 tests
+
+# The server-mode tests once more with servers started by `llama stack run` (exec).
+test-exec: $(STAMP) $(OGX_STAMP)
+	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest -n 2 tests
+	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest -n 2 tests
 
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples

@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 #: ``LLAMASTATE_TEST_BACKEND=postgres`` runs the tests marked ``both_backends`` (and not
 #: ``sqlite_only``) with every inner pytest run on Postgres: `make test` does it once more.
 BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
+#: ``LLAMASTATE_TEST_SERVER_PROCESS=exec`` runs the server-mode tests (their id says
+#: "server") with every inner run's servers started by the CLI: `make test` does it too.
+SERVER_PROCESS = os.environ.get("LLAMASTATE_TEST_SERVER_PROCESS", "")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,12 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if BACKEND != "postgres":
+    if BACKEND != "postgres" and not SERVER_PROCESS:
         return
     chosen = [
         i
         for i in items
-        if i.get_closest_marker("both_backends") and not i.get_closest_marker("sqlite_only")
+        if (
+            i.get_closest_marker("both_backends") and not i.get_closest_marker("sqlite_only")
+            if BACKEND == "postgres"
+            else "server" in i.nodeid and "forkserver" not in i.nodeid
+        )
     ]
     config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
     items[:] = chosen
@@ -65,24 +72,25 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def backend_args(request: pytest.FixtureRequest) -> list[str]:
-    """What an inner pytest run needs to run on the suite's backend (none for SQLite)."""
+def inner_args(request: pytest.FixtureRequest) -> list[str]:
+    """What an inner pytest run needs to run as this suite is set to (none by default)."""
+    args = [f"--llama-server-process={SERVER_PROCESS}"] if SERVER_PROCESS else []
     if BACKEND != "postgres":
-        return []
+        return args
     from pytest_llamastate.backends.postgres import PostgresURL
 
     url = request.getfixturevalue("postgres_url")
     # The server is given by URL, so a store reopened from its marker needs PGPASSWORD.
     request.getfixturevalue("monkeypatch").setenv("PGPASSWORD", PostgresURL.parse(url).password)
-    return ["--llama-backend=postgres", f"--llama-postgres-url={url}"]
+    return [*args, "--llama-backend=postgres", f"--llama-postgres-url={url}"]
 
 
 @pytest.fixture(autouse=True)
-def _inner_runs_on_the_test_backend(request: pytest.FixtureRequest) -> None:
-    if BACKEND != "postgres" or "pytester" not in request.fixturenames:
+def _inner_runs_as_the_suite_is_set(request: pytest.FixtureRequest) -> None:
+    if (BACKEND != "postgres" and not SERVER_PROCESS) or "pytester" not in request.fixturenames:
         return
     pytester: pytest.Pytester = request.getfixturevalue("pytester")
-    args = request.getfixturevalue("backend_args")
+    args = request.getfixturevalue("inner_args")
     monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
     for name in ("inline_run", "runpytest_subprocess"):  # what every other run goes through
         run: Callable[..., Any] = getattr(pytester, name)

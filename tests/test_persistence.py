@@ -200,7 +200,7 @@ def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_registration_loses_nothing_committed(
-    pytester: pytest.Pytester, backend_args: list[str]
+    pytester: pytest.Pytester, inner_args: list[str]
 ) -> None:
     progress = pytester.path / "progress.txt"
     pytester.makepyfile(
@@ -225,7 +225,7 @@ def test_sigkill_mid_registration_loses_nothing_committed(
             "-q",
             "--llama-persist-dir",
             str(pytester.path / "persist"),
-            *backend_args,
+            *inner_args,
         ],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,

@@ -107,7 +107,8 @@ def test_a_run_killed_with_sigkill_leaves_no_server_and_no_lock(
     )
     try:
         port_file = pytester.path / "port"
-        assert wait_for(port_file.exists, 120), "the server did not start"
+        written = lambda: port_file.exists() and port_file.read_text().strip()  # noqa: E731
+        assert wait_for(written, 120), "the server did not start"
         port = int(port_file.read_text())
         # the server, and the zygote (fork) or the launcher watching stdin (watchdog)
         servers = descendants(run.pid)

@@ -39,7 +39,8 @@ def test_it(store, n):
 """
 
 
-def _run(folder: Path, extra: list[str]) -> float:
+def run_pytest(folder: Path, extra: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds one whole pytest process takes on ``folder`` (no cache, fixed order)."""
     start = time.perf_counter()
     subprocess.run(
         [
@@ -56,6 +57,7 @@ def _run(folder: Path, extra: list[str]) -> float:
         ],
         check=True,
         capture_output=True,
+        env=env,
     )
     return time.perf_counter() - start
 
@@ -69,8 +71,8 @@ def main() -> dict[str, float]:
             (folder / "test_bench.py").write_text(text)
         times: dict[str, list[float]] = {"plugin": [], "baseline": []}
         for _ in range(ROUNDS):
-            times["baseline"].append(_run(baseline, ["-p", "no:llamastate"]))
-            times["plugin"].append(_run(plugin, []))
+            times["baseline"].append(run_pytest(baseline, ["-p", "no:llamastate"]))
+            times["plugin"].append(run_pytest(plugin, []))
     plugin_s = statistics.median(times["plugin"])
     baseline_s = statistics.median(times["baseline"])
     return {

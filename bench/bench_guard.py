@@ -13,11 +13,10 @@ from __future__ import annotations
 import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from bench_core import run_pytest
 
 TESTS = 300
 ROUNDS = 3
@@ -52,25 +51,9 @@ def _run(folder: Path, home: Path, guard: str) -> tuple[float, float]:
     env = {**os.environ, "HOME": str(home)}
     for name in ("LLAMA_STACK_CONFIG_DIR", "OGX_CONFIG_DIR"):
         env.pop(name, None)
-    start, cpu = time.perf_counter(), _cpu()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:randomly",
-            f"--llama-guard={guard}",
-            str(folder),
-        ],
-        check=True,
-        capture_output=True,
-        env=env,
-    )
-    return time.perf_counter() - start, _cpu() - cpu
+    cpu = _cpu()
+    wall = run_pytest(folder, [f"--llama-guard={guard}"], env)
+    return wall, _cpu() - cpu
 
 
 def main() -> dict[str, float | int]:

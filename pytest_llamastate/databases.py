@@ -51,30 +51,6 @@ class PostgresStores:
     _templates: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def start(
-        cls,
-        *,
-        url: str | None,
-        data_dir: Path,
-        flavor: Flavor,
-        templates: TemplateCache,
-        run_id: str,
-        worker: str,
-        owner_pid: int,
-        table: str | None,
-    ) -> PostgresStores:
-        """Use the server at ``url``, or start (or join) a throwaway one on ``data_dir``;
-        drop what runs that are gone left behind. Raises ``PostgresError``."""
-        server = acquire(url, data_dir=data_dir)
-        try:
-            janitor = Janitor(server.url, run_id=run_id, owner_pid=owner_pid)
-            janitor.prune()
-        except BaseException:
-            server.release()
-            raise
-        return cls(server, janitor, flavor, templates, worker, table or kv_table(flavor))
-
-    @classmethod
     def for_session(
         cls,
         *,
@@ -87,23 +63,26 @@ class PostgresStores:
         controller: bool,
         config: Path,
     ) -> PostgresStores | None:
-        """The session's server and janitor, or ``None`` in an xdist controller (``worker``
-        None, ``controller`` true), which runs no test but checks a given server, so a bad
-        URL stops the run at once. Raises ``PostgresError`` / ``StackConfigError``."""
+        """The session's server (the one at ``url``, or a throwaway one on ``data_dir``, started
+        or joined) and janitor; ``None`` in an xdist controller, which runs no test but checks
+        a given server, so a bad URL stops the run at once. A worker's databases belong to
+        the controller's life (its parent), so pruning spares them while the run lasts.
+        Raises ``PostgresError`` / ``StackConfigError``."""
         if controller:
             if url:
                 check_server(url)
             return None
-        return cls.start(
-            url=url,
-            data_dir=data_dir,
-            flavor=flavor,
-            templates=templates,
-            run_id=run_id,
-            worker=worker or "main",
-            owner_pid=os.getppid() if worker else os.getpid(),
-            table=StackConfig.load(config).postgres_kv_table,
-        )
+        server = acquire(url, data_dir=data_dir)
+        try:
+            janitor = Janitor(
+                server.url, run_id=run_id, owner_pid=os.getppid() if worker else os.getpid()
+            )
+            janitor.prune()  # what runs that are gone left behind
+            table = StackConfig.load(config).postgres_kv_table or kv_table(flavor)
+        except BaseException:
+            server.release()
+            raise
+        return cls(server, janitor, flavor, templates, worker or "main", table)
 
     def _database(self, name: str) -> StoreDatabase:
         password_file = ""

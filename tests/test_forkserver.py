@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import signal
@@ -12,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,30 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ports import nothing_listens
+
+from pytest_llamastate.flavor import detect
+from pytest_llamastate.stack import forkserver
+from pytest_llamastate.store import state_env
 
 _PACKAGE = Path(__file__).resolve().parent.parent / "pytest_llamastate"
 
 
-def _load(name: str) -> types.ModuleType:
-    """Import ``pytest_llamastate.<name>``; while the package is being restructured
-    (its ``__init__`` may not import), by path under a bare package shim."""
-    try:
-        return importlib.import_module(f"pytest_llamastate.{name}")
-    except ImportError:
-        for package, folder in (
-            ("pytest_llamastate", _PACKAGE),
-            ("pytest_llamastate.stack", _PACKAGE / "stack"),
-        ):
-            if not hasattr(sys.modules.get(package), "__path__"):
-                shim = types.ModuleType(package)
-                shim.__path__ = [str(folder)]
-                sys.modules[package] = shim
-        return importlib.import_module(f"pytest_llamastate.{name}")
-
-
-forkserver = _load("stack.forkserver")
-FLAVOR = _load("flavor").detect()
-state_env = _load("store").state_env
+FLAVOR = detect()
 CONFIGS = _PACKAGE / "configs"
 #: The default config, plus the prompts API (OGX serves ``/v1/prompts`` only when asked):
 #: a route that writes to the store, on both flavors.
@@ -63,18 +46,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    """Whether a server can listen there (as uvicorn does: TIME_WAIT left by a closed
-    connection does not count)."""
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def _alive(pid: int) -> bool:
@@ -192,7 +163,7 @@ def test_stop_frees_the_port_and_a_restart_keeps_the_state(
     code = server.child.stop(grace=grace)
     assert code == (-signal.SIGKILL if grace == 0 else -signal.SIGTERM)
     assert server.child.poll() == code
-    assert _port_free(server.port)
+    assert nothing_listens(server.port)
     assert not _alive(server.child.pid)
     again = Server(fork, server.store).ready()
     assert again.prompts() == ["survives"]
@@ -260,11 +231,11 @@ def test_a_sigkilled_parent_leaves_no_zygote_no_server_and_a_free_port(tmp_path:
     pids = json.loads(line)
     assert _alive(pids["zygote"])
     assert _alive(pids["child"])
-    assert not _port_free(pids["port"])
+    assert not nothing_listens(pids["port"])
     driver.kill()
     driver.wait()
     deadline = time.monotonic() + 5
-    while _alive(pids["zygote"]) or _alive(pids["child"]) or not _port_free(pids["port"]):
+    while _alive(pids["zygote"]) or _alive(pids["child"]) or not nothing_listens(pids["port"]):
         assert time.monotonic() < deadline, f"left behind: {pids}"
         time.sleep(0.05)
 
@@ -276,4 +247,4 @@ def test_close_stops_every_server_and_the_zygote(tmp_path: Path) -> None:
     fork.close()
     assert server.child.returncode == -signal.SIGKILL
     assert not _alive(zygote)
-    assert _port_free(server.port)
+    assert nothing_listens(server.port)

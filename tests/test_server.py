@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 from flavors import skip_module_without_a_stack
+from ports import nothing_listens
 
 from pytest_llamastate.stack.server import _PORT_LOCKS, failure_line, log_tail
 
@@ -40,16 +40,6 @@ def descendants(pid: int) -> set[int]:
 
 def alive(pids: set[int]) -> set[int]:
     return {p for p in pids if (st := _stat(p)) is not None and st[0] != "Z"}
-
-
-def nothing_listens(port: int) -> bool:
-    with socket.socket() as sock:  # TIME_WAIT may linger: only a listener counts
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def wait_for(predicate: object, timeout: float) -> bool:

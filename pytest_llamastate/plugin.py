@@ -42,6 +42,7 @@ from .options import Settings
 from .persistence import PersistentStores
 from .reports import (
     basetemp_note,
+    database_header,
     describe_store,
     kept_entry,
     kept_lines,
@@ -217,6 +218,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + (f" ({s.server_process})" if s.stack_mode == "server" else "")
         + f", {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
+        *database_header(state.factory.databases),
     ]
 
 

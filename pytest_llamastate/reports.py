@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .backends.postgres import PostgresURL
+from .databases import PostgresStores
 from .persistence import Lease
 from .registry import RegistrySnapshot, StoreCorruptError
 from .stack.server import log_tail
@@ -18,6 +20,7 @@ from .store import LlamaStore
 
 __all__ = [
     "basetemp_note",
+    "database_header",
     "describe_store",
     "kept_entry",
     "kept_lines",
@@ -108,3 +111,13 @@ def template_lines(events: Iterable[Sequence[Any]]) -> list[str]:
         how = f"{status} in {float(seconds):.2f}s" if status != "reused" else "reused"
         lines.append(f"{name}: {how}{f' ({reason})' if reason else ''}: {path}")
     return lines
+
+
+def database_header(databases: PostgresStores | None) -> list[str]:
+    """The header line that says where Postgres stores get their databases (none on SQLite)."""
+    if databases is None:
+        return []
+    server = databases.server
+    url = PostgresURL.parse(server.url).masked
+    how = f"a throwaway server in {server.data_dir}" if server.started else "a given server"
+    return [f"llamastate: backend=postgres, a database per store on {url} ({how})"]

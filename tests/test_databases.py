@@ -274,6 +274,11 @@ def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.
     result = pytester.runpytest("--llama-backend=postgres")
     result.assert_outcomes(failed=1)
     data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
+    result.stdout.fnmatch_lines(
+        [
+            f"llamastate: backend=postgres, a database per store on postgresql://postgres:***@127.0.0.1:*/postgres (a throwaway server in {data})"
+        ]
+    )
     assert (data / "pgdata").is_dir()  # beside the persistent stores
     pid_file = data / "pgdata" / "postmaster.pid"
 

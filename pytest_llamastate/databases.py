@@ -28,11 +28,12 @@ from .backends.postgres import (
 )
 from .backends.postgres_janitor import Janitor
 from .backends.postgres_server import PostgresServer, acquire
+from .backends.postgres_tables import replace_text, text_columns_with
 from .flavor import Flavor
 from .seeds import ToolgroupSeed, seed_set_key
 from .stackconfig import StackConfig
 from .store import LlamaStore
-from .templates import TemplateCache, seed_rows
+from .templates import IN_DATABASE, BuiltTemplate, TemplateCache, seed_rows
 
 __all__ = ["PostgresStores", "reachable"]
 
@@ -112,12 +113,47 @@ class PostgresStores:
         self._templates[key] = name
         return name
 
-    def attach(self, store: LlamaStore, seeds: tuple[ToolgroupSeed, ...]) -> LlamaStore:
-        """``store`` on a new database of its own, holding ``seeds``."""
+    def attach(
+        self,
+        store: LlamaStore,
+        seeds: tuple[ToolgroupSeed, ...],
+        built: BuiltTemplate | None = None,
+    ) -> LlamaStore:
+        """``store`` on a new database of its own, holding ``seeds``: a copy of the seed
+        template, or of a state template's database (its folder's path rewritten to the
+        store's, the seeds written on top)."""
         name = self.janitor.new_name(self.worker)
-        template = self._template(seeds) if seeds else None
-        self.janitor.create(name, template=template, store=str(store.path))
+        if built is None or not built.database:
+            template = self._template(seeds) if seeds else None
+            self.janitor.create(name, template=template, store=str(store.path))
+            return store.with_database(self._database(name))
+        self.janitor.create(name, template=built.database, store=str(store.path))
+        store = store.with_database(self._database(name))
+        url = self._database(name).url
+        refs = [(table, column) for db, table, column in built.references if db == IN_DATABASE]
+        if refs:
+            replace_text(url, refs, str(built.path), str(store.path))
+        if seeds:
+            store.write_registry(seed_rows(seeds, self.templates.format))
+        return store
+
+    def attach_state_template(self, store: LlamaStore) -> LlamaStore:
+        """A state template's store on a database made anew, named by its folder: every
+        worker (and, reused, every run) finds the one built. Kept while the folder is."""
+        folder = hashlib.sha256(str(store.path).encode()).hexdigest()[:16]
+        name = database_name("state", folder)
+        self.janitor.drop(name)
+        self.janitor.create(name, kind="state-template", store=str(store.path))
         return store.with_database(self._database(name))
+
+    def seal_state_template(self, store: LlamaStore) -> list[tuple[str, str]]:
+        """After the build: the columns that name the template's folder; the database
+        becomes a template, with no session left on it (a copy needs none)."""
+        assert store.database is not None
+        references = text_columns_with(store.database.url, str(store.path))
+        self.janitor.end_sessions(store.database.name)
+        self.janitor.mark_template(store.database.name)
+        return references
 
     def attach_persistent(self, store: LlamaStore, *, fresh: bool) -> tuple[LlamaStore, bool]:
         """A persistent store on its named database, made anew when ``fresh``; whether it

@@ -13,7 +13,7 @@ import pytest
 
 from .persistence import check_name
 from .seeds import SeedError, merge_seeds, parse_seeds
-from .session import marker_seeds_key, persistent_key, session_state, template_key
+from .session import marker_seeds_key, persistent_key, template_key
 from .statetemplates import TemplateError, find_templates, pick
 
 __all__ = ["MARKERS", "parse"]
@@ -56,11 +56,6 @@ def _resolve_templates(config: pytest.Config, items: list[pytest.Item]) -> None:
     marked = [(item, m) for item in items if (m := item.get_closest_marker("llama_template"))]
     if not marked:
         return
-    if session_state(config).settings.backend == "postgres":
-        raise pytest.UsageError(
-            f"{marked[0][0].nodeid}: @pytest.mark.llama_template: state templates are not "
-            "built on Postgres stores yet; run these tests with --llama-backend=sqlite"
-        )
     modules = [p for p in config.pluginmanager.get_plugins() if isinstance(p, types.ModuleType)]
     modules += [m for item, _ in marked if (m := getattr(item, "module", None)) is not None]
     try:

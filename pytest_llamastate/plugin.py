@@ -149,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.reuse_templates,
         guard,
         settings.guard == "warn",
+        databases,
     )
     config.stash[session_key] = SessionState(
         settings,

@@ -21,13 +21,14 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
 from filelock import FileLock
 
 from . import live
+from .databases import PostgresStores
 from .flavor import installed_versions
 from .guard import HomeGuard
 from .leaks import LlamaStoreLeakWarning
@@ -35,7 +36,7 @@ from .seeds import SeedError, ToolgroupSeed, parse_seeds, seed_set_key
 from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig
 from .store import MARKER_NAME, LlamaStore, is_store, read_json, remove_store
-from .templates import BuiltTemplate, TemplateCache, TemplateSealError, seal
+from .templates import IN_DATABASE, BuiltTemplate, TemplateCache, TemplateSealError, seal
 
 __all__ = [
     "Builder",
@@ -224,12 +225,15 @@ class StateTemplates:
     reuse: bool = False
     guard: HomeGuard | None = None
     guard_warns: bool = False
+    #: On Postgres: where a template's store gets its database.
+    databases: PostgresStores | None = None
     _built: dict[Path, BuiltTemplate] = field(default_factory=dict, repr=False)
 
     def folder(self, template: LlamaTemplate, config: StackConfig) -> Path:
         """One folder per template, flavor and config file."""
         safe = re.sub(r"[^\w.-]", "_", template.name)[:40]
-        key = _hash(f"{template.name}|{self.stacks.flavor.name}|{config.path}")[:8]
+        backend = "postgres" if self.databases is not None else "sqlite"
+        key = _hash(f"{template.name}|{self.stacks.flavor.name}|{config.path}|{backend}")[:8]
         return self.root / f"{safe}-{key}"
 
     def get(
@@ -303,8 +307,10 @@ class StateTemplates:
     def _build(self, template: LlamaTemplate, config: StackConfig, folder: Path) -> list[Any]:
         what = f"template {template.name!r} ({template.where})"
         store = LlamaStore.create(folder, label=template.name, kind="template")
+        if self.databases is not None:
+            store = self.databases.attach_state_template(store)
+        store = replace(store, seeds=template.seeds)
         self.seed_templates.apply(template.seeds, store)
-        store = LlamaStore(folder, template.name, template.seeds, kind="template")
         mark = self.guard.begin() if self.guard is not None else None
         with store.activate(), live.only(folder, what):
             try:
@@ -326,9 +332,13 @@ class StateTemplates:
                     raise TemplateError(message)
                 warnings.warn(LlamaStoreLeakWarning(message), stacklevel=1)
         try:
-            return list(seal(folder))
+            references = list(seal(folder))
         except TemplateSealError as exc:
             raise TemplateError(f"{what}: {exc}") from None
+        if self.databases is not None:
+            found = self.databases.seal_state_template(store)
+            references += [(IN_DATABASE, table, column) for table, column in found]
+        return references
 
 
 def _builder_trace(exc: BaseException, template: LlamaTemplate) -> str:

@@ -15,7 +15,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from .backends.postgres import table_counts
+from .backends.postgres_tables import table_counts
 from .persistence import CACHE_SUBDIR
 from .registry import ToolgroupRecord
 from .sqlite import connect, quoted, table_names

@@ -156,7 +156,7 @@ class LlamaStoreFactory:
             template.copy_into(store)
             store = replace(store, template=template.name)
         if self.databases is not None:
-            store = self.databases.attach(store, parsed)
+            store = self.databases.attach(store, parsed, template)
         elif parsed:
             self.templates.apply(parsed, store)
         store = replace(store, seeds=parsed)

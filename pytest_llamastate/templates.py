@@ -39,6 +39,7 @@ from .stackconfig import StackConfig
 from .store import MARKER_NAME, LlamaStore
 
 __all__ = [
+    "IN_DATABASE",
     "STATE_CACHE_SUBDIR",
     "BuiltTemplate",
     "Reference",
@@ -55,6 +56,8 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: A text column that holds the template's folder: (database file name, table, column).
 Reference = tuple[str, str, str]
+#: The "file name" of a reference in a Postgres store's database.
+IN_DATABASE = "<database>"
 
 
 class TemplateSealError(RuntimeError):
@@ -123,15 +126,19 @@ class BuiltTemplate:
     path: Path
     fingerprint: str
     references: tuple[Reference, ...] = ()
+    #: On Postgres, the template database each store's database is created from.
+    database: str = ""
 
     @classmethod
     def from_marker(cls, path: Path, marker: Mapping[str, object]) -> BuiltTemplate:
         refs = marker.get("references")
+        db = marker.get("database")
         return cls(
             str(marker.get("label", "")),
             path,
             str(marker.get("fingerprint_id", "")),
             tuple((str(d), str(t), str(c)) for d, t, c in refs) if isinstance(refs, list) else (),
+            str(db.get("database", "")) if isinstance(db, Mapping) else "",
         )
 
     @cached_property
@@ -156,7 +163,8 @@ class BuiltTemplate:
             shutil.copyfile(self.path / rel, store.path / rel)
         by_db: dict[str, list[tuple[str, str]]] = {}
         for db, table, column in self.references:
-            by_db.setdefault(db, []).append((table, column))
+            if db != IN_DATABASE:  # rewritten in the copied database (``databases``)
+                by_db.setdefault(db, []).append((table, column))
         old, new = str(self.path), str(store.path)
         for db, columns in by_db.items():
             with connect(store.path / db, readonly=False) as conn, conn:

@@ -17,7 +17,7 @@ import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.backends.postgres import PostgresURL, _with_connection
+from pytest_llamastate.backends.postgres import PostgresURL, with_connection
 from pytest_llamastate.backends.postgres_janitor import Janitor
 
 skip_module_without_a_stack()
@@ -219,7 +219,7 @@ def test_bad_servers_are_a_usage_error_naming_the_url_without_its_password(
         await conn.execute("DROP ROLE IF EXISTS nocreate")  # type: ignore[attr-defined]
         await conn.execute("CREATE ROLE nocreate LOGIN PASSWORD 'pw'")  # type: ignore[attr-defined]
 
-    _with_connection(url, make_role)
+    with_connection(url, make_role)
     cases = {
         "postgresql://u:topsecret@127.0.0.1:1/postgres": "*postgresql://u:***@127.0.0.1:1/postgres: the server is unreachable*",
         str(url).replace(

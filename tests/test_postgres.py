@@ -27,12 +27,12 @@ from pytest_llamastate.backends.postgres import (
     INSTALL_HINT,
     PostgresError,
     PostgresURL,
-    _with_connection,
     check_server,
     database_name,
     database_url,
     env_for,
     read_kv_rows,
+    with_connection,
     write_kv_rows,
 )
 from pytest_llamastate.backends.postgres_janitor import Janitor
@@ -135,7 +135,7 @@ def _sql(url: str, sql: str) -> object:
     async def work(conn: object) -> object:
         return await conn.fetchval(sql)  # type: ignore[attr-defined]
 
-    return _with_connection(PostgresURL.parse(url), work)
+    return with_connection(PostgresURL.parse(url), work)
 
 
 def test_the_throwaway_server_listens_on_tcp_and_is_shared(server: PostgresServer) -> None:

@@ -36,9 +36,13 @@ __all__ = [
     "database_name",
     "database_url",
     "env_for",
+    "explain_error",
     "kv_table",
+    "open_connection",
+    "quote_identifier",
     "read_kv_rows",
-    "table_counts",
+    "run_coroutine",
+    "with_connection",
     "write_kv_rows",
 ]
 
@@ -147,13 +151,13 @@ def kv_table(flavor: Flavor) -> str:
     return "ogx_kvstore" if flavor is OGX else "llamastack_kvstore"
 
 
-def _quote(identifier: str) -> str:
+def quote_identifier(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
 def _table(name: str) -> str:
     """A kv table as the stacks name it: unquoted in their SQL, so folded to lowercase."""
-    return _quote(name.lower())
+    return quote_identifier(name.lower())
 
 
 # -- the driver, on a private loop --------------------------------------------------------
@@ -163,7 +167,7 @@ _loop_pid = 0
 _loop_lock = threading.Lock()
 
 
-def _run(coro: Coroutine[Any, Any, _T], timeout: float = _TIMEOUT) -> _T:
+def run_coroutine(coro: Coroutine[Any, Any, _T], timeout: float = _TIMEOUT) -> _T:
     """Run ``coro`` on the module's loop thread (made on first use, again after a fork)."""
     global _loop, _loop_pid
     with _loop_lock:
@@ -183,7 +187,7 @@ def _driver(url: PostgresURL) -> Any:
         ) from None
 
 
-def _explain(url: PostgresURL, exc: BaseException) -> PostgresError:
+def explain_error(url: PostgresURL, exc: BaseException) -> PostgresError:
     """A driver or network error as one line with the fix."""
     name = type(exc).__name__
     where = f"{url.masked}:"
@@ -207,7 +211,7 @@ def _explain(url: PostgresURL, exc: BaseException) -> PostgresError:
     return PostgresError(f"{where} {name}: {exc}".splitlines()[0])
 
 
-async def _connect(url: PostgresURL) -> Any:
+async def open_connection(url: PostgresURL) -> Any:
     return await _driver(url).connect(
         host=url.host,
         port=url.port,
@@ -219,20 +223,22 @@ async def _connect(url: PostgresURL) -> Any:
     )
 
 
-def _with_connection(url: PostgresURL, work: Callable[[Any], Coroutine[Any, Any, _T]]) -> _T:
+def with_connection(url: PostgresURL, work: Callable[[Any], Coroutine[Any, Any, _T]]) -> _T:
+    """Run ``work(connection)`` on a connection of its own to ``url``; errors explained."""
+
     async def go() -> _T:
-        conn = await _connect(url)
+        conn = await open_connection(url)
         try:
             return await work(conn)
         finally:
             await conn.close(timeout=5)
 
     try:
-        return _run(go())
+        return run_coroutine(go())
     except PostgresError:
         raise
     except Exception as exc:
-        raise _explain(url, exc) from None
+        raise explain_error(url, exc) from None
 
 
 def check_server(url: str | PostgresURL) -> PostgresURL:
@@ -245,11 +251,11 @@ def check_server(url: str | PostgresURL) -> PostgresURL:
         )
         return bool(row["rolsuper"]), bool(row["rolcreatedb"])
 
-    superuser, createdb = _with_connection(parsed, work)
+    superuser, createdb = with_connection(parsed, work)
     if not (superuser or createdb):
         raise PostgresError(
             f"{parsed.masked}: role {parsed.user!r} may not create databases; "
-            f"ALTER ROLE {_quote(parsed.user)} CREATEDB, or use a role that may"
+            f"ALTER ROLE {quote_identifier(parsed.user)} CREATEDB, or use a role that may"
         )
     return parsed
 
@@ -279,7 +285,7 @@ def read_kv_rows(url: str | PostgresURL, table: str) -> list[tuple[str, str]]:
         )
         return [(str(r["key"]), str(r["value"])) for r in rows]
 
-    return _with_connection(parsed, work)
+    return with_connection(parsed, work)
 
 
 def write_kv_rows(
@@ -311,7 +317,7 @@ def write_kv_rows(
                 rows,
             )
 
-    _with_connection(parsed, work)
+    with_connection(parsed, work)
 
 
 @dataclass(frozen=True)
@@ -377,19 +383,3 @@ class StoreDatabase:
             flavor,
             path,
         )
-
-
-def table_counts(url: str | PostgresURL) -> dict[str, int]:
-    """Row count of every table of a store's database (what ``llamastate show`` lists)."""
-    parsed = PostgresURL.parse(url)
-
-    async def work(conn: Any) -> dict[str, int]:
-        names = await conn.fetch(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
-        )
-        return {
-            str(r["tablename"]): int(await conn.fetchval(f"SELECT count(*) FROM {_quote(r[0])}"))
-            for r in names
-        }
-
-    return _with_connection(parsed, work)

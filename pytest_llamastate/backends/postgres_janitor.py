@@ -22,12 +22,12 @@ from .postgres import (
     DB_PREFIX,
     PostgresError,
     PostgresURL,
-    _connect,
-    _explain,
-    _quote,
-    _run,
     database_name,
     database_url,
+    explain_error,
+    open_connection,
+    quote_identifier,
+    run_coroutine,
 )
 
 __all__ = ["DatabaseInfo", "Janitor"]
@@ -97,16 +97,16 @@ class Janitor:
     def _call(self, work: Callable[[Any], Coroutine[Any, Any, _T]]) -> _T:
         async def go() -> _T:
             if self._conn is None or self._conn.is_closed():
-                self._conn = await _connect(self.url)
+                self._conn = await open_connection(self.url)
             return await work(self._conn)
 
         try:
             with self._lock:
-                return _run(go())
+                return run_coroutine(go())
         except PostgresError:
             raise
         except Exception as exc:
-            raise _explain(self.url, exc) from None
+            raise explain_error(self.url, exc) from None
 
     def new_name(self, worker: str = "main") -> str:
         """``llamastate_<run>_<worker>_<n>``, unique within this janitor's run."""
@@ -131,13 +131,13 @@ class Janitor:
                 "store": store,
             }
         ).replace("'", "''")
-        sql = f"CREATE DATABASE {_quote(name)}"
+        sql = f"CREATE DATABASE {quote_identifier(name)}"
         if template:
-            sql += f" TEMPLATE {_quote(template)}"
+            sql += f" TEMPLATE {quote_identifier(template)}"
 
         async def work(conn: Any) -> None:
             await conn.execute(sql)
-            await conn.execute(f"COMMENT ON DATABASE {_quote(name)} IS '{comment}'")
+            await conn.execute(f"COMMENT ON DATABASE {quote_identifier(name)} IS '{comment}'")
 
         self._call(work)
         return database_url(self.url, name)
@@ -147,7 +147,19 @@ class Janitor:
         flag = "true" if is_template else "false"
 
         async def work(conn: Any) -> None:
-            await conn.execute(f"ALTER DATABASE {_quote(name)} WITH IS_TEMPLATE {flag}")
+            await conn.execute(f"ALTER DATABASE {quote_identifier(name)} WITH IS_TEMPLATE {flag}")
+
+        self._call(work)
+
+    def end_sessions(self, name: str) -> None:
+        """End every connection to ``name``: a database is copied only when none is left."""
+
+        async def work(conn: Any) -> None:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
 
         self._call(work)
 
@@ -172,16 +184,18 @@ class Janitor:
             if row is None:
                 return False
             if row["datistemplate"]:
-                await conn.execute(f"ALTER DATABASE {_quote(name)} WITH IS_TEMPLATE false")
+                await conn.execute(
+                    f"ALTER DATABASE {quote_identifier(name)} WITH IS_TEMPLATE false"
+                )
             if conn.get_server_version().major >= 13:
-                await conn.execute(f"DROP DATABASE IF EXISTS {_quote(name)} WITH (FORCE)")
+                await conn.execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)} WITH (FORCE)")
             else:
                 await conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = $1 AND pid <> pg_backend_pid()",
                     name,
                 )
-                await conn.execute(f"DROP DATABASE IF EXISTS {_quote(name)}")
+                await conn.execute(f"DROP DATABASE IF EXISTS {quote_identifier(name)}")
             return True
 
         return self._call(work)
@@ -238,6 +252,6 @@ class Janitor:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             try:
-                _run(conn.close(timeout=5))
+                run_coroutine(conn.close(timeout=5))
             except Exception:  # closing a dead connection must not fail a teardown
                 conn.terminate()

@@ -38,6 +38,7 @@ from pytest_llamastate.backends.postgres import (
 from pytest_llamastate.backends.postgres_janitor import Janitor
 from pytest_llamastate.backends.postgres_server import PostgresServer, acquire, find_binaries
 from pytest_llamastate.flavor import LLAMA_STACK, OGX, Flavor
+from pytest_llamastate.store import state_env
 
 if TYPE_CHECKING:
     from pytest_llamastate.registry import RegistryFormat
@@ -365,7 +366,7 @@ def test_a_library_stack_writes_only_into_its_own_database(
     mine, other = janitor.new_name(), janitor.new_name()
     janitor.create(mine, template=template)
     janitor.create(other, template=template)
-    env = {**os.environ, **env_for(janitor.url, mine), "SQLITE_STORE_DIR": str(tmp_path)}
+    env = {**os.environ, **env_for(janitor.url, mine), **state_env(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-c", _STACK, str(config)],
         env=env,

@@ -142,6 +142,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"label:    {doc['label']}")
     print(f"created:  {when}")
     for name, value in doc["marker"].items():
+        if name == "database" and store.database is not None:  # where it is now
+            value = store.database.url.masked
         if name not in ("kind", "label", "created"):
             print(f"{name + ':':<9} {value}")
     print(f"toolgroups ({len(doc['toolgroups'])}):")

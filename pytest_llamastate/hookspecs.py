@@ -21,8 +21,8 @@ def pytest_llamastate_seeds(seeds: list[Seed], request: pytest.FixtureRequest) -
     """Change the toolgroups a test's store starts with, by editing ``seeds`` in place.
 
     Runs before the store is made (for a persistent store: before it is created or
-    checked against its fingerprint). Items may be ``ToolgroupSeed``, ``mcp_tools(...)``,
-    mappings or ids::
+    checked against its fingerprint). Items may be ``ToolgroupSeed``, ``mcp_tools(...)``
+    or mappings::
 
         def pytest_llamastate_seeds(seeds, request):
             if request.node.get_closest_marker("needs_weather"):

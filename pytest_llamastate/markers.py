@@ -20,7 +20,7 @@ __all__ = ["MARKERS", "parse"]
 
 MARKERS = (
     "llama_toolgroups(*seeds): toolgroups the test's llama_store starts with "
-    "(ToolgroupSeed, mapping or id; on a test, class or module)",
+    "(ToolgroupSeed, mapping or mcp_tools(...); on a test, class or module)",
     "persistent(name=None): the test's llama_store is the named persistent store, kept "
     "across tests and runs (default name: the test module)",
     "llama_template(name): the test's llama_store starts as a copy of the state template "

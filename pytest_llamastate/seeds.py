@@ -80,11 +80,19 @@ class ToolgroupSeed:
 
     @classmethod
     def coerce(cls, value: object) -> ToolgroupSeed:
-        """A seed from a ``ToolgroupSeed``, a mapping of its fields, or a bare id string."""
+        """A seed from a ``ToolgroupSeed`` or a mapping of its fields.
+
+        A bare id string is refused: no toolgroup is registered by its id alone (an MCP one
+        needs an endpoint, any other a provider), so say what to give instead.
+        """
         if isinstance(value, ToolgroupSeed):
             return value
         if isinstance(value, str):
-            return cls(value)
+            raise SeedError(
+                f"a seed is a ToolgroupSeed, a mapping or mcp_tools(...), not the bare id "
+                f"{value!r}: give {{'toolgroup_id': {value!r}, 'mcp_endpoint': ...}} (or a "
+                "provider_id)"
+            )
         if isinstance(value, Mapping):
             allowed = {f.name for f in fields(cls)}
             unknown = sorted(set(map(str, value)) - allowed)
@@ -97,8 +105,8 @@ class ToolgroupSeed:
                 raise SeedError(f"seed {dict(value)!r} has no toolgroup_id")
             return cls(**{str(k): v for k, v in value.items()})
         raise SeedError(
-            f"a seed is a ToolgroupSeed, a mapping or an id string, got {type(value).__name__} "
-            f"{value!r}"
+            f"a seed is a ToolgroupSeed, a mapping or mcp_tools(...), got "
+            f"{type(value).__name__} {value!r}"
         )
 
     def as_dict(self) -> dict[str, Any]:

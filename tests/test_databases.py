@@ -8,6 +8,7 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -298,3 +299,11 @@ def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.
     assert show.returncode == 0, show.stderr
     assert [t["identifier"] for t in json.loads(show.stdout)["toolgroups"]] == ["mcp::one"]
     stopped()
+    text = subprocess.run(
+        [sys.executable, "-m", "pytest_llamastate", "show", path],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    [line] = [x for x in text.splitlines() if x.startswith("database:")]
+    assert re.fullmatch(
+        r"database: +postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/llamastate_\w+", line
+    )

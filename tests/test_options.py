@@ -167,7 +167,7 @@ USAGE_ERRORS = [
     row(
         "seed-empty-id",
         [],
-        marked('llama_toolgroups("")'),
+        marked('llama_toolgroups({"toolgroup_id": ""})'),
         "ERROR: *test_it: llama_toolgroups: *toolgroup_id must be a non-empty string*",
         STACK,
     ),
@@ -181,7 +181,7 @@ USAGE_ERRORS = [
     row(
         "seed-mcp-without-endpoint",
         [],
-        marked('llama_toolgroups("mcp::a")'),
+        marked('llama_toolgroups({"toolgroup_id": "mcp::a"})'),
         "ERROR: *test_it: llama_toolgroups: *'mcp::a': an MCP toolgroup needs mcp_endpoint*",
         STACK,
     ),
@@ -195,8 +195,17 @@ USAGE_ERRORS = [
     row(
         "seed-without-provider",
         [],
-        marked('llama_toolgroups("builtin::x")'),
+        marked('llama_toolgroups({"toolgroup_id": "builtin::x"})'),
         "ERROR: *test_it: llama_toolgroups: *'builtin::x': no provider_id*",
+        STACK,
+    ),
+    row(
+        "seed-that-is-a-bare-id",
+        [],
+        marked('llama_toolgroups("mcp::bare")'),
+        "ERROR: *test_it: llama_toolgroups: a seed is a ToolgroupSeed, a mapping or "
+        "mcp_tools(...), not the bare id 'mcp::bare': give {'toolgroup_id': 'mcp::bare', "
+        "'mcp_endpoint': ...} (or a provider_id)",
         STACK,
     ),
     row(
@@ -204,7 +213,7 @@ USAGE_ERRORS = [
         [],
         marked("llama_toolgroups(42)"),
         "ERROR: *test_it: llama_toolgroups: "
-        "*a seed is a ToolgroupSeed, a mapping or an id string, got int 42*",
+        "*a seed is a ToolgroupSeed, a mapping or mcp_tools(...), got int 42*",
         STACK,
     ),
     # The llama_toolgroups_file ini option.

@@ -128,11 +128,11 @@ class PostgresStores:
             self.janitor.create(name, template=template, store=str(store.path))
             return store.with_database(self._database(name))
         self.janitor.create(name, template=built.database, store=str(store.path))
-        store = store.with_database(self._database(name))
-        url = self._database(name).url
+        database = self._database(name)
+        store = store.with_database(database)
         refs = [(table, column) for db, table, column in built.references if db == IN_DATABASE]
         if refs:
-            replace_text(url, refs, str(built.path), str(store.path))
+            replace_text(database.url, refs, str(built.path), str(store.path))
         if seeds:
             store.write_registry(seed_rows(seeds, self.templates.format))
         return store

@@ -56,6 +56,7 @@ from .session import (
     item_state,
     session_key,
     session_state,
+    xdist_controller,
 )
 from .stack import LlamaStackFactory
 from .stackconfig import StackConfigError
@@ -122,7 +123,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 templates=templates,
                 run_id=persistent.run_id,
                 worker=workerinput.get("workerid"),
-                controller=not workerinput and bool(getattr(config.option, "numprocesses", 0)),
+                controller=xdist_controller(config),
                 config=settings.stack_config,
             )
         except (PostgresError, StackConfigError) as exc:
@@ -180,10 +181,8 @@ class _XdistHooks:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Overlap the stack's import with collection; not in an xdist controller, which runs
-    no test."""
-    controller = bool(getattr(session.config.option, "numprocesses", None))
-    if hasattr(session.config, "workerinput") or not controller:
+    """Overlap the stack's import with collection (not in an xdist controller)."""
+    if not xdist_controller(session.config):
         session_state(session.config).stacks.warm_up()
 
 

@@ -24,7 +24,7 @@ from .statetemplates import LlamaTemplate, StateTemplates, TemplateEvent
 from .store import LlamaStore
 from .stores import LlamaStoreFactory
 
-__all__ = ["ItemState", "SessionState", "item_state", "session_state"]
+__all__ = ["ItemState", "SessionState", "item_state", "session_state", "xdist_controller"]
 
 
 @dataclass
@@ -70,6 +70,11 @@ template_key = pytest.StashKey[LlamaTemplate]()
 
 def session_state(config: pytest.Config) -> SessionState:
     return config.stash[session_key]
+
+
+def xdist_controller(config: pytest.Config) -> bool:
+    """Whether this process hands tests to xdist workers and runs none itself."""
+    return not hasattr(config, "workerinput") and bool(getattr(config.option, "numprocesses", 0))
 
 
 def item_state(item: pytest.Item) -> ItemState:

@@ -8,7 +8,7 @@ WAL that still holds the last commits are handled here once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
@@ -66,7 +66,7 @@ def checkpoint(db: Path, *, journal_delete: bool = False) -> None:
             conn.execute("PRAGMA journal_mode=DELETE")
 
 
-def integrity_problems(dbs: Iterator[Path] | list[Path]) -> list[str]:
+def integrity_problems(dbs: Iterable[Path]) -> list[str]:
     """Checkpoint each existing database and run ``PRAGMA integrity_check``.
 
     Returns one line per problem; empty when every database is ``ok``.

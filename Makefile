@@ -11,7 +11,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx test-postgres test-exec demo lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres test-exec test-compat venvs demo lint bench clean
+
+# Every tested release line, each in a venv of its own, pinned the way
+# docs/compatibility.md tells users to pin them (pip does not: llama-stack's API and client
+# packages float to the newest release, and mcp 2 breaks llama-stack and OGX 0.8). The list,
+# the pins and each one's Python come from the plugin's release table (releases.py).
+# llama-stack 0.7.3 and OGX 1.5.0 are the two venvs above; the others live in .venvs/.
+RELEASES := $(shell python3 pytest_llamastate/releases.py slugs)
+VENV_llama-stack-0.7.3 := $(VENV)
+VENV_ogx-1.5.0 := $(OGX_VENV)
+release_venv = $(or $(VENV_$(1)),.venvs/$(1))
+OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
+RELEASE_STAMPS := $(OLD_RELEASES:%=.venvs/%/.installed)
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -26,6 +38,17 @@ $(OGX_STAMP): pyproject.toml
 	$(OGX_VENV)/bin/python -m pip install -q --upgrade pip
 	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,postgres,dev]'
 	touch $(OGX_STAMP)
+
+# `make -j2 venvs` builds them two at a time.
+venvs: $(STAMP) $(OGX_STAMP) $(RELEASE_STAMPS)
+
+.venvs/%/.installed: pyproject.toml
+	rm -rf .venvs/$*
+	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases.py python $*))" -m venv .venvs/$*
+	.venvs/$*/bin/python -m pip install -q --upgrade pip
+	.venvs/$*/bin/python -m pip install -q -e '.[postgres,dev]' \
+		$(shell python3 pytest_llamastate/releases.py pins $*)
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pytest_llamastate tests examples bench
@@ -57,4 +80,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OGX_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OGX_VENV) .venvs .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,7 @@ def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
     port = _port()
     start = time.perf_counter()
     child = server.spawn(
-        config_path=CONFIG / FLAVOR.default_config_name,
+        config_path=CONFIG / FLAVOR.config_template,
         port=port,
         env={**os.environ, **state_env(store)},
         log_path=store / "server.log",
@@ -65,7 +65,7 @@ def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
 
 def _restart(server: ForkServer, store: Path) -> float:
     store.mkdir(exist_ok=True)
-    port, config, env = _port(), CONFIG / FLAVOR.default_config_name, state_env(store)
+    port, config, env = _port(), CONFIG / FLAVOR.config_template, state_env(store)
 
     def spawn() -> ServerChild:
         child = server.spawn(
@@ -91,7 +91,7 @@ def _exec_cycle(store: Path) -> float:
     store.mkdir(exist_ok=True)
     port = _port()
     cli = Path(sys.executable).with_name(FLAVOR.cli)
-    config = CONFIG / FLAVOR.default_config_name
+    config = CONFIG / FLAVOR.config_template
     command = [str(cli), *FLAVOR.run_args, str(config), "--port", str(port), *FLAVOR.server_flags]
     start = time.perf_counter()
     with (store / "server.log").open("ab") as log:

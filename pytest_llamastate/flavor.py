@@ -17,10 +17,12 @@ import importlib
 import warnings
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
+
+from . import releases
 
 __all__ = [
     "FLAVORS",
@@ -30,6 +32,7 @@ __all__ = [
     "Flavor",
     "FlavorChoice",
     "FlavorName",
+    "by_name",
     "detect",
     "import_quietly",
     "installed_versions",
@@ -42,28 +45,24 @@ FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
 
 @dataclass(frozen=True)
 class Flavor:
-    """One distribution of the stack: its names, and how to drive it."""
+    """One distribution of the stack at one release line: its names, and how to drive it.
+
+    The fields from ``format`` on differ by release line; they come from the release table
+    (:mod:`.releases`), resolved once for the installed release by :func:`detect`.
+    """
 
     name: FlavorName
     #: Distribution name for ``importlib.metadata`` (versions, detection).
     distribution: str
-    #: Import name of the server package (``<package>.core...``).
+    #: Import name of the server package.
     package: str
-    #: Import name of the API types package (``Api``, ``URL``, ``ListToolsRequest``).
-    api_package: str
-    #: Class in ``<package>.core.library_client`` that runs a stack in-process.
+    #: Class in ``<core>.library_client`` that runs a stack in-process.
     library_client: str
-    #: Whether that client's event loop runs in a thread of its own (OGX): coroutines are
-    #: then submitted to it; otherwise the loop is idle and we run them on it.
-    threaded_loop: bool
     #: Import name and class of the HTTP client used in server mode.
     client_package: str
     client_class: str
-    #: The CLI, and its arguments before the config path (``llama stack run CFG``).
+    #: The CLI (``llama``, ``ogx``).
     cli: str
-    run_args: tuple[str, ...]
-    #: Extra server flags: OGX refuses to serve plain HTTP without ``--insecure``.
-    server_flags: tuple[str, ...]
     #: The variable naming the config/home folder; set per store, so OGX's CLI never
     #: moves a developer's real ``~/.llama`` (it only does so when this is unset).
     config_dir_var: str
@@ -71,37 +70,94 @@ class Flavor:
     inference_mode_var: str
     #: The home folder under ``~`` (guarded against writes by tests).
     home: str
-    #: Whether registry keys carry the metadata store's namespace as a prefix
-    #: (OGX's kvstores prefix every key; llama-stack 0.7 ignores the namespace).
-    namespaced_keys: bool
     #: The metadata namespace when the run config names none.
     default_namespace: str
-    #: HTTP route that lists tools (``toolgroup_id`` query parameter).
-    tools_path: str
-    #: Why that route answers HTTP 500, when it is a known upstream bug ("" if none).
+    #: Why the list-tools route answers HTTP 500, when it is a known upstream bug ("" if none).
     tools_route_bug: str
-    #: File name of the plugin's default run config for this flavor.
-    default_config_name: str
+    #: The kv table of a ``kv_postgres`` backend, and its ``expiration`` column's type.
+    postgres_kv_table: str
+    postgres_kv_expiration: str
     install_hint: str
+    # -- by release line (see ``releases.LINE_FIELDS``) ---------------------------------
+    format: str
+    core: str
+    kvstore_module: str | None
+    sqlstore_module: str | None
+    api_types: tuple[tuple[str, str], ...]
+    library_start: str
+    library_stop: str
+    logging_hook: str | None
+    list_tools_request: bool
+    threaded_loop: bool
+    mcp_cache: bool
+    config_template: str
+    run_args: tuple[str, ...]
+    server_flags: tuple[str, ...]
+    toolgroup_api: bool
+    tools_path: str
+    namespaced_keys: bool
+    recorder_module: str | None
+    limits: tuple[str, ...]
+    #: The installed release this was resolved for (``None``: not installed, newest line).
+    release: str | None = None
     #: Deprecation warnings (message regexes) the stack's own MCP client raises on every
     #: tool listing or call: the stack's debt to its dependency, not the user's code.
     mcp_client_warnings: tuple[str, ...] = ()
 
+    def at(self, release: str | None) -> Flavor:
+        """This flavor with every line-specific fact of ``release`` (``None``: newest)."""
+        return replace(self, release=release, **releases.line_facts(self.distribution, release))
+
+    def installed_line(self) -> Flavor:
+        """This flavor at its installed release (at the newest line when not installed)."""
+        return self.at(self.version())
+
+    def describe(self) -> str:
+        """``llama-stack 0.2.12 (0.2 flat config)``, for headers and messages."""
+        version = self.version()
+        if version is None:
+            return f"{self.name} not installed"
+        newest = releases.newer_than_tested(self.distribution, version)
+        untested = f", newer than the newest tested {newest}" if newest else ""
+        return f"{self.name} {version} ({self.format}{untested})"
+
+    def support_problem(self) -> str | None:
+        """One line when the installed release is one the plugin cannot drive."""
+        version = self.version()
+        return releases.support_problem(self.distribution, version) if version else None
+
+    def others(self) -> list[Flavor]:
+        """The other flavors that are installed too (``auto`` picked this one)."""
+        return [f for f in FLAVORS if f.name != self.name and f.installed()]
+
+    def header_notes(self) -> list[str]:
+        """What a run must be told about the installed release: that it is not supported,
+        or what the plugin cannot do on its line (one line each)."""
+        if problem := self.support_problem():
+            return [problem]
+        if self.version() is None:
+            return []
+        return [f"{self.name} {self.version()} cannot: {limit}" for limit in self.limits]
+
+    def api(self, name: str) -> Any:
+        """An API type (``Api``, ``URL``, ``ListToolsRequest``) from where this line has it."""
+        return getattr(import_quietly(dict(self.api_types)[name]), name)
+
     @property
     def library_module(self) -> str:
-        return f"{self.package}.core.library_client"
+        return f"{self.core}.library_client"
 
     @property
     def default_config(self) -> Path:
         """The offline, tool-runtime-only run config shipped with the plugin."""
-        files = resources.files("pytest_llamastate") / "configs" / self.default_config_name
+        files = resources.files("pytest_llamastate") / "configs" / self.config_template
         return Path(str(files))
 
     @property
     def default_postgres_config(self) -> Path:
         """The same config with its state in the store's Postgres database."""
         return self.default_config.with_name(
-            self.default_config_name.replace(".yaml", "-postgres.yaml")
+            self.config_template.replace(".yaml", "-postgres.yaml")
         )
 
     def version(self) -> str | None:
@@ -166,52 +222,44 @@ LLAMA_STACK = Flavor(
     name="llama-stack",
     distribution="llama-stack",
     package="llama_stack",
-    api_package="llama_stack_api",
     library_client="LlamaStackAsLibraryClient",
-    threaded_loop=False,
     client_package="llama_stack_client",
     client_class="LlamaStackClient",
     cli="llama",
-    run_args=("stack", "run"),
-    server_flags=(),
     config_dir_var="LLAMA_STACK_CONFIG_DIR",
     inference_mode_var="LLAMA_STACK_TEST_INFERENCE_MODE",
     home=".llama",
-    namespaced_keys=False,
     default_namespace="registry",
-    tools_path="/v1/tools",
     tools_route_bug="",
-    default_config_name="minimal.yaml",
+    postgres_kv_table="llamastack_kvstore",
+    postgres_kv_expiration="TIMESTAMP",
     install_hint="pip install 'pytest-llamastate[stack]'",
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
+    **releases.line_facts("llama-stack", None),
 )
 
 OGX = Flavor(
     name="ogx",
     distribution="ogx",
     package="ogx",
-    api_package="ogx_api",
     library_client="OGXAsLibraryClient",
-    threaded_loop=True,
     client_package="ogx_client",
     client_class="OgxClient",
     cli="ogx",
-    run_args=("run",),  # `ogx stack run` still works but warns that it is deprecated
-    server_flags=("--insecure",),
     config_dir_var="OGX_CONFIG_DIR",
     inference_mode_var="OGX_TEST_INFERENCE_MODE",
     home=".ogx",
-    namespaced_keys=True,
     default_namespace="registry",
-    tools_path="/v1/admin/tools",
     tools_route_bug=(
         "ogx 1.5 builds the admin API that serves this route without its toolgroups "
         "dependency (KeyError: Api.tool_groups), so an OGX server cannot list tools; "
         "use library mode for tools()"
     ),
-    default_config_name="minimal-ogx.yaml",
+    postgres_kv_table="ogx_kvstore",
+    postgres_kv_expiration="TIMESTAMPTZ",
     install_hint="pip install 'pytest-llamastate[ogx]'",
+    **releases.line_facts("ogx", None),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
@@ -227,11 +275,16 @@ def detect(choice: str = "auto") -> Flavor:
     even when not installed: stores work without a stack, and a start says what to install.
     """
     if choice == "auto":
-        return next((f for f in FLAVORS if f.installed()), LLAMA_STACK)
+        return next((f for f in FLAVORS if f.installed()), LLAMA_STACK).installed_line()
+    return by_name(choice).installed_line()
+
+
+def by_name(name: str) -> Flavor:
+    """The flavor called ``name`` (``llama-stack``, ``ogx``), at its newest line."""
     for flavor in FLAVORS:
-        if flavor.name == choice:
+        if flavor.name == name:
             return flavor
-    raise ValueError(f"unknown flavor {choice!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
+    raise ValueError(f"unknown flavor {name!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
 
 
 def installed_versions() -> str:

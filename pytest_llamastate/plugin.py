@@ -29,7 +29,6 @@ from .fixtures import (
     llama_toolgroups,
     ogx_stack,
 )
-from .flavor import FLAVORS
 from .guard import HomeGuard, real_state_homes
 from .leaks import (
     LlamaSharedStoreLeakWarning,
@@ -205,12 +204,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = session_state(config)
     s = state.settings
     where = state.factory.base or "<basetemp>/llamastate"
-    flavor = f"flavor={s.flavor.name} {s.flavor.version() or 'not installed'}"
-    flavor += "".join(
-        f" ({f.name} {f.version()} also installed)"
-        for f in FLAVORS
-        if f is not s.flavor and f.installed()
-    )
+    flavor = f"flavor={s.flavor.describe()}"
+    flavor += "".join(f" ({f.name} {f.version()} also installed)" for f in s.flavor.others())
     reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
@@ -219,6 +214,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + f", {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
+        *(f"llamastate: {line}" for line in s.flavor.header_notes()),
     ]
 
 

@@ -45,7 +45,8 @@ _TABLE = "kvstore"
 class RegistryFormat:
     """How the installed package names and shapes registry rows."""
 
-    package: str
+    #: The core package of the release whose rows these are (its ``datatypes`` model them).
+    core: str
     prefix: str
     version: str
     #: Prefix of every key (OGX: the metadata store's namespace); ``None`` for none.
@@ -63,7 +64,7 @@ class RegistryFormat:
         args: Mapping[str, Any] | None = None,
     ) -> tuple[str, str]:
         """The row the stack's own ``register_tool_group`` would write, built by its model."""
-        model = import_quietly(f"{self.package}.core.datatypes").ToolGroupWithOwner
+        model = import_quietly(f"{self.core}.datatypes").ToolGroupWithOwner
         value = model(
             identifier=toolgroup_id,
             provider_id=provider_id,
@@ -91,14 +92,14 @@ def installed_format(
 @cache
 def _installed_format(flavor: Flavor, namespace: str | None) -> RegistryFormat:
     try:
-        module = import_quietly(f"{flavor.package}.core.store.registry")
+        module = import_quietly(f"{flavor.core}.store.registry")
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
             f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}",
             name=exc.name,
         ) from None
     return RegistryFormat(
-        flavor.package, str(module.REGISTER_PREFIX), str(module.KEY_VERSION), namespace
+        flavor.core, str(module.REGISTER_PREFIX), str(module.KEY_VERSION), namespace
     )
 
 

@@ -34,7 +34,11 @@ _POSTGRES_KEYS = (
     ("host", "POSTGRES_HOST", "localhost"),
     ("port", "POSTGRES_PORT", "5432"),
 )
-_ENV_REF = re.compile(r"\$\{env\.([A-Z0-9_]+)(?::([=+])([^}]*))?\}")
+# ``:=`` and ``:+`` since llama-stack 0.2.13; ``:`` and ``+`` alone before.
+_ENV_REF = re.compile(r"\$\{env\.([A-Z0-9_]+)(?:(:=|:\+|:|\+)([^}]*))?\}")
+#: Top-level sections that hold a stack's state: ``storage`` from 0.3, the flat
+#: ``metadata_store`` and ``inference_store`` of 0.2.
+_STATE_SECTIONS = ("storage.", "metadata_store.", "inference_store.")
 
 
 class StackConfigError(ValueError):
@@ -42,7 +46,8 @@ class StackConfigError(ValueError):
 
 
 def resolve_env(text: str, environ: Mapping[str, str]) -> str:
-    """Expand ``${env.VAR}``, ``${env.VAR:=default}`` and ``${env.VAR:+if_set}`` as the stack does.
+    """Expand ``${env.VAR}``, ``${env.VAR:=default}`` and ``${env.VAR:+if_set}`` as the stack does
+    (and 0.2.12's ``${env.VAR:default}``, ``${env.VAR+if_set}``).
 
     An unset (or empty) variable without a default raises ``KeyError(VAR)``.
     """
@@ -50,9 +55,9 @@ def resolve_env(text: str, environ: Mapping[str, str]) -> str:
     def expand(match: re.Match[str]) -> str:
         name, op, arg = match.group(1), match.group(2), match.group(3) or ""
         value = environ.get(name, "")
-        if op == "=":
+        if op in (":=", ":"):
             return value or arg
-        if op == "+":
+        if op in (":+", "+"):
             return arg if value else ""
         if not value:
             raise KeyError(name)
@@ -111,10 +116,12 @@ class StackConfig:
             if isinstance(data.get("storage"), Mapping)
             else None
         )
-        if not isinstance(backends, Mapping) or not backends:
+        flat = isinstance(data.get("metadata_store"), Mapping)  # llama-stack 0.2
+        if not flat and (not isinstance(backends, Mapping) or not backends):
             raise StackConfigError(
                 f"{path}: no storage.backends section; add kv_sqlite/sql_sqlite backends with "
-                "db_path: ${env.SQLITE_STORE_DIR}/kvstore.db (see the plugin's minimal.yaml)"
+                "db_path: ${env.SQLITE_STORE_DIR}/kvstore.db (see the plugin's minimal.yaml; "
+                "llama-stack 0.2: a metadata_store, see minimal-0.2.yaml)"
             )
         return cls(path, text, data)
 
@@ -170,7 +177,7 @@ class StackConfig:
                     "would leak between tests; use ${env.SQLITE_STORE_DIR}/<file> "
                     "(or ${env.FILES_STORAGE_DIR}, ${env.MILVUS_DB_PATH})"
                 )
-            inside += key.startswith("storage.")
+            inside += key.startswith(_STATE_SECTIONS)
         inside += self._check_databases(environ, store_env)
         if not inside:
             raise StackConfigError(

@@ -29,6 +29,7 @@ from .registry import (
     read_keys,
     write_entries,
 )
+from .releases import REGISTRY_FILES
 from .seeds import ToolgroupSeed
 
 __all__ = [
@@ -160,8 +161,10 @@ class LlamaStore:
 
     @property
     def kvstore_path(self) -> Path:
-        """The registry database (toolgroups, models, vector stores, ...)."""
-        return self.path / "kvstore.db"
+        """The registry database (toolgroups, models, vector stores, ...): ``kvstore.db``,
+        or a llama-stack 0.2 distribution's ``registry.db`` when only that one is there."""
+        paths = [self.path / name for name in REGISTRY_FILES]
+        return next((p for p in paths if p.exists()), paths[0])
 
     @property
     def sqlstore_path(self) -> Path:

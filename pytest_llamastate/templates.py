@@ -229,7 +229,7 @@ class TemplateCache:
         """The template database for ``seeds``, built on first use (once per run, locked)."""
         fmt = self.format
         # Everything that shapes the rows names the file: workers never share a wrong one.
-        shape = re.sub(r"\W", "_", f"{fmt.package}-{fmt.version}-{fmt.namespace or ''}")
+        shape = re.sub(r"\W", "_", f"{fmt.core}-{fmt.version}-{fmt.namespace or ''}")
         key = f"{shape}-{seed_set_key(seeds)}"
         if key in self._built:
             return self._built[key]

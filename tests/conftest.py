@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
         import_quietly(flavor.library_module)
         # The default config's files provider stores through SQLAlchemy, which the
         # library client alone does not import.
-        import_quietly(f"{flavor.package}.core.storage.sqlstore.sqlalchemy_sqlstore")
+        import_quietly(f"{flavor.core}.storage.sqlstore.sqlalchemy_sqlstore")
         import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
     with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
         import_quietly("asyncpg")

@@ -31,7 +31,7 @@ CONFIGS = _PACKAGE / "configs"
 #: The default config, plus the prompts API (OGX serves ``/v1/prompts`` only when asked):
 #: a route that writes to the store, on both flavors.
 PROMPTS_CONFIG = (
-    (CONFIGS / FLAVOR.default_config_name)
+    (CONFIGS / FLAVOR.config_template)
     .read_text()
     .replace("- tool_runtime\n", "- tool_runtime\n- prompts\n", 1)
 )
@@ -99,7 +99,7 @@ def fork() -> Iterator[Any]:
 
 
 def test_serves_health_and_the_cli_routes(fork: Any, tmp_path: Path) -> None:
-    config = CONFIGS / FLAVOR.default_config_name
+    config = CONFIGS / FLAVOR.config_template
     server = Server(fork, tmp_path / "fork", config).ready()
     assert _http(f"{server.url}/v1/health") == {"status": "OK"}
     forked = set(_http(f"{server.url}/openapi.json")["paths"])
@@ -172,7 +172,7 @@ def test_stop_frees_the_port_and_a_restart_keeps_the_state(
 
 def test_a_server_that_fails_reports_its_code_and_logs_why(fork: Any, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
-    text = (CONFIGS / FLAVOR.default_config_name).read_text()
+    text = (CONFIGS / FLAVOR.config_template).read_text()
     config.write_text(text.replace("remote::model-context-protocol", "remote::no-such-thing"))
     server = Server(fork, tmp_path / "store", config)
     with pytest.raises(forkserver.ChildExitedError) as caught:

@@ -337,7 +337,7 @@ _STACK = textwrap.dedent(
     module.setup_logging = lambda *a, **k: None
     os.environ.setdefault("PYTEST_CURRENT_TEST", "pytest-llamastate")
     client = getattr(module, flavor.library_client)(sys.argv[1])
-    api = import_quietly(flavor.api_package)
+    api = import_quietly(dict(flavor.api_types)["Api"])
     groups = client.async_client.impls[api.Api.tool_groups]
     flavor.run(client.loop, groups.register_tool_group(
         toolgroup_id="mcp::fresh", provider_id="model-context-protocol",

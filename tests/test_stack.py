@@ -160,7 +160,7 @@ def test_recorder_variable_is_ignored_while_the_stack_starts(
         f"""
         import importlib, os
         def test_it(llama_stack):
-            s = importlib.import_module("{FLAVOR.package}.core.stack")
+            s = importlib.import_module("{FLAVOR.core}.stack")
             assert s.TEST_RECORDING_CONTEXT is None
             assert os.environ["{FLAVOR.inference_mode_var}"] == "replay"
         """

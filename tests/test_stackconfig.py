@@ -63,7 +63,7 @@ class TestConfigChecks:
         """Our resolver (used before any stack starts) must read configs as the stack does."""
         import yaml
 
-        replace_env_vars = importlib.import_module(f"{FLAVOR.package}.core.stack").replace_env_vars
+        replace_env_vars = importlib.import_module(f"{FLAVOR.core}.stack").replace_env_vars
 
         from pytest_llamastate.stackconfig import resolve_env
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ..flavor import LLAMA_STACK, OGX, Flavor
+from ..flavor import LLAMA_STACK, Flavor, by_name
 
 __all__ = [
     "DB_PREFIX",
@@ -148,7 +148,7 @@ def database_name(*parts: str) -> str:
 
 def kv_table(flavor: Flavor) -> str:
     """The default ``kv_postgres`` ``table_name`` of ``flavor``."""
-    return "ogx_kvstore" if flavor is OGX else "llamastack_kvstore"
+    return flavor.postgres_kv_table
 
 
 def quote_identifier(identifier: str) -> str:
@@ -262,11 +262,6 @@ def check_server(url: str | PostgresURL) -> PostgresURL:
 
 # -- registry rows ---------------------------------------------------------------------------
 
-_KV_DDL = {
-    LLAMA_STACK.name: "key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMP",
-    OGX.name: "key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMPTZ",
-}
-
 
 def read_kv_rows(url: str | PostgresURL, table: str) -> list[tuple[str, str]]:
     """Every unexpired ``(key, value)`` of a ``kv_postgres`` table, sorted by key.
@@ -307,7 +302,8 @@ def write_kv_rows(
     async def work(conn: Any) -> None:
         async with conn.transaction():
             await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_table(table)} ({_KV_DDL[flavor.name]})"
+                f"CREATE TABLE IF NOT EXISTS {_table(table)} (key TEXT PRIMARY KEY, value TEXT, "
+                f"expiration {flavor.postgres_kv_expiration})"
             )
             if delete:
                 await conn.execute(f"DELETE FROM {_table(table)} WHERE key = ANY($1)", delete)
@@ -376,7 +372,7 @@ class StoreDatabase:
             with open(path, encoding="utf-8") as f:
                 password = f.read().strip()
         url = PostgresURL.parse(str(data.get("url", "")).replace(":***@", "@"))
-        flavor = OGX if data.get("flavor") == OGX.name else LLAMA_STACK
+        flavor = by_name(str(data.get("flavor", LLAMA_STACK.name)))
         return cls(
             replace(url, password=password, database=str(data.get("database", url.database))),
             str(data.get("kv_table", kv_table(flavor))),

@@ -92,6 +92,8 @@ class LlamaStack:
     def start(self) -> LlamaStack:
         if self.running:
             raise StackError(f"the stack on {self.store.path} is already running")
+        if problem := self.flavor.support_problem():
+            raise StackNotInstalledError(problem)
         try:
             live.check_start(self.store.path)
         except RuntimeError as exc:

@@ -35,11 +35,11 @@ def _reset_globals(flavor: Flavor) -> None:
     ``Stack.initialize`` re-registers the storage backends itself; the MCP transport
     cache is keyed by URL, and a later test may reuse a port for another server.
     """
-    toolgroups = import_quietly(f"{flavor.package}.core.routing_tables.toolgroups")
-    mcp = import_quietly(f"{flavor.package}.providers.utils.tools.mcp")
+    toolgroups = import_quietly(f"{flavor.core}.routing_tables.toolgroups")
     toolgroups.ToolGroupsRoutingTable.toolgroups_to_tools.clear()
     toolgroups.ToolGroupsRoutingTable.tool_to_toolgroup.clear()
-    mcp.protocol_cache.clear()
+    if flavor.mcp_cache:
+        import_quietly(f"{flavor.package}.providers.utils.tools.mcp").protocol_cache.clear()
 
 
 def _close_storage(flavor: Flavor) -> None:
@@ -49,8 +49,10 @@ def _close_storage(flavor: Flavor) -> None:
     stops its loop without shutting the stack down; the next start would drop the open
     connection unclosed (a warning at a random later point). Best effort, bounded.
     """
-    kvstore = import_quietly(f"{flavor.package}.core.storage.kvstore.kvstore")
-    sqlstore = import_quietly(f"{flavor.package}.core.storage.sqlstore.sqlstore")
+    if flavor.kvstore_module is None or flavor.sqlstore_module is None:
+        return  # releases before 0.4.3 keep no backends in process globals
+    kvstore = import_quietly(flavor.kvstore_module)
+    sqlstore = import_quietly(flavor.sqlstore_module)
 
     async def close() -> None:
         await kvstore.shutdown_kvstore_backends()
@@ -77,10 +79,12 @@ def _new_client(spec: StartSpec) -> Any:
         created.append(loop)
         return loop
 
-    setup_logging = library_client.setup_logging
+    hook = flavor.logging_hook
+    setup_logging = getattr(library_client, hook) if hook else None
     # Construction would replace the root logging handlers (caplog stops working), print
     # the whole config, and trip -W error on third-party deprecation warnings.
-    library_client.setup_logging = lambda *a, **k: None
+    if hook:
+        setattr(library_client, hook, lambda *a, **k: None)
     asyncio.new_event_loop = tracked_loop
     under_test = {} if _UNDER_TEST in os.environ else {_UNDER_TEST: "pytest-llamastate"}
     client = None
@@ -88,14 +92,45 @@ def _new_client(spec: StartSpec) -> Any:
         with environ.patched(under_test), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
+            _initialize(flavor, client)
     finally:
-        library_client.setup_logging = setup_logging
+        if hook:
+            setattr(library_client, hook, setup_logging)
         asyncio.new_event_loop = new_event_loop
         # Keep client.loop (OGX runs it in a thread); llama-stack ran initialize() on another.
         for loop in created:
             if loop is not getattr(client, "loop", None) and not loop.is_running():
                 loop.close()
     return client
+
+
+def _initialize(flavor: Flavor, client: Any) -> None:
+    """Start a client that does not start itself (llama-stack up to 0.2.18).
+
+    Its own ``initialize()`` runs on a loop it then closes (up to 0.2.16), which would
+    leave the stack's connections on a dead loop; so up to 0.2.16 the client is given a
+    loop of its own, kept as ``client.loop`` as later releases keep theirs.
+    """
+    if flavor.library_start == "own-loop":
+        client.loop = asyncio.new_event_loop()
+    if flavor.library_start != "constructor":
+        client.loop.run_until_complete(client.async_client.initialize())
+
+
+def _shut_down_impls(client: Any) -> None:
+    """Stop a client that has no ``shutdown()`` (before 0.4.3): what the server does on
+    exit, each API's implementation shut down, then the client's loop closed."""
+
+    async def shut_down() -> None:
+        for impl in client.async_client.impls.values():
+            if (shutdown := getattr(impl, "shutdown", None)) is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(shutdown(), 10)
+
+    try:
+        client.loop.run_until_complete(shut_down())
+    finally:
+        client.loop.close()
 
 
 class LibraryBackend:
@@ -134,7 +169,10 @@ class LibraryBackend:
         if client is None or self._flavor is None:
             return
         try:
-            client.shutdown()
+            if self._flavor.library_stop == "impls":
+                _shut_down_impls(client)
+            else:
+                client.shutdown()
         finally:
             # OGX's atexit hook would keep this whole stack alive until exit.
             atexit.unregister(client.shutdown)
@@ -145,10 +183,9 @@ class LibraryBackend:
 
     # -- the routing table behind the APIs ------------------------------------------------
 
-    @property
-    def _api(self) -> Any:
+    def _api(self, name: str) -> Any:
         assert self._flavor is not None
-        return import_quietly(self._flavor.api_package)
+        return self._flavor.api(name)
 
     def _run(self, coro: Any) -> Any:
         assert self._flavor is not None
@@ -156,7 +193,7 @@ class LibraryBackend:
             return self._flavor.run(self.client.loop, coro)
 
     def _tool_groups(self) -> Any:
-        return self.client.async_client.impls[self._api.Api.tool_groups]
+        return self.client.async_client.impls[self._api("Api").tool_groups]
 
     def toolgroups(self) -> list[ToolgroupRecord]:
         data = self._run(self._tool_groups().list_tool_groups()).data
@@ -167,7 +204,7 @@ class LibraryBackend:
             self._tool_groups().register_tool_group(
                 toolgroup_id=seed.toolgroup_id,
                 provider_id=seed.provider_id,
-                mcp_endpoint=self._api.URL(uri=seed.mcp_endpoint) if seed.mcp_endpoint else None,
+                mcp_endpoint=self._api("URL")(uri=seed.mcp_endpoint) if seed.mcp_endpoint else None,
                 args=dict(seed.args) if seed.args is not None else None,
             )
         )
@@ -185,9 +222,16 @@ class LibraryBackend:
         """The handler behind the list-tools route, called directly: OGX 1.5's route
         fails (its admin API is built without the toolgroups dependency), the handler
         does not."""
-        request = self._api.ListToolsRequest(toolgroup_id=toolgroup_id)
-        data = self._run(self._tool_groups().list_tools(request))
+        data = self._run(self._list_tools(toolgroup_id))
         return [tool.model_dump(mode="json") for tool in data.data]
+
+    def _list_tools(self, toolgroup_id: str | None) -> Any:
+        """The routing table's ``list_tools`` coroutine: by request from 0.7, by keyword before."""
+        assert self._flavor is not None
+        routing = self._tool_groups()
+        if self._flavor.list_tools_request:
+            return routing.list_tools(self._api("ListToolsRequest")(toolgroup_id=toolgroup_id))
+        return routing.list_tools(toolgroup_id=toolgroup_id)
 
     def invoke_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """The tool runtime's ``invoke_tool``, the call an agent's turn makes.
@@ -198,13 +242,13 @@ class LibraryBackend:
         routing = self._tool_groups()
         index = type(routing).tool_to_toolgroup
         if name not in index:
-            self._run(routing.list_tools(self._api.ListToolsRequest()))
+            self._run(self._list_tools(None))
         if name not in index:
             raise StackError(
                 f"invoke_tool({name!r}): the stack has no such tool "
                 f"(it lists: {', '.join(sorted(index)) or 'none'})"
             )
-        runtime = self.client.async_client.impls[self._api.Api.tool_runtime]
+        runtime = self.client.async_client.impls[self._api("Api").tool_runtime]
         try:
             result = self._run(runtime.invoke_tool(tool_name=name, kwargs=arguments))
         except Exception as exc:

@@ -21,7 +21,6 @@ OGX_STAMP := $(OGX_VENV)/.installed
 RELEASES := $(shell python3 pytest_llamastate/releases.py slugs)
 VENV_llama-stack-0.7.3 := $(VENV)
 VENV_ogx-1.5.0 := $(OGX_VENV)
-release_venv = $(or $(VENV_$(1)),.venvs/$(1))
 OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
 RELEASE_STAMPS := $(OLD_RELEASES:%=.venvs/%/.installed)
 
@@ -57,7 +56,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
-test: lint test-llama-stack test-ogx test-postgres test-exec
+test: lint test-llama-stack test-ogx test-postgres test-exec test-compat
 
 test-llama-stack: $(STAMP)
 	$(VENV)/bin/pytest -n 2 tests
@@ -72,6 +71,11 @@ test-postgres: $(STAMP)
 test-exec: $(STAMP) $(OGX_STAMP)
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest -n 2 tests
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest -n 2 tests
+
+# The compatibility suite (tests/compat) on every older tested release, each in its own venv;
+# llama-stack 0.7.3 and OGX 1.5 run it with the rest of tests/ above.
+test-compat: $(RELEASE_STAMPS)
+	$(foreach r,$(OLD_RELEASES),.venvs/$(r)/bin/pytest -n 2 tests/compat &&) true
 
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples

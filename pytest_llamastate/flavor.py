@@ -86,6 +86,7 @@ class Flavor:
     api_types: tuple[tuple[str, str], ...]
     library_start: str
     library_stop: str
+    sqlalchemy_module: str | None
     logging_hook: str | None
     list_tools_request: bool
     threaded_loop: bool

@@ -32,11 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
     from pytest_llamastate.flavor import detect, import_quietly
 
     flavor = detect()
-    if flavor.installed():
+    if flavor.installed() and flavor.sqlstore_module and not flavor.support_problem():
         import_quietly(flavor.library_module)
         # The default config's files provider stores through SQLAlchemy, which the
         # library client alone does not import.
-        import_quietly(f"{flavor.core}.storage.sqlstore.sqlalchemy_sqlstore")
+        import_quietly(flavor.sqlstore_module.rpartition(".")[0] + ".sqlalchemy_sqlstore")
         import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
     with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
         import_quietly("asyncpg")

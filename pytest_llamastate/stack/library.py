@@ -21,6 +21,7 @@ from ..flavor import Flavor, import_quietly
 from ..registry import ToolgroupRecord
 from ..seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
+from .engines import EngineTracker
 
 __all__ = ["LibraryBackend"]
 
@@ -117,9 +118,10 @@ def _initialize(flavor: Flavor, client: Any) -> None:
         client.loop.run_until_complete(client.async_client.initialize())
 
 
-def _shut_down_impls(client: Any) -> None:
+def _shut_down_impls(client: Any, engines: EngineTracker) -> None:
     """Stop a client that has no ``shutdown()`` (before 0.4.3): what the server does on
-    exit, each API's implementation shut down, then the client's loop closed."""
+    exit, each API's implementation shut down, its SQL engines disposed, then the client's
+    loop closed."""
 
     async def shut_down() -> None:
         for impl in client.async_client.impls.values():
@@ -129,6 +131,7 @@ def _shut_down_impls(client: Any) -> None:
 
     try:
         client.loop.run_until_complete(shut_down())
+        engines.dispose(client.loop)
     finally:
         client.loop.close()
 
@@ -142,6 +145,7 @@ class LibraryBackend:
         self.client: Any = None
         self.base_url: str | None = None
         self._flavor: Flavor | None = None
+        self._engines: EngineTracker | None = None
 
     def start(self, spec: StartSpec) -> None:
         if (other := live.library()) is not None:
@@ -154,10 +158,17 @@ class LibraryBackend:
             )
         self._flavor = spec.flavor
         try:
+            self._engines = EngineTracker(spec.flavor)
             self.client = _new_client(spec)
         except StackNotInstalledError:
             raise
         except Exception as exc:
+            if self._engines is not None:
+                loop = asyncio.new_event_loop()
+                try:
+                    self._engines.dispose(loop)
+                finally:
+                    loop.close()
             _close_storage(spec.flavor)
             _reset_globals(spec.flavor)
             raise StackError(
@@ -168,10 +179,12 @@ class LibraryBackend:
         client, self.client = self.client, None
         if client is None or self._flavor is None:
             return
+        engines = self._engines or EngineTracker(self._flavor)
         try:
             if self._flavor.library_stop == "impls":
-                _shut_down_impls(client)
+                _shut_down_impls(client, engines)
             else:
+                engines.dispose(client.loop)
                 client.shutdown()
         finally:
             # OGX's atexit hook would keep this whole stack alive until exit.

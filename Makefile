@@ -18,7 +18,7 @@ OGX_STAMP := $(OGX_VENV)/.installed
 # packages float to the newest release, and mcp 2 breaks llama-stack and OGX 0.8). The list,
 # the pins and each one's Python come from the plugin's release table (releases.py).
 # llama-stack 0.7.3 and OGX 1.5.0 are the two venvs above; the others live in .venvs/.
-RELEASES := $(shell python3 pytest_llamastate/releases.py slugs)
+RELEASES := $(shell python3 pytest_llamastate/release_lines.py slugs)
 VENV_llama-stack-0.7.3 := $(VENV)
 VENV_ogx-1.5.0 := $(OGX_VENV)
 OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
@@ -43,10 +43,10 @@ venvs: $(STAMP) $(OGX_STAMP) $(RELEASE_STAMPS)
 
 .venvs/%/.installed: pyproject.toml
 	rm -rf .venvs/$*
-	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases.py python $*))" -m venv .venvs/$*
+	"$$(.ci/find-python $(shell python3 pytest_llamastate/release_lines.py python $*))" -m venv .venvs/$*
 	.venvs/$*/bin/python -m pip install -q --upgrade pip
 	.venvs/$*/bin/python -m pip install -q -e '.[postgres,dev]' \
-		$(shell python3 pytest_llamastate/releases.py pins $*)
+		$(shell python3 pytest_llamastate/release_lines.py pins $*)
 	touch $@
 
 lint: $(STAMP)

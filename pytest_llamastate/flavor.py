@@ -22,7 +22,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
-from . import releases
+from . import release_lines as releases
 
 __all__ = [
     "FLAVORS",

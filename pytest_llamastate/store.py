@@ -29,7 +29,7 @@ from .registry import (
     read_keys,
     write_entries,
 )
-from .releases import REGISTRY_FILES
+from .release_lines import REGISTRY_FILES
 from .seeds import ToolgroupSeed
 
 __all__ = [

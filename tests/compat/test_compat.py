@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llamastate.flavor import detect
-from pytest_llamastate.releases import TESTED
+from pytest_llamastate.release_lines import TESTED
 
 FLAVOR = detect()
 VERSION = FLAVOR.version()
@@ -149,7 +149,7 @@ def test_release_is_tested_and_header_names_it_with_its_format(pytester: pytest.
 def test_users_suite(pytester: pytest.Pytester, mode: str) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = run(pytester, f"--llama-stack-mode={mode}", "-v")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=6)
 
 
 def test_persistent_store_across_runs_and_its_reset(pytester: pytest.Pytester) -> None:

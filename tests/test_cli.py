@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.flavor import detect
-from pytest_llamastate.registry import write_entries
+from pytest_llamastate.releases import detect
+from pytest_llamastate.state.registry import write_entries
 
 KEY = "distributions:registry:v10::"
 

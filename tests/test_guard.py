@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_llamastate import guard as guard_module
-from pytest_llamastate.guard import HomeGuard, real_state_homes
+from pytest_llamastate.state.guard import HomeGuard, real_state_homes
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
-from pytest_llamastate.seeds import ToolgroupSeed, load_seed_file
+from pytest_llamastate.state.seeds import ToolgroupSeed, load_seed_file
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends

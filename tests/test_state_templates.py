@@ -9,7 +9,7 @@ import pytest
 from flavors import skip_module_without_a_stack
 
 from pytest_llamastate import TemplateError, llama_template
-from pytest_llamastate.cli import main as llamastate
+from pytest_llamastate.cli.command import main as llamastate
 
 skip_module_without_a_stack()
 

@@ -44,7 +44,7 @@ def test_detect_refuses_an_unknown_name() -> None:
 def test_detection_imports_neither_package() -> None:
     code = (
         "import sys\n"
-        "from pytest_llamastate.flavor import detect\n"
+        "from pytest_llamastate.releases import detect\n"
         "detect().version()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llama_stack', 'ogx')))\n"
     )

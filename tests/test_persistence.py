@@ -144,7 +144,7 @@ def test_a_store_broken_during_the_test_fails_its_integrity_check(
 
         @pytest.mark.persistent("fragile")
         def test_it(llama_store):
-            from pytest_llamastate.registry import write_entries
+            from pytest_llamastate.state.registry import write_entries
             write_entries(llama_store.kvstore_path, {"k": "v"})
             with open(llama_store.kvstore_path, "r+b") as db:
                 db.seek(100)

@@ -267,7 +267,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pytest_llamastate.backends.postgres_server import acquire
+    from pytest_llamastate.storage.postgres.server import acquire
     server = acquire(data_dir=Path(sys.argv[1]))
     print(server.url, flush=True)
     time.sleep(120)
@@ -329,7 +329,7 @@ def test_a_sigkilled_watchdog_takes_the_postmaster_with_it(data_root: Path) -> N
 _STACK = textwrap.dedent(
     """
     import asyncio, logging, os, sys, warnings
-    from pytest_llamastate.flavor import detect, import_quietly
+    from pytest_llamastate.releases import detect, import_quietly
     flavor = detect()
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)

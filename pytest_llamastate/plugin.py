@@ -141,6 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.start_timeout,
         settings.flavor,
         settings.server_process,
+        settings.container,
     )
     state_templates = StateTemplates(
         settings.template_cache if settings.reuse_templates else templates.root / "state",
@@ -215,7 +216,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
         f"stack mode={s.stack_mode}"
-        + (f" ({s.server_process})" if s.stack_mode == "server" else "")
+        + {"server": f" ({s.server_process})", "container": f" ({s.container})"}.get(
+            s.stack_mode, ""
+        )
         + f", {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
@@ -329,7 +332,7 @@ def _add_state_sections(report: pytest.TestReport, istate: ItemState) -> None:
     ]
     if described:
         report.sections.append(("llama store", "\n\n".join(described)))
-    logs = [s.log_path for s in istate.stacks if s.mode == "server"] + istate.failed_logs
+    logs = [s.log_path for s in istate.stacks if s.mode != "library"] + istate.failed_logs
     for log in dict.fromkeys(logs):
         report.sections.append(server_log_section(log))
 

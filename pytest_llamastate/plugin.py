@@ -213,13 +213,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         if f is not s.flavor and f.installed()
     )
     reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
+    how = {"server": f" ({s.server_process})", "container": f" ({s.container})"}
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"stack mode={s.stack_mode}"
-        + {"server": f" ({s.server_process})", "container": f" ({s.container})"}.get(
-            s.stack_mode, ""
-        )
-        + f", {flavor}",
+        f"stack mode={s.stack_mode}{how.get(s.stack_mode, '')}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
     ]

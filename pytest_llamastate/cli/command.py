@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import detect
+from ..stack.engine import container_run_line
 from ..state.registry import RegistryEntry, StoreCorruptError
 from ..state.store import MARKER_NAME, LlamaStore, is_store, remove_store
 from ..storage.postgres.backend import reachable
@@ -214,7 +215,11 @@ def cmd_env(args: argparse.Namespace) -> int:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
-        print(f"# {shlex.join(flavor.run_command(store.config_path, port))}")
+        container = LlamaStore.read_marker(store.path).get("container")
+        if isinstance(container, dict):  # served by a container: the line that reopens it
+            print(f"# {container_run_line(store, container, port)}")
+        else:
+            print(f"# {shlex.join(flavor.run_command(store.config_path, port))}")
     return 0
 
 

@@ -142,6 +142,7 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.start_timeout,
         settings.flavor,
         settings.server_process,
+        settings.container,
     )
     state_templates = StateTemplates(
         settings.template_cache if settings.reuse_templates else templates.root / "state",
@@ -213,11 +214,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         if f is not s.flavor and f.installed()
     )
     reset = f" (reset: {', '.join(sorted(s.reset_persistent))})" if s.reset_persistent else ""
+    how = {"server": f" ({s.server_process})", "container": f" ({s.container})"}
     return [
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
-        f"stack mode={s.stack_mode}"
-        + (f" ({s.server_process})" if s.stack_mode == "server" else "")
-        + f", {flavor}",
+        f"stack mode={s.stack_mode}{how.get(s.stack_mode, '')}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
     ]
@@ -330,7 +330,7 @@ def _add_state_sections(report: pytest.TestReport, istate: ItemState) -> None:
     ]
     if described:
         report.sections.append(("llama store", "\n\n".join(described)))
-    logs = [s.log_path for s in istate.stacks if s.mode == "server"] + istate.failed_logs
+    logs = [s.log_path for s in istate.stacks if s.mode != "library"] + istate.failed_logs
     for log in dict.fromkeys(logs):
         report.sections.append(server_log_section(log))
 

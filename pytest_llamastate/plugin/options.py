@@ -15,7 +15,16 @@ from typing import Literal, TypeVar
 import pytest
 
 from ..releases import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
-from ..stack import SERVER_PROCESSES, STACK_MODES, ServerProcess, StackMode, default_server_process
+from ..stack import (
+    ENGINE_CHOICES,
+    SERVER_PROCESSES,
+    STACK_MODES,
+    ContainerRuntime,
+    EngineError,
+    ServerProcess,
+    StackMode,
+    default_server_process,
+)
 from ..state.guard import GUARD_MODES, GuardMode
 from ..state.leaks import LEAK_MODES, LeakMode
 from ..state.mcptools import from_seed_entry
@@ -72,8 +81,8 @@ def addoption(parser: pytest.Parser) -> None:
     )
     twin(
         "llama_stack_mode",
-        "how llama_stack runs: library (in-process, default) or server "
-        "(`llama stack run` / `ogx run`)",
+        "how llama_stack runs: library (in-process, default), server "
+        "(`llama stack run` / `ogx run`) or container (--llama-stack-image)",
         default="library",
         metavar="MODE",
     )
@@ -83,6 +92,14 @@ def addoption(parser: pytest.Parser) -> None:
         "a process that imported the stack once) or exec (the `llama stack run` command)",
         default=default_server_process(),
         metavar="KIND",
+    )
+    twin("llama_stack_image", "container mode's image (a local one: never pulled)", metavar="IMAGE")
+    twin(
+        "llama_container_engine",
+        "container mode's engine: auto (default: docker if its daemon answers, else podman), "
+        "docker or podman",
+        default="auto",
+        metavar="ENGINE",
     )
     twin(
         "llama_flavor",
@@ -239,6 +256,8 @@ class Settings:
     reuse_templates: bool = False
     template_cache: Path = Path(".pytest_cache") / STATE_CACHE_SUBDIR
     leaks: LeakMode = "warn"
+    #: The engine and image of container mode (``None`` in the other modes).
+    container: ContainerRuntime | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -263,7 +282,7 @@ class Settings:
             keep=keep,
             retention_count=int(count.value),
             guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
-            stack_mode=_choice(_required(config, "llama_stack_mode"), STACK_MODES),
+            stack_mode=(mode := _choice(_required(config, "llama_stack_mode"), STACK_MODES)),
             server_process=_server_process(config),
             backend=backend,
             postgres_url=url.value if url else None,
@@ -277,6 +296,7 @@ class Settings:
             reuse_templates=_flag(_required(config, "llama_reuse_templates")),
             template_cache=_cache_dir(config) / STATE_CACHE_SUBDIR,
             leaks=_choice(_required(config, "llama_leaks"), LEAK_MODES),
+            container=_container(config) if mode == "container" else None,
         )
 
 
@@ -286,6 +306,17 @@ def _server_process(config: pytest.Config) -> ServerProcess:
     if process == "fork" and default_server_process() != "fork":
         raise pytest.UsageError(f"{raw.source}: this platform cannot fork; use exec")
     return process
+
+
+def _container(config: pytest.Config) -> ContainerRuntime:
+    """The engine and the image, both checked now: an engine that is missing or an image
+    that is not local would fail every test the same way."""
+    image = _raw(config, "llama_stack_image")
+    choice = _choice(_required(config, "llama_container_engine"), ENGINE_CHOICES)
+    try:
+        return ContainerRuntime.checked(choice, image.value.strip() if image else "")
+    except EngineError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _flag(raw: _Raw) -> bool:

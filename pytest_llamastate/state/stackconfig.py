@@ -16,7 +16,7 @@ from typing import Any
 
 from ..releases import LLAMA_STACK
 
-__all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "resolve_env"]
+__all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "env_references", "resolve_env"]
 
 #: The offline, tool-runtime-only config shipped with the plugin (the llama-stack one;
 #: each flavor names its own as ``Flavor.default_config``).
@@ -59,6 +59,11 @@ def resolve_env(text: str, environ: Mapping[str, str]) -> str:
         return value
 
     return _ENV_REF.sub(expand, text)
+
+
+def env_references(text: str) -> set[str]:
+    """The variables a config's ``${env.VAR}`` references name."""
+    return {match.group(1) for match in _ENV_REF.finditer(text)}
 
 
 def _path_values(node: Any, key: str = "", in_provider: bool = False) -> Iterator[tuple[str, Any]]:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from ..flavor import Flavor, import_quietly
+from ..releases import Flavor, import_quietly
 
 __all__ = ["EngineTracker"]
 

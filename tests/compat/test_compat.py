@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from pytest_llamastate.flavor import detect
+
 from pytest_llamastate.release_lines import TESTED
 
 FLAVOR = detect()

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 
 from pytest_llamastate.release_lines import TESTED
 
@@ -149,7 +149,8 @@ def test_release_is_tested_and_header_names_it_with_its_format(pytester: pytest.
 def test_users_suite(pytester: pytest.Pytester, mode: str) -> None:
     pytester.makepyfile(test_suite=SUITE)
     result = run(pytester, f"--llama-stack-mode={mode}", "-v")
-    result.assert_outcomes(passed=6)
+    skipped = int(mode == "server" and bool(FLAVOR.tools_route_bug))  # OGX 1.5's tools route
+    result.assert_outcomes(passed=6 - skipped, skipped=skipped)
 
 
 def test_persistent_store_across_runs_and_its_reset(pytester: pytest.Pytester) -> None:

@@ -78,6 +78,7 @@ __all__ = [
     "ogx_stack",
 ]
 
+pytest_plugins = ["pytest_llamastate.inference"]  # --llama-inference, llama_recordings
 _RUN_DIR_KEY = "llamastate_run_dir"
 _TEMPLATES_KEY = "llamastate_templates"
 _KEPT_KEY = "llamastate_kept"

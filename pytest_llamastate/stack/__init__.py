@@ -23,6 +23,7 @@ from ..store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
 from .forkserver import ForkServer
 from .library import LibraryBackend
+from .recording import Recording
 from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, warm_up
 
 __all__ = [
@@ -67,6 +68,8 @@ class LlamaStack:
     flavor: Flavor = field(default_factory=detect)
     #: How a server starts (server mode only): ``fork`` or ``exec``.
     server_process: ServerProcess = field(default_factory=default_server_process)
+    #: The request recorder's settings when ``--llama-inference`` turned it on.
+    recording: Recording | None = None
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +115,8 @@ class LlamaStack:
             flavor=self.flavor,
             start_timeout=self.start_timeout,
             label=self.label,
+            recording=self.recording,
+            server=self.server_process if self.mode == "server" else None,
         )
         self._align_seed_keys(spec)
         with spec.environment():
@@ -271,6 +276,8 @@ class LlamaStackFactory:
     #: Which stack to run (``llama_flavor``); detected when not given.
     flavor: Flavor = field(default_factory=detect)
     server_process: ServerProcess = field(default_factory=default_server_process)
+    #: Set by the plugin when ``--llama-inference`` records or replays.
+    recording: Recording | None = None
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
 
     def load_config(self, path: Path | str | None = None) -> StackConfig:
@@ -298,6 +305,7 @@ class LlamaStackFactory:
             label,
             self.flavor,
             self.server_process,
+            self.recording,
         )
         try:
             stack.start()

@@ -268,6 +268,8 @@ class ServerBackend:
             ) from None
         self.base_url = f"http://127.0.0.1:{port}"
         self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
+        if spec.recording is not None:  # the test id travels in a header
+            spec.recording.stamp(self.client)
 
     def stop(self) -> None:
         self.client = self.base_url = None

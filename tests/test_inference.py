@@ -76,7 +76,8 @@ def test_tool_flow(llama_stack):
         model="openai/fake-model",
         messages=[
             {"role": "user", "content": "add 2 and 3"},
-            {"role": "assistant", "tool_calls": [call.model_dump()]},
+            {"role": "assistant", "tool_calls": [{"id": call.id, "type": "function",
+             "function": {"name": call.function.name, "arguments": call.function.arguments}}]},
             {"role": "tool", "tool_call_id": call.id, "content": str(result)},
         ],
         tools=tools,

@@ -14,21 +14,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import live
-from ..flavor import Flavor, detect
-from ..registry import ToolgroupRecord
-from ..seeds import SeedError, ToolgroupSeed
-from ..stackconfig import StackConfig
-from ..store import LlamaStore
+from ..releases import Flavor, detect
+from ..state import live
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import SeedError, ToolgroupSeed
+from ..state.stackconfig import StackConfig
+from ..state.store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
+from .container import ContainerBackend, ContainerRuntime
+from .engine import ENGINE_CHOICES, EngineError
 from .forkserver import ForkServer
 from .library import LibraryBackend
 from .recording import Recording
 from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, warm_up
 
 __all__ = [
+    "ENGINE_CHOICES",
     "SERVER_PROCESSES",
     "STACK_MODES",
+    "ContainerRuntime",
+    "EngineError",
     "LlamaStack",
     "LlamaStackFactory",
     "ServerProcess",
@@ -38,11 +43,12 @@ __all__ = [
     "default_server_process",
 ]
 
-StackMode = Literal["library", "server"]
-STACK_MODES: tuple[StackMode, ...] = ("library", "server")
+StackMode = Literal["library", "server", "container"]
+STACK_MODES: tuple[StackMode, ...] = ("library", "server", "container")
 _BACKENDS: dict[str, Callable[[LlamaStack], Backend]] = {
     "library": lambda stack: LibraryBackend(),
     "server": lambda stack: ServerBackend(stack.server_process),
+    "container": lambda stack: ContainerBackend(stack.container_runtime()),
 }
 
 
@@ -68,12 +74,19 @@ class LlamaStack:
     flavor: Flavor = field(default_factory=detect)
     #: How a server starts (server mode only): ``fork`` or ``exec``.
     server_process: ServerProcess = field(default_factory=default_server_process)
+    #: The engine and image (container mode only).
+    container: ContainerRuntime | None = None
     #: The request recorder's settings when ``--llama-inference`` turned it on.
     recording: Recording | None = None
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._backend = _BACKENDS[self.mode](self)
+
+    def container_runtime(self) -> ContainerRuntime:
+        if self.container is None:
+            raise StackError("container mode needs an image: --llama-stack-image=IMAGE")
+        return self.container
 
     @property
     def client(self) -> Any:
@@ -276,6 +289,7 @@ class LlamaStackFactory:
     #: Which stack to run (``llama_flavor``); detected when not given.
     flavor: Flavor = field(default_factory=detect)
     server_process: ServerProcess = field(default_factory=default_server_process)
+    container: ContainerRuntime | None = None
     #: Set by the plugin when ``--llama-inference`` records or replays.
     recording: Recording | None = None
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
@@ -305,6 +319,7 @@ class LlamaStackFactory:
             label,
             self.flavor,
             self.server_process,
+            self.container,
             self.recording,
         )
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..flavor import Flavor, Recorder, import_quietly
+from ..releases import Flavor, Recorder, import_quietly
 from . import recorderhook
 
 __all__ = [

@@ -78,7 +78,6 @@ __all__ = [
     "llama_toolgroups",
     "ogx_stack",
 ]
-
 pytest_plugins = ["pytest_llamastate.plugin.inference"]  # --llama-inference, llama_recordings
 _RUN_DIR_KEY = "llamastate_run_dir"
 _TEMPLATES_KEY = "llamastate_templates"

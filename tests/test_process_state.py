@@ -11,7 +11,7 @@ import yaml
 from flavors import FLAVOR, skip_module_without_a_stack
 from openai_server import MODEL, FakeOpenAI, running_openai_server
 
-from pytest_llamastate.flavor import PROCESS_STATE
+from pytest_llamastate.releases import PROCESS_STATE
 from pytest_llamastate.stack.library import process_state
 
 skip_module_without_a_stack()
@@ -72,7 +72,7 @@ def test_the_next_stack_remembers_no_mcp_transport(pytester: pytest.Pytester, mc
     test starts with none remembered (named directly here, not through the table)."""
     pytester.makepyfile(
         f"""
-        from pytest_llamastate.flavor import import_quietly
+        from pytest_llamastate.releases import import_quietly
 
         def protocols():
             return len(import_quietly("{FLAVOR.package}.providers.utils.tools.mcp").protocol_cache)

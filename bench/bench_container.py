@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from container_image import usable
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 from pytest_llamastate.stack import ContainerRuntime, LlamaStackFactory
 from pytest_llamastate.stack.engine import Engine, state_mount
-from pytest_llamastate.store import LlamaStore, state_env
+from pytest_llamastate.state.store import LlamaStore, state_env
 
 ROUNDS = int(os.environ.get("BENCH_CONTAINER_ROUNDS", "5"))
 FLAVOR = detect()

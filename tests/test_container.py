@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from container_image import usable
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 from pytest_llamastate.stack.engine import OWNER_LABEL, STORE_LABEL, Engine
 
 FLAVOR = detect()

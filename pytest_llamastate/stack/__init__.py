@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import live
-from ..flavor import Flavor, detect
-from ..registry import ToolgroupRecord
-from ..seeds import SeedError, ToolgroupSeed
-from ..stackconfig import StackConfig
-from ..store import LlamaStore
+from ..releases import Flavor, detect
+from ..state import live
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import SeedError, ToolgroupSeed
+from ..state.stackconfig import StackConfig
+from ..state.store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
 from .container import ContainerBackend, ContainerRuntime
 from .engine import ENGINE_CHOICES, EngineError

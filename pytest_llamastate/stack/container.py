@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..store import MARKER_NAME, LlamaStore
+from ..state.store import MARKER_NAME, LlamaStore
 from .backend import StartSpec
 from .engine import Engine, EngineError, find_engine, owner_labels, run_command, shown
 from .server import ExecChild, ServerBackend, failure_line, mark_start

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from ..flavor import Flavor, detect
-from ..stackconfig import env_references
-from ..store import LlamaStore, state_env
+from ..releases import Flavor, detect
+from ..state.stackconfig import env_references
+from ..state.store import LlamaStore, state_env
 from .backend import StackError
 
 __all__ = [

@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from filelock import FileLock, Timeout
 
-from ..flavor import Flavor, import_quietly
-from ..registry import ToolgroupRecord
-from ..seeds import ToolgroupSeed
+from ..releases import Flavor, import_quietly
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .forkserver import ChildExitedError, ForkServer, ForkServerError
 

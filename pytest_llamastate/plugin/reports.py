@@ -11,12 +11,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends.postgres import PostgresURL
-from .databases import PostgresStores
-from .persistence import Lease
-from .registry import RegistrySnapshot, StoreCorruptError
-from .stack.server import log_tail
-from .store import LlamaStore
+from ..stack.server import log_tail
+from ..state.persistent import Lease
+from ..state.registry import RegistrySnapshot, StoreCorruptError
+from ..state.store import LlamaStore
+from ..storage.postgres.backend import PostgresStores
+from ..storage.postgres.client import PostgresURL
 
 __all__ = [
     "basetemp_note",

@@ -11,10 +11,10 @@ import types
 
 import pytest
 
-from .persistence import check_name
-from .seeds import SeedError, merge_seeds, parse_seeds
+from ..state.persistent import check_name
+from ..state.seeds import SeedError, merge_seeds, parse_seeds
+from ..state.state_templates import TemplateError, find_templates, pick
 from .session import marker_seeds_key, persistent_key, template_key
-from .statetemplates import TemplateError, find_templates, pick
 
 __all__ = ["MARKERS", "parse"]
 

@@ -85,7 +85,7 @@ def acquire(
     url: str | None = None, *, data_dir: Path | None = None, timeout: float = 60.0
 ) -> PostgresServer:
     """The server at ``url`` (checked), or a throwaway one on ``data_dir``."""
-    from .postgres import PostgresError, check_server
+    from .client import PostgresError, check_server
 
     if url:
         return PostgresServer(str(check_server(url)), started=False)
@@ -118,7 +118,7 @@ def find_binaries() -> Path | None:
 def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
     from filelock import FileLock, Timeout
 
-    from .postgres import INSTALL_HINT, PostgresError, PostgresURL, check_server
+    from .client import INSTALL_HINT, PostgresError, PostgresURL, check_server
 
     bin_dir = find_binaries()
     if bin_dir is None:
@@ -210,7 +210,7 @@ def _traversable(path: Path) -> None:
 
 def _credentials(root: Path, bin_dir: Path) -> str:
     """The superuser's password, making the cluster (``initdb``) on first use."""
-    from .postgres import PostgresError
+    from .client import PostgresError
 
     secret, pgdata = root / "password", root / "pgdata"
     if (pgdata / "PG_VERSION").is_file():
@@ -252,7 +252,7 @@ def _credentials(root: Path, bin_dir: Path) -> str:
 
 
 def _spawn_watchdog(root: Path, bin_dir: Path, timeout: float) -> dict[str, int]:
-    from .postgres import PostgresError
+    from .client import PostgresError
 
     (root / "server.json").unlink(missing_ok=True)
     user = _run_as_user()

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..releases import FLAVORS
+from ..storage.postgres.client import StoreDatabase
 from . import environ
-from .backends.postgres import StoreDatabase
-from .flavor import FLAVORS
 from .registry import (
     RegistryEntry,
     RegistrySnapshot,

@@ -30,11 +30,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from ..releases import Flavor, detect
+from ..storage.sqlite import checkpoint, connect, quoted, table_names
 from . import live
-from .flavor import Flavor, detect
 from .registry import RegistryFormat, installed_format, write_entries
 from .seeds import SeedError, ToolgroupSeed, seed_set_key
-from .sqlite import checkpoint, connect, quoted, table_names
 from .stackconfig import StackConfig
 from .store import MARKER_NAME, LlamaStore
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .postgres import (
+from .client import (
     DB_PREFIX,
     PostgresError,
     PostgresURL,

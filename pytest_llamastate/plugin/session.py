@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from .environ import Saved
-from .guard import HomeGuard, Mark
-from .leaks import StoreState
+from ..stack import LlamaStack, LlamaStackFactory
+from ..state.environ import Saved
+from ..state.guard import HomeGuard, Mark
+from ..state.leaks import StoreState
+from ..state.persistent import Lease, PersistentStores
+from ..state.registry import RegistrySnapshot
+from ..state.seeds import Seed
+from ..state.state_templates import LlamaTemplate, StateTemplates, TemplateEvent
+from ..state.store import LlamaStore
+from ..state.store_factory import LlamaStoreFactory
 from .options import Settings
-from .persistence import Lease, PersistentStores
-from .registry import RegistrySnapshot
-from .seeds import Seed
-from .stack import LlamaStack, LlamaStackFactory
-from .statetemplates import LlamaTemplate, StateTemplates, TemplateEvent
-from .store import LlamaStore
-from .stores import LlamaStoreFactory
 
 __all__ = ["ItemState", "SessionState", "item_state", "session_state", "xdist_controller"]
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .flavor import LLAMA_STACK
+from ..releases import LLAMA_STACK
 
 __all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "env_references", "resolve_env"]
 

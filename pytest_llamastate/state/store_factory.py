@@ -18,10 +18,10 @@ from typing import Literal
 
 from filelock import FileLock
 
-from .databases import PostgresStores
+from ..storage.postgres.backend import PostgresStores
+from .seed_rows import BuiltTemplate, TemplateCache
 from .seeds import ToolgroupSeed, parse_seeds, resolve_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
-from .templates import BuiltTemplate, TemplateCache
 
 __all__ = ["KEEP_POLICIES", "KeepPolicy", "LlamaStoreFactory", "make_run_dir"]
 

@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .flavor import Flavor, detect, import_quietly
-from .sqlite import StoreCorruptError, connect
+from ..releases import Flavor, detect, import_quietly
+from ..storage.sqlite import StoreCorruptError, connect
 
 __all__ = [
     "RegistryDiff",

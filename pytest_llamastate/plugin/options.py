@@ -14,13 +14,8 @@ from typing import Literal, TypeVar
 
 import pytest
 
-from .flavor import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
-from .guard import GUARD_MODES, GuardMode
-from .leaks import LEAK_MODES, LeakMode
-from .mcptools import from_seed_entry
-from .persistence import CACHE_SUBDIR, check_name
-from .seeds import Seed, SeedError, load_seed_file
-from .stack import (
+from ..releases import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
+from ..stack import (
     ENGINE_CHOICES,
     SERVER_PROCESSES,
     STACK_MODES,
@@ -30,10 +25,15 @@ from .stack import (
     StackMode,
     default_server_process,
 )
-from .stackconfig import StackConfig, StackConfigError
-from .store import state_env
-from .stores import KEEP_POLICIES, KeepPolicy
-from .templates import STATE_CACHE_SUBDIR
+from ..state.guard import GUARD_MODES, GuardMode
+from ..state.leaks import LEAK_MODES, LeakMode
+from ..state.mcptools import from_seed_entry
+from ..state.persistent import CACHE_SUBDIR, check_name
+from ..state.seed_rows import STATE_CACHE_SUBDIR
+from ..state.seeds import Seed, SeedError, load_seed_file
+from ..state.stackconfig import StackConfig, StackConfigError
+from ..state.store import state_env
+from ..state.store_factory import KEEP_POLICIES, KeepPolicy
 
 __all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
 

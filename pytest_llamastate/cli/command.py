@@ -48,14 +48,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from . import storeinfo
-from .backends.postgres import PostgresError
-from .backends.postgres_janitor import Janitor
-from .databases import reachable
-from .flavor import detect
-from .registry import RegistryEntry, StoreCorruptError
-from .stack.engine import container_run_line
-from .store import MARKER_NAME, LlamaStore, is_store, remove_store
+from ..releases import detect
+from ..stack.engine import container_run_line
+from ..state.registry import RegistryEntry, StoreCorruptError
+from ..state.store import MARKER_NAME, LlamaStore, is_store, remove_store
+from ..storage.postgres.backend import reachable
+from ..storage.postgres.client import PostgresError
+from ..storage.postgres.janitor import Janitor
+from . import inspection
 
 __all__ = ["main"]
 
@@ -89,27 +89,27 @@ def _open(path: Path, resources: ExitStack) -> LlamaStore:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     """Table of stores, newest first, so the failure you just had is on top."""
-    bases: list[Path] = args.bases or storeinfo.default_bases()
+    bases: list[Path] = args.bases or inspection.default_bases()
     for base in args.bases:
         if not base.is_dir():
             raise CliError(base, "no such folder")
     now = time.time()
     rows = []
     for path in dict.fromkeys(
-        p for base in bases if base.is_dir() for p in storeinfo.find_stores(base)
+        p for base in bases if base.is_dir() for p in inspection.find_stores(base)
     ):
-        kind, label, created = storeinfo.marker(path)
+        kind, label, created = inspection.marker(path)
         try:
             toolgroups = str(len(_open(path, args.resources).toolgroups()))
         except (StoreCorruptError, PostgresError):
             toolgroups = "?"  # one damaged store must not hide the others; show says why
-        age = storeinfo.age(created, now)
+        age = inspection.age(created, now)
         cells = [
             str(path),
             kind,
             label,
             age,
-            storeinfo.human_size(storeinfo.size(path)),
+            inspection.human_size(inspection.size(path)),
             toolgroups,
         ]
         rows.append((created or 0.0, [cell or "-" for cell in cells]))  # no empty columns
@@ -129,7 +129,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     store = _open(args.store, args.resources)
-    doc = storeinfo.describe(store)
+    doc = inspection.describe(store)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
         return 0
@@ -137,7 +137,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     when = "?"
     if created is not None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
-        when = f"{stamp} ({storeinfo.age(created, time.time())} ago)"
+        when = f"{stamp} ({inspection.age(created, time.time())} ago)"
     print(f"path:     {doc['path']}")
     print(f"kind:     {doc['kind'] or '?'}")
     print(f"label:    {doc['label']}")
@@ -235,7 +235,7 @@ def _persistent(folder: Path, name: str) -> Path:
         raise CliError(path, "no such persistent store")
     if not is_store(path):
         raise CliError(path, f"not a pytest-llamastate store (no {MARKER_NAME}); not deleted")
-    kind = storeinfo.marker(path)[0]
+    kind = inspection.marker(path)[0]
     if kind != "persistent":
         raise CliError(path, f"a {kind or 'unknown'} store, not a persistent one; not deleted")
     return path
@@ -256,7 +256,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if args.all:
         names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
         paths = [folder / n for n in names if is_store(folder / n)]
-        paths = [p for p in paths if storeinfo.marker(p)[0] == "persistent"]
+        paths = [p for p in paths if inspection.marker(p)[0] == "persistent"]
     else:
         paths = [_persistent(folder, name) for name in dict.fromkeys(args.names)]
     if not paths:
@@ -314,9 +314,9 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument(
         "--persist-dir",
         type=Path,
-        default=storeinfo.PERSIST_DIR,
+        default=inspection.PERSIST_DIR,
         metavar="DIR",
-        help=f"where persistent stores are (default: ./{storeinfo.PERSIST_DIR})",
+        help=f"where persistent stores are (default: ./{inspection.PERSIST_DIR})",
     )
     reset.set_defaults(func=cmd_reset)
     return parser

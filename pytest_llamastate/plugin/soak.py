@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .stack import LlamaStack
+from ..stack import LlamaStack
 
 __all__ = ["restart_cycles"]
 

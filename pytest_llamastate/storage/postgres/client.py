@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ..flavor import LLAMA_STACK, OGX, Flavor
+from ...releases import LLAMA_STACK, OGX, Flavor
 
 __all__ = [
     "DB_PREFIX",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .postgres import PostgresURL, quote_identifier, with_connection
+from .client import PostgresURL, quote_identifier, with_connection
 
 __all__ = ["replace_text", "table_counts", "text_columns_with"]
 

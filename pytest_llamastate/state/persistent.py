@@ -18,11 +18,11 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
-from .databases import PostgresStores
+from ..storage.postgres.backend import PostgresStores
+from ..storage.sqlite import integrity_problems
+from .seed_rows import TemplateCache
 from .seeds import Seed, ToolgroupSeed, seed_set_key
-from .sqlite import integrity_problems
 from .store import LlamaStore, is_store, remove_store
-from .templates import TemplateCache
 
 __all__ = [
     "CACHE_SUBDIR",

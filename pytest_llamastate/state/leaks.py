@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..storage.sqlite import connect, quoted, table_names
 from .registry import RegistryEntry, RegistrySnapshot
-from .sqlite import connect, quoted, table_names
 from .store import LlamaStore
 
 __all__ = [

@@ -15,12 +15,12 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-from .backends.postgres_tables import table_counts
-from .persistence import CACHE_SUBDIR
-from .registry import ToolgroupRecord
-from .sqlite import connect, quoted, table_names
-from .store import LlamaStore, is_store
-from .templates import STATE_CACHE_SUBDIR
+from ..state.persistent import CACHE_SUBDIR
+from ..state.registry import ToolgroupRecord
+from ..state.seed_rows import STATE_CACHE_SUBDIR
+from ..state.store import LlamaStore, is_store
+from ..storage.postgres.tables import table_counts
+from ..storage.sqlite import connect, quoted, table_names
 
 __all__ = [
     "PERSIST_DIR",

@@ -27,16 +27,16 @@ from typing import Any, overload
 
 from filelock import FileLock
 
+from ..releases import installed_versions
+from ..stack import LlamaStack, LlamaStackFactory, StackError
+from ..storage.postgres.backend import PostgresStores
 from . import live
-from .databases import PostgresStores
-from .flavor import installed_versions
 from .guard import HomeGuard
 from .leaks import LlamaStoreLeakWarning
+from .seed_rows import IN_DATABASE, BuiltTemplate, TemplateCache, TemplateSealError, seal
 from .seeds import SeedError, ToolgroupSeed, parse_seeds, seed_set_key
-from .stack import LlamaStack, LlamaStackFactory, StackError
 from .stackconfig import StackConfig
 from .store import MARKER_NAME, LlamaStore, is_store, read_json, remove_store
-from .templates import IN_DATABASE, BuiltTemplate, TemplateCache, TemplateSealError, seal
 
 __all__ = [
     "Builder",

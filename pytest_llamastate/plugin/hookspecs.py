@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .seeds import Seed
-    from .store import LlamaStore
+    from ..state.seeds import Seed
+    from ..state.store import LlamaStore
 
 
 @pytest.hookspec

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .flavor import FLAVORS
+from ..releases import FLAVORS
 
 __all__ = ["GUARD_MODES", "GuardMode", "HomeGuard", "Mark", "Snapshot", "real_state_homes"]
 

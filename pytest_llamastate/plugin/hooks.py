@@ -16,9 +16,25 @@ from typing import Any
 
 import pytest
 
-from . import environ, hookspecs, markers, options
-from .backends.postgres import PostgresError
-from .databases import PostgresStores
+from ..releases import FLAVORS
+from ..stack import LlamaStackFactory
+from ..state import environ
+from ..state.guard import HomeGuard, real_state_homes
+from ..state.leaks import (
+    LlamaSharedStoreLeakWarning,
+    LlamaStoreLeakWarning,
+    left_behind,
+    read_shared,
+)
+from ..state.mcptools import stop_shared_servers
+from ..state.persistent import PersistentStores
+from ..state.seed_rows import TemplateCache
+from ..state.stackconfig import StackConfigError
+from ..state.state_templates import StateTemplates, llama_template
+from ..state.store_factory import LlamaStoreFactory, make_run_dir
+from ..storage.postgres.backend import PostgresStores
+from ..storage.postgres.client import PostgresError
+from . import hookspecs, markers, options
 from .fixtures import (
     llama_mcp_server,
     llama_stack,
@@ -29,17 +45,7 @@ from .fixtures import (
     llama_toolgroups,
     ogx_stack,
 )
-from .flavor import FLAVORS
-from .guard import HomeGuard, real_state_homes
-from .leaks import (
-    LlamaSharedStoreLeakWarning,
-    LlamaStoreLeakWarning,
-    left_behind,
-    read_shared,
-)
-from .mcptools import stop_shared_servers
 from .options import Settings
-from .persistence import PersistentStores
 from .reports import (
     basetemp_note,
     database_header,
@@ -58,11 +64,6 @@ from .session import (
     session_state,
     xdist_controller,
 )
-from .stack import LlamaStackFactory
-from .stackconfig import StackConfigError
-from .statetemplates import StateTemplates, llama_template
-from .stores import LlamaStoreFactory, make_run_dir
-from .templates import TemplateCache
 
 __all__ = [
     "LlamaSharedStoreLeakWarning",

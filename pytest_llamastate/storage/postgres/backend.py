@@ -18,7 +18,12 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .backends.postgres import (
+from ...releases import Flavor
+from ...state.seed_rows import IN_DATABASE, BuiltTemplate, TemplateCache, seed_rows
+from ...state.seeds import ToolgroupSeed, seed_set_key
+from ...state.stackconfig import StackConfig
+from ...state.store import LlamaStore
+from .client import (
     PostgresURL,
     StoreDatabase,
     check_server,
@@ -26,14 +31,9 @@ from .backends.postgres import (
     kv_table,
     write_kv_rows,
 )
-from .backends.postgres_janitor import Janitor
-from .backends.postgres_server import PostgresServer, acquire
-from .backends.postgres_tables import replace_text, text_columns_with
-from .flavor import Flavor
-from .seeds import ToolgroupSeed, seed_set_key
-from .stackconfig import StackConfig
-from .store import LlamaStore
-from .templates import IN_DATABASE, BuiltTemplate, TemplateCache, seed_rows
+from .janitor import Janitor
+from .server import PostgresServer, acquire
+from .tables import replace_text, text_columns_with
 
 __all__ = ["PostgresStores", "reachable"]
 

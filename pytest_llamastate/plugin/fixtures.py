@@ -13,20 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from . import environ
-from .backends.postgres import PostgresError
-from .flavor import installed_versions
-from .mcptools import McpServer, McpToolsError
-from .persistence import Lease, PersistentStoreError, fingerprint
-from .registry import RegistrySnapshot, StoreCorruptError
-from .seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
+from ..releases import installed_versions
+from ..stack import LlamaStack, LlamaStackFactory, StackError
+from ..state import environ
+from ..state.mcptools import McpServer, McpToolsError
+from ..state.persistent import Lease, PersistentStoreError, fingerprint
+from ..state.registry import RegistrySnapshot, StoreCorruptError
+from ..state.seed_rows import BuiltTemplate
+from ..state.seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
+from ..state.stackconfig import StackConfig, StackConfigError
+from ..state.state_templates import TemplateError
+from ..state.store import LlamaStore
+from ..state.store_factory import LlamaStoreFactory
+from ..storage.postgres.client import PostgresError
 from .session import item_state, marker_seeds_key, persistent_key, session_state, template_key
-from .stack import LlamaStack, LlamaStackFactory, StackError
-from .stackconfig import StackConfig, StackConfigError
-from .statetemplates import TemplateError
-from .store import LlamaStore
-from .stores import LlamaStoreFactory
-from .templates import BuiltTemplate
 
 __all__ = [
     "llama_mcp_server",

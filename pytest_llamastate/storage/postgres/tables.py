@@ -25,17 +25,34 @@ _TEXT_COLUMNS = (
 )
 
 
-def table_counts(url: str | PostgresURL) -> dict[str, int]:
-    """Row count of every table of a store's database (what ``llamastate show`` lists)."""
+#: The columns of a ``kv_postgres`` table (any ``table_name``): keys, not rows, are its content.
+_KV_COLUMNS = {"key", "value", "expiration"}
 
-    async def work(conn: Any) -> dict[str, int]:
-        names = await conn.fetch(_TABLES)
-        return {
-            str(r["tablename"]): int(
-                await conn.fetchval(f"SELECT count(*) FROM {quote_identifier(r[0])}")
-            )
-            for r in names
-        }
+
+def table_counts(url: str | PostgresURL) -> tuple[dict[str, int], dict[str, int]]:
+    """What ``llamastate show`` lists of a store's database: rows per kv namespace (a key's
+    first ``:`` segment) over every kv table, and rows per other table."""
+
+    async def work(conn: Any) -> tuple[dict[str, int], dict[str, int]]:
+        columns: dict[str, set[str]] = {}
+        for row in await conn.fetch(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN pg_tables t ON t.schemaname = c.table_schema AND t.tablename = c.table_name "
+            "WHERE c.table_schema = 'public'"
+        ):
+            columns.setdefault(str(row[0]), set()).add(str(row[1]))
+        kv: dict[str, int] = {}
+        tables: dict[str, int] = {}
+        for name in sorted(columns):
+            table = quote_identifier(name)
+            if columns[name] == _KV_COLUMNS:
+                for prefix, count in await conn.fetch(
+                    f"SELECT split_part(key, ':', 1), count(*) FROM {table} GROUP BY 1"
+                ):
+                    kv[str(prefix)] = kv.get(str(prefix), 0) + int(count)
+            else:
+                tables[name] = int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+        return dict(sorted(kv.items())), tables
 
     return with_connection(PostgresURL.parse(url), work)
 

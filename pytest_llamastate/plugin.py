@@ -58,7 +58,7 @@ from .session import (
     session_state,
     xdist_controller,
 )
-from .stack import LlamaStackFactory
+from .stack import LlamaStackFactory, shortcuts
 from .stackconfig import StackConfigError
 from .statetemplates import StateTemplates, llama_template
 from .stores import LlamaStoreFactory, make_run_dir
@@ -219,6 +219,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         + f", {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
+        *([shortcuts.describe(s.flavor)] if s.flavor.installed() else []),
     ]
 
 

@@ -20,6 +20,7 @@ from .. import environ, live
 from ..flavor import Flavor, import_quietly
 from ..registry import ToolgroupRecord
 from ..seeds import ToolgroupSeed
+from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 
 __all__ = ["LibraryBackend"]
@@ -85,7 +86,11 @@ def _new_client(spec: StartSpec) -> Any:
     under_test = {} if _UNDER_TEST in os.environ else {_UNDER_TEST: "pytest-llamastate"}
     client = None
     try:
-        with environ.patched(under_test), warnings.catch_warnings():
+        with (
+            environ.patched(under_test),
+            warnings.catch_warnings(),
+            shortcuts.applied(flavor, spec.config.path),
+        ):
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
     finally:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_core import run_pytest
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 
 ROUNDS = 5
 N1, N2 = 5, 45
@@ -43,7 +43,7 @@ def test_it(llama_stack, n):
 
 BARE_SUITE = """
 import pytest
-from pytest_llamastate.store import state_env
+from pytest_llamastate.state.store import state_env
 from {module} import {client}
 CONFIG = {config!r}
 @pytest.fixture

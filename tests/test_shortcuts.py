@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
 
-from pytest_llamastate.flavor import LLAMA_STACK, OGX, Flavor, library_shortcuts
+from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor, library_shortcuts
 from pytest_llamastate.stack import shortcuts
 
 skip_module_without_a_stack()
@@ -99,7 +99,7 @@ def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
         f"""
         import importlib, ssl
         import httpx
-        from pytest_llamastate.store import state_env
+        from pytest_llamastate.state.store import state_env
 
         def context(client):
             return {TLS_CONTEXT}

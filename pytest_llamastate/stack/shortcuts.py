@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..flavor import Flavor, Shortcut, import_quietly, library_shortcuts
+from ..releases import Flavor, Shortcut, import_quietly, library_shortcuts
 
 __all__ = ["applied", "describe"]
 

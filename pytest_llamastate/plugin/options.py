@@ -59,14 +59,14 @@ def addoption(parser: pytest.Parser) -> None:
         "each run gets a numbered run-N folder in it",
         metavar="DIR",
     )
-    group.addoption(
-        "--llama-keep-store",
-        action="store_true",
-        default=None,
-        help="keep every store of the run (ini llama_keep_store = failed|all|none, default failed)",
-    )
-    parser.addini(
-        "llama_keep_store", "which stores to keep: failed (default), all, none", default="failed"
+    twin(
+        "llama_keep_store",
+        "which stores to keep after their test: failed (default), all, none; the bare flag "
+        "keeps all (write --llama-keep-store=VALUE)",
+        default="failed",
+        nargs="?",
+        const="all",
+        metavar="WHICH",
     )
     parser.addini(
         "llama_store_retention_count",
@@ -208,6 +208,18 @@ def _choice(raw: _Raw, allowed: tuple[_T, ...]) -> _T:
     )
 
 
+def _not_a_path(raw: _Raw, what: str = "a value", metavar: str = "VALUE") -> _Raw:
+    """Refuse a test path taken as an option's value: an option whose value is optional
+    (``--llama-keep-store tests/test_x.py``) takes the next argument when it has no ``=``."""
+    value = raw.value.strip()
+    if raw.source.startswith("--") and ("/" in value or "::" in value or value.endswith(".py")):
+        raise pytest.UsageError(
+            f"{raw.source}: {value!r} looks like a test path, not {what}: write "
+            f"{raw.source}={metavar} (with '='), or put the option after the test paths"
+        )
+    return raw
+
+
 def _positive_number(raw: _Raw) -> float:
     try:
         value = float(raw.value)
@@ -262,11 +274,8 @@ class Settings:
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
         raw_dir = _raw(config, "llama_store_dir")
-        keep: KeepPolicy = (
-            "all"
-            if config.getoption("llama_keep_store")
-            else _choice(_required(config, "llama_keep_store"), KEEP_POLICIES)
-        )
+        keep_raw = _not_a_path(_required(config, "llama_keep_store"), "which stores", "WHICH")
+        keep = _choice(keep_raw, KEEP_POLICIES)
         count = _required(config, "llama_store_retention_count")
         if not count.value.strip().isdigit():
             raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
@@ -349,13 +358,7 @@ def _reset_names(config: pytest.Config) -> frozenset[str]:
         return frozenset()
     names = frozenset(n.strip() for n in raw.value.split(",") if n.strip())
     for name in names - {"*"}:
-        # `--llama-reset-persistent tests/test_p.py` takes the path as the option's value.
-        if raw.source.startswith("--") and ("/" in name or "::" in name or name.endswith(".py")):
-            raise pytest.UsageError(
-                f"{raw.source}: {name!r} looks like a test path, not a store name: write "
-                "--llama-reset-persistent=NAME (with '='), or put the option after the test "
-                "paths"
-            )
+        _not_a_path(_Raw(name, raw.source, raw.base), "a store name", "NAME")
         try:
             check_name(name)
         except ValueError as exc:

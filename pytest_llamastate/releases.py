@@ -22,6 +22,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import Version
+
 __all__ = [
     "FLAVORS",
     "FLAVOR_CHOICES",
@@ -278,3 +280,31 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
+
+
+# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
+
+#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
+#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
+#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
+#: (the route table built once per config, rebound per stack).
+Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
+
+#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
+#: gets the last row at or below it. Only releases whose internals were read and whose
+#: suite passed with them are listed: any other runs its client as its users do.
+LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
+    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
+    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
+}
+
+
+def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
+    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
+    if (installed := flavor.version()) is None:
+        return frozenset()
+    found: frozenset[Shortcut] = frozenset()
+    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
+        if Version(installed) >= Version(first):
+            found = shortcuts
+    return found

@@ -318,3 +318,49 @@ def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.
     assert re.fullmatch(
         r"database: +postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/llamastate_\w+", line
     )
+
+
+# -- the two checks that read only SQLite files before the storage split (issue 19) ---------
+
+
+def test_a_persistent_stores_integrity_check_reads_its_database(
+    pytester: pytest.Pytester, on_postgres: list[str]
+) -> None:
+    """A persistent store whose database went away under it fails its release check (it
+    read the SQLite files a Postgres store does not have, so it passed)."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_llamastate.storage.postgres.janitor import Janitor
+
+        @pytest.mark.persistent("vanishing")
+        def test_drops_its_database(llama_store):
+            db = llama_store.database
+            janitor = Janitor(db.url.with_database("postgres"), run_id="tests")
+            assert janitor.drop(db.name)
+            janitor.close()
+        """
+    )
+    result = pytester.runpytest(*on_postgres)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*persistent store 'vanishing' failed its integrity check*", "*does not exist*"]
+    )
+
+
+def test_the_shared_store_leak_report_sees_tables_on_postgres(
+    pytester: pytest.Pytester, on_postgres: list[str]
+) -> None:
+    """A conversation left in a shared store's database is named, not only registry rows."""
+    from test_state_templates import SHARED
+
+    pytester.makepyfile(SHARED)
+    result = pytester.runpytest("--llama-leaks=error", "-p", "no:randomly", *on_postgres)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_a_toolgroup_and_a_conversation changed the shared store shared*",
+            "*+ tool_group:mcp::left",
+            "*+ 1 row(s) in openai_conversations (conv_*)",
+        ]
+    )

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ..releases import FLAVORS
-from ..stack import LlamaStackFactory
+from ..stack import LlamaStackFactory, shortcuts
 from ..state import environ
 from ..state.guard import HomeGuard, real_state_homes
 from ..state.leaks import (
@@ -220,6 +220,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"stack mode={s.stack_mode}{how.get(s.stack_mode, '')}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
+        *([shortcuts.describe(s.flavor)] if s.flavor.installed() else []),
     ]
 
 

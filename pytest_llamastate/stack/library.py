@@ -20,6 +20,7 @@ from ..releases import PROCESS_STATE, Flavor, import_quietly
 from ..state import environ, live
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
+from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 
 __all__ = ["LibraryBackend", "process_state"]
@@ -94,7 +95,11 @@ def _new_client(spec: StartSpec) -> Any:
     under_test = {} if _UNDER_TEST in os.environ else {_UNDER_TEST: "pytest-llamastate"}
     client = None
     try:
-        with environ.patched(under_test), warnings.catch_warnings():
+        with (
+            environ.patched(under_test),
+            warnings.catch_warnings(),
+            shortcuts.applied(flavor, spec.config.path),
+        ):
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
     finally:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import FLAVORS
+from ..storage import sqlite
+from ..storage.postgres import tables
 from ..storage.postgres.client import StoreDatabase
 from . import environ
 from .registry import (
@@ -42,6 +44,8 @@ __all__ = [
     "remove_store",
     "state_env",
 ]
+
+Row = tuple[Any, ...]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -233,6 +237,31 @@ class LlamaStore:
     def snapshot(self) -> RegistrySnapshot:
         """The registry as it is now; ``later.diff(earlier)`` tells what changed."""
         return RegistrySnapshot({e.key: e for e in self.entries()})
+
+    def table_rows(self) -> dict[str, frozenset[Row]]:
+        """Every row of every table of the store, by ``<file>:<table>`` (its database's
+        tables by name): what a shared store's leak report compares. Registry rows are
+        included; :attr:`registry_table` names the table holding them."""
+        if self.database is not None:
+            return tables.table_rows(self.database.url)
+        return {
+            f"{db.name}:{table}": rows
+            for db in self.databases
+            for table, rows in sqlite.table_rows(db).items()
+        }
+
+    @property
+    def registry_table(self) -> str:
+        """The key of the registry's table in :meth:`table_rows`."""
+        if self.database is not None:
+            return self.database.kv_table.lower()
+        return f"{self.kvstore_path.name}:kvstore"
+
+    def integrity_problems(self) -> list[str]:
+        """One line per reason a stack could not use the store's tables again."""
+        if self.database is not None:
+            return tables.integrity_problems(self.database.url)
+        return sqlite.integrity_problems(self.databases)
 
     def write_registry(self, rows: Mapping[str, str | None]) -> None:
         """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction."""

@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "StoreCorruptError",
@@ -19,6 +20,7 @@ __all__ = [
     "integrity_problems",
     "quoted",
     "table_names",
+    "table_rows",
 ]
 
 
@@ -49,6 +51,17 @@ def table_names(conn: sqlite3.Connection) -> list[str]:
         "ORDER BY name"
     ).fetchall()
     return [str(name) for (name,) in rows]
+
+
+def table_rows(db: Path) -> dict[str, frozenset[tuple[Any, ...]]]:
+    """Every row of every table of ``db`` by table; nothing when the file does not exist."""
+    if not db.exists():
+        return {}
+    with connect(db) as conn:
+        return {
+            table: frozenset(tuple(r) for r in conn.execute(f"SELECT * FROM {quoted(table)}"))
+            for table in table_names(conn)
+        }
 
 
 def quoted(name: str) -> str:

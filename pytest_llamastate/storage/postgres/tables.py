@@ -1,5 +1,5 @@
-"""A store database's tables: counted for ``llamastate show``, searched and rewritten for
-state templates.
+"""A store database's tables: counted for ``llamastate show``, read whole for the shared-store
+leak report, checked for a persistent store, searched and rewritten for state templates.
 
 A stack writes absolute paths into some rows (the files provider's ``file_path``); a
 database copied ``TEMPLATE`` another still names the template's folder there, so each copy
@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .client import PostgresURL, quote_identifier, with_connection
+from .client import PostgresError, PostgresURL, quote_identifier, with_connection
 
-__all__ = ["replace_text", "table_counts", "text_columns_with"]
+__all__ = ["integrity_problems", "replace_text", "table_counts", "table_rows", "text_columns_with"]
+
+_TABLES = "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
 
 _TEXT_COLUMNS = (
     "SELECT c.table_name, c.column_name FROM information_schema.columns c "
@@ -53,6 +55,42 @@ def table_counts(url: str | PostgresURL) -> tuple[dict[str, int], dict[str, int]
         return dict(sorted(kv.items())), tables
 
     return with_connection(PostgresURL.parse(url), work)
+
+
+def table_rows(url: str | PostgresURL) -> dict[str, frozenset[tuple[Any, ...]]]:
+    """Every row of every table, by table name (what a test left in a shared store)."""
+
+    async def work(conn: Any) -> dict[str, frozenset[tuple[Any, ...]]]:
+        tables = {}
+        for (name,) in await conn.fetch(_TABLES):
+            rows = await conn.fetch(f"SELECT * FROM {quote_identifier(name)}")
+            tables[str(name)] = frozenset(tuple(r.values()) for r in rows)
+        return tables
+
+    return with_connection(PostgresURL.parse(url), work)
+
+
+def integrity_problems(url: str | PostgresURL) -> list[str]:
+    """One line per reason a stack could not use the database again: it is gone or cannot
+    be reached, or a table cannot be read in full.
+
+    Page-level damage is the server's to catch (checksums, WAL); what breaks a kept
+    store's database is it being dropped, or its tables, under the store."""
+    parsed = PostgresURL.parse(url)
+
+    async def work(conn: Any) -> list[str]:
+        problems = []
+        for (name,) in await conn.fetch(_TABLES):
+            try:
+                await conn.fetchval(f"SELECT count(*) FROM {quote_identifier(name)}")
+            except Exception as exc:  # the driver's own error types: asyncpg is optional
+                problems.append(f"{parsed.masked}: table {name}: {type(exc).__name__}: {exc}")
+        return problems
+
+    try:
+        return with_connection(parsed, work)
+    except PostgresError as exc:
+        return [str(exc)]
 
 
 def text_columns_with(url: str | PostgresURL, needle: str) -> list[tuple[str, str]]:

@@ -8,6 +8,8 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -364,3 +366,36 @@ def test_the_shared_store_leak_report_sees_tables_on_postgres(
             "*+ 1 row(s) in openai_conversations (conv_*)",
         ]
     )
+
+
+def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
+    pytester: pytest.Pytester,
+) -> None:
+    """Postgres runs as user pgserver; the project (in pytest's basetemp) turns 0700 in the
+    middle of the run, and the server goes on. No folder above it changes mode."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs Postgres as another user")
+    parents = [pytester.path, *pytester.path.parents]
+    before = {p: p.stat().st_mode for p in parents}
+    pytester.makepyfile(
+        f"""
+        import os
+        def test_a(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+        def test_private():
+            os.chmod({str(pytester.path)!r}, 0o700)
+        def test_b(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::two", mcp_endpoint="http://127.0.0.1:9/sse")
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::two"]
+        """
+    )
+    try:
+        result = pytester.runpytest("--llama-backend=postgres")
+    finally:
+        pytester.path.chmod(before[pytester.path])
+    result.assert_outcomes(passed=3)
+    assert {p: p.stat().st_mode for p in parents} == before
+    link = pytester.path / ".pytest_cache/d/llamastate/.postgres/pgdata"
+    assert link.is_symlink()
+    data = link.resolve().stat()
+    assert (pwd.getpwuid(data.st_uid).pw_name, oct(data.st_mode & 0o777)) == ("pgserver", "0o700")

@@ -248,17 +248,28 @@ def test_databases_of_a_killed_run_are_pruned_by_the_next(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     janitor = Janitor(postgres_url, run_id="killedrun", owner_pid=int(dead.stdout))
+    # The killed run's basetemp keeps its folders (pytest prunes a locked one after days).
+    left_behind, kept_folder = pytester.path / "left" / "test_x0", pytester.path / "kept"
+    left_behind.mkdir(parents=True)
+    kept_folder.mkdir()
     try:
         left = janitor.new_name("gw0")
-        janitor.create(left, store=str(pytester.path / "gone" / "test_x0"))
+        janitor.create(left, store=str(left_behind))
         orphan = janitor.new_name("gw1")
         janitor.create(orphan, kind="template")  # no store: its owner's death says it
+        kept = janitor.new_name("gw2")
+        janitor.create(kept, store=str(kept_folder))
+        janitor.keep(kept)  # kept on purpose: lives as long as its folder
     finally:
         janitor.close()
     # (another worker's run may prune them first: any next run does)
     pytester.makepyfile("def test_it(llama_store): pass")
     pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
     assert not {left, orphan} & databases(postgres_url)
+    assert kept in databases(postgres_url)
+    kept_folder.rmdir()
+    pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
+    assert kept not in databases(postgres_url)
 
 
 def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.Pytester) -> None:

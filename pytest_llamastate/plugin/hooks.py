@@ -338,9 +338,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     kept = [(s.label, *kept_entry(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
     if (databases := state.factory.databases) is not None:
-        if not hasattr(session.config, "workerinput"):
-            databases.drop_templates()  # under xdist, the next run prunes them
-        databases.close()
+        try:
+            if not hasattr(session.config, "workerinput"):
+                databases.drop_templates()  # under xdist, the next run prunes them
+        except PostgresError as exc:  # the server died with the run: one line, like the rest
+            if reporter := session.config.pluginmanager.get_plugin("terminalreporter"):
+                reporter.write_line(
+                    f"llamastate: seed templates not dropped (the next run drops them): {exc}",
+                    yellow=True,
+                )
+        finally:
+            databases.close()
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[KEPT_KEY] = kept

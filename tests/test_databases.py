@@ -399,3 +399,45 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
     assert link.is_symlink()
     data = link.resolve().stat()
     assert (pwd.getpwuid(data.st_uid).pw_name, oct(data.st_mode & 0o777)) == ("pgserver", "0o700")
+
+
+@pytest.mark.parametrize("mode", ["library", "server"])
+def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+) -> None:
+    ready = pytester.path / "ready"
+    pytester.makepyfile(
+        test_killed=f"""
+        import pathlib, time
+        def test_hang(llama_stack, llama_store):
+            pathlib.Path({str(ready)!r}).write_text(llama_store.database.name)
+            time.sleep(300)
+        """,
+        test_next="def test_it(llama_store): pass",
+    )
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *on_postgres,
+         "test_killed.py"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert killed.poll() is None, "the run ended before its test started"
+            assert time.monotonic() < deadline, "the run never got to its test"
+            time.sleep(0.1)
+        name = ready.read_text()
+        assert name in databases(postgres_url)
+    finally:
+        killed.kill()
+        killed.wait(30)
+    janitor = Janitor(postgres_url, run_id="tests")
+    try:  # its stack's connections close with it (a server-mode stack's within moments)
+        deadline = time.monotonic() + 10
+        while any(i.connections for i in janitor.databases() if i.name == name):
+            assert time.monotonic() < deadline, "the killed run's database stays in use"
+            time.sleep(0.1)
+    finally:
+        janitor.close()
+    pytester.runpytest(*on_postgres, "test_next.py").assert_outcomes(passed=1)
+    assert name not in databases(postgres_url)

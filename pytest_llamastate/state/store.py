@@ -8,6 +8,7 @@ runner and the ``llamastate`` command all build on it.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -38,6 +39,7 @@ __all__ = [
     "LlamaStore",
     "NotAStoreError",
     "is_store",
+    "os_problem",
     "read_json",
     "remove_store",
     "state_env",
@@ -83,6 +85,15 @@ def read_json(path: Path) -> dict[str, Any]:
 def is_store(path: Path) -> bool:
     """Whether ``path`` is a folder made (and so removable) by pytest-llamastate."""
     return (path / MARKER_NAME).is_file()
+
+
+def os_problem(exc: OSError) -> str:
+    """An OS error as one line naming the path and the cause: ``<path>: No space left on
+    device (ENOSPC)``; the path is the one the error names, else the one it was about."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    cause = (exc.strerror or str(exc)) + (f" ({code})" if code else "")
+    where = exc.filename if exc.filename is not None else ""
+    return f"{where}: {cause}" if where else cause
 
 
 def remove_store(path: Path, *, best_effort: bool = False) -> bool:
@@ -134,7 +145,14 @@ class LlamaStore:
         """Make ``path`` (which must not exist yet) a new, marked store."""
         path.mkdir(mode=0o700)
         marker = {"kind": kind, "label": label, "created": time.time(), **extra}
-        (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        try:
+            (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        except BaseException as exc:  # a disk full now: no unmarked folder left behind
+            (path / MARKER_NAME).unlink(missing_ok=True)
+            path.rmdir()
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(path / MARKER_NAME)  # a write error names no file
+            raise
         return cls(path, label, kind=kind)
 
     def with_database(self, database: StoreDatabase) -> LlamaStore:

@@ -40,7 +40,8 @@ def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
         with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             yield conn
     except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
+        doing = "cannot read" if readonly else "cannot write to"
+        raise StoreCorruptError(f"{db}: {doing} the database ({exc})") from None
 
 
 def table_names(conn: sqlite3.Connection) -> list[str]:

@@ -15,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import Version
+
 __all__ = [
     "FLAVORS",
     "FLAVOR_CHOICES",
     "LLAMA_STACK",
     "OGX",
+    "PROCESS_STATE",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
@@ -256,6 +259,33 @@ OGX = Flavor(
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
 
+# -- Process-level state of each release (issue 18) --------------------------------------
+
+#: What a release keeps at class or module level that carries one library stack's state
+#: into the next stack of the same process: ``module:attribute.path`` under the flavor's
+#: package, each a container the library backend empties before and after every stack.
+#: Found by reading each release's routing tables, registries and provider modules (class
+#: attributes, module globals, caches); a stack's own start resets the rest (storage
+#: backends, the job runtime, tenancy). An entry a release lacks has nothing to clear.
+PROCESS_STATE: Mapping[FlavorName, tuple[str, ...]] = {
+    "llama-stack": (
+        # 0.7.3: providers whose models were listed once per process, not per stack: a
+        # later stack on a fresh store lists none of their models (OGX 1.5: per stack).
+        "core.routing_tables.models:ModelsRoutingTable.listed_providers",
+        # Tools per toolgroup id, listed once: a later stack's toolgroup of the same id
+        # (another endpoint) would list the first one's tools.
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        # The MCP transport found per URL; a later test may reuse a port for another server.
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+    "ogx": (
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+}
+
 
 def detect(choice: str = "auto") -> Flavor:
     """The flavor ``choice`` names, or for ``auto`` the one that is installed.
@@ -290,3 +320,31 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
+
+
+# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
+
+#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
+#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
+#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
+#: (the route table built once per config, rebound per stack).
+Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
+
+#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
+#: gets the last row at or below it. Only releases whose internals were read and whose
+#: suite passed with them are listed: any other runs its client as its users do.
+LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
+    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
+    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
+}
+
+
+def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
+    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
+    if (installed := flavor.version()) is None:
+        return frozenset()
+    found: frozenset[Shortcut] = frozenset()
+    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
+        if Version(installed) >= Version(first):
+            found = shortcuts
+    return found

@@ -1,10 +1,8 @@
 """Llama Stack and OGX (its new name): everything the plugin does differently for each.
 
-Llama Stack was renamed OGX at 0.8.0: a new package, CLI, client, home folder and
-variable prefix, registry keys prefixed with a namespace, a library client whose event
-loop runs in a thread of its own, and a server that wants TLS unless told otherwise.
-Rather than branch on a name all over the code, each difference is one field of a
-:class:`Flavor`, and the code reads the field: adding the next rename is adding an instance.
+Llama Stack was renamed OGX at 0.8.0 (new package, CLI, client, home, variable prefix);
+each difference is a field of a :class:`Flavor`, and what differs by release line comes
+from the timeline in :mod:`.release_lines`. Code reads fields, never a name.
 
 Nothing here imports either package (that takes seconds, and a run that only uses
 ``llama_store`` should not pay for it): detection reads installed distributions' metadata.
@@ -15,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
+
+from packaging.version import Version
 
 from . import release_lines
 
@@ -29,9 +29,11 @@ __all__ = [
     "FLAVOR_CHOICES",
     "LLAMA_STACK",
     "OGX",
+    "PROCESS_STATE",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
+    "Recorder",
     "by_name",
     "detect",
     "import_quietly",
@@ -41,6 +43,25 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
+    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
+
+    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
+    module: str
+    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
+    context_module: str
+    #: Where recordings go (the recorder's default is inside its own source tree).
+    dir_var: str
+    #: The header a server restores the test id from (``{"__test_id": ...}``).
+    header: str
+    #: Variable and value a server needs to read that header (llama-stack only).
+    server_var: tuple[str, str] | None
+    #: Modules the recorder imports when recording or replaying, and the extra that has them.
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,17 +75,14 @@ class Flavor:
     name: FlavorName
     #: Distribution name for ``importlib.metadata`` (versions, detection).
     distribution: str
-    #: Import name of the server package.
     package: str
     #: Class in ``<core>.library_client`` that runs a stack in-process.
     library_client: str
     #: Import name and class of the HTTP client used in server mode.
     client_package: str
     client_class: str
-    #: The CLI (``llama``, ``ogx``).
     cli: str
-    #: The variable naming the config/home folder; set per store, so OGX's CLI never
-    #: moves a developer's real ``~/.llama`` (it only does so when this is unset).
+    #: The config/home folder variable, set per store (OGX's CLI moves ~/.llama when unset).
     config_dir_var: str
     #: Setting this turns on the stack's request recorder; unset while a stack starts.
     inference_mode_var: str
@@ -101,9 +119,10 @@ class Flavor:
     limits: tuple[str, ...]
     #: The installed release this was resolved for (``None``: not installed, newest line).
     release: str | None = None
-    #: Deprecation warnings (message regexes) the stack's own MCP client raises on every
-    #: tool listing or call: the stack's debt to its dependency, not the user's code.
+    #: Deprecation warnings (regexes) the stack's own MCP client raises on every call.
     mcp_client_warnings: tuple[str, ...] = ()
+    #: The request recorder of the installed release (None where it has none).
+    recorder: Recorder | None = None
 
     def at(self, release: str | None) -> Flavor:
         """This flavor with every line-specific fact of ``release`` (``None``: newest)."""
@@ -112,7 +131,7 @@ class Flavor:
         )
 
     def installed_line(self) -> Flavor:
-        """This flavor at its installed release (at the newest line when not installed)."""
+        """This flavor at its installed release (the newest line when not installed)."""
         return self.at(self.version())
 
     def describe(self) -> str:
@@ -126,16 +145,15 @@ class Flavor:
 
     def support_problem(self) -> str | None:
         """One line when the installed release is one the plugin cannot drive."""
-        version = self.version()
-        return release_lines.support_problem(self.distribution, version) if version else None
+        v = self.version()
+        return release_lines.support_problem(self.distribution, v) if v else None
 
     def others(self) -> list[Flavor]:
         """The other flavors that are installed too (``auto`` picked this one)."""
         return [f for f in FLAVORS if f.name != self.name and f.installed()]
 
     def header_notes(self) -> list[str]:
-        """What a run must be told about the installed release: that it is not supported,
-        or what the plugin cannot do on its line (one line each)."""
+        """The installed release is unsupported, or what cannot be done on it: one line each."""
         if problem := self.support_problem():
             return [problem]
         if self.version() is None:
@@ -240,6 +258,15 @@ LLAMA_STACK = Flavor(
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
     **release_lines.line_facts("llama-stack", None),
+    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
+    recorder=Recorder(
+        module="llama_stack.testing.api_recorder",
+        context_module="llama_stack.core.testing_context",
+        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
+        header="X-LlamaStack-Provider-Data",
+        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
+        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
+    ),
 )
 
 OGX = Flavor(
@@ -263,9 +290,45 @@ OGX = Flavor(
     postgres_kv_expiration="TIMESTAMPTZ",
     install_hint="pip install 'pytest-llamastate[ogx]'",
     **release_lines.line_facts("ogx", None),
+    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
+    recorder=Recorder(
+        module="ogx.testing.api_recorder",
+        context_module="ogx.core.testing_context",
+        dir_var="OGX_TEST_RECORDING_DIR",
+        header="X-OGX-Provider-Data",
+        server_var=None,
+        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
+    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
+
+# -- Process-level state of each release (issue 18) --------------------------------------
+
+#: What a release keeps at class or module level that carries one library stack's state
+#: into the next stack of the same process: ``module:attribute.path`` under the flavor's
+#: package, each a container the library backend empties before and after every stack.
+#: Found by reading each release's routing tables, registries and provider modules (class
+#: attributes, module globals, caches); a stack's own start resets the rest (storage
+#: backends, the job runtime, tenancy). An entry a release lacks has nothing to clear.
+PROCESS_STATE: Mapping[FlavorName, tuple[str, ...]] = {
+    "llama-stack": (
+        # 0.7.3: providers whose models were listed once per process, not per stack: a
+        # later stack on a fresh store lists none of their models (OGX 1.5: per stack).
+        "core.routing_tables.models:ModelsRoutingTable.listed_providers",
+        # Tools per toolgroup id, listed once: a later stack's toolgroup of the same id
+        # (another endpoint) would list the first one's tools.
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        # The MCP transport found per URL; a later test may reuse a port for another server.
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+    "ogx": (
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+}
 
 
 def detect(choice: str = "auto") -> Flavor:
@@ -306,3 +369,31 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
+
+
+# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
+
+#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
+#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
+#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
+#: (the route table built once per config, rebound per stack).
+Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
+
+#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
+#: gets the last row at or below it. Only releases whose internals were read and whose
+#: suite passed with them are listed: any other runs its client as its users do.
+LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
+    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
+    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
+}
+
+
+def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
+    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
+    if (installed := flavor.version()) is None:
+        return frozenset()
+    found: frozenset[Shortcut] = frozenset()
+    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
+        if Version(installed) >= Version(first):
+            found = shortcuts
+    return found

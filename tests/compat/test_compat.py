@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from pytest_llamastate.releases import detect
 
 from pytest_llamastate.release_lines import TESTED
+from pytest_llamastate.releases import detect
 
 FLAVOR = detect()
 VERSION = FLAVOR.version()

@@ -11,13 +11,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx test-postgres test-exec demo lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres test-exec demo docs lint bench clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	"$$(.ci/find-python)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[stack,postgres,dev]'
+	$(PY) -m pip install -q -e '.[stack,postgres,dev,docs]'
 	touch $(STAMP)
 
 $(OGX_STAMP): pyproject.toml
@@ -28,13 +28,13 @@ $(OGX_STAMP): pyproject.toml
 	touch $(OGX_STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pytest_llamastate tests examples bench
-	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench
+	$(VENV)/bin/ruff check pytest_llamastate tests examples bench tools
+	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
-test: lint test-llama-stack test-ogx test-postgres test-exec
+test: lint docs test-llama-stack test-ogx test-postgres test-exec
 
 test-llama-stack: $(STAMP)
 	$(VENV)/bin/pytest -n 2 tests
@@ -50,6 +50,11 @@ test-exec: $(STAMP) $(OGX_STAMP)
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest -n 2 tests
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest -n 2 tests
 
+# The documentation site, strictly: a broken link, a missing page or a failing reference
+# generator fails. Its examples run in the suite (tests/test_docs.py), on both flavors.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples
 
@@ -57,4 +62,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OGX_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OGX_VENV) .pytest_cache .mypy_cache .ruff_cache site

@@ -4,14 +4,15 @@
 # (.venv-ogx); they cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2. Then the
 # stack, seed, persistence and keep tests once more with every store on Postgres (a
 # throwaway server from pip's pgserver: nothing to install on the machine), and the
-# server-mode tests with `exec` servers (the default is `fork`).
+# server-mode tests with `exec` servers (the default is `fork`). The container-mode tests
+# run in the first two, on an image built once per machine (`make test-image`).
 VENV ?= .venv
 OGX_VENV ?= .venv-ogx
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx test-postgres test-exec demo docs lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres test-exec test-image demo docs lint bench clean
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -36,11 +37,17 @@ lint: $(STAMP)
 # One after the other: each already uses both cores (-n 2).
 test: lint docs test-llama-stack test-ogx test-postgres test-exec
 
-test-llama-stack: $(STAMP)
+test-llama-stack: $(STAMP) test-image
 	$(VENV)/bin/pytest -n 2 tests
 
-test-ogx: $(OGX_STAMP)
+test-ogx: $(OGX_STAMP) test-image
 	$(OGX_VENV)/bin/pytest -n 2 tests
+
+# The container suite's image (tests/container_image.py: debootstrap + pip, no registry),
+# built once per machine and again when its recipe changes; its name is printed. Where it
+# cannot be built or run, tests/test_container.py skips saying why (so `-`: not fatal).
+test-image: $(STAMP)
+	-$(PY) tests/container_image.py
 
 test-postgres: $(STAMP)
 	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest -n 2 tests

@@ -23,9 +23,9 @@ def _ms(seconds: float) -> float:
 
 
 def main(rounds: int = ROUNDS) -> dict[str, Any]:
-    from pytest_llamastate.backends.postgres import read_kv_rows, write_kv_rows
-    from pytest_llamastate.backends.postgres_janitor import Janitor
-    from pytest_llamastate.backends.postgres_server import acquire
+    from pytest_llamastate.storage.postgres.client import read_kv_rows, write_kv_rows
+    from pytest_llamastate.storage.postgres.janitor import Janitor
+    from pytest_llamastate.storage.postgres.server import acquire
 
     with tempfile.TemporaryDirectory(prefix="llamastate-bench-pg-") as tmp:
         data = Path(tmp) / "postgres"

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from pytest_llamastate import LlamaStackFactory, LlamaStore, ToolgroupSeed
-from pytest_llamastate.stackconfig import DEFAULT_CONFIG
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.state.seed_rows import TemplateCache
+from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
 
 TOOLGROUPS = 50
 COPY_ROUNDS = 200

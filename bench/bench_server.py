@@ -23,9 +23,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 from pytest_llamastate.stack.forkserver import ForkServer, ServerChild
-from pytest_llamastate.store import state_env
+from pytest_llamastate.state.store import state_env
 
 ROUNDS = 10
 FLAVOR = detect()

@@ -20,8 +20,8 @@ import urllib.request
 from pathlib import Path
 
 from pytest_llamastate import LlamaStack, LlamaStackFactory, LlamaStore
-from pytest_llamastate.stackconfig import DEFAULT_CONFIG
-from pytest_llamastate.store import state_env
+from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
+from pytest_llamastate.state.store import state_env
 
 ROUNDS = 20
 SERVER_ROUNDS = 10

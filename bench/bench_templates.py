@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from pytest_llamastate import LlamaStack, LlamaStackFactory, llama_template
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 from pytest_llamastate.stack import StackMode
-from pytest_llamastate.statetemplates import StateTemplates
-from pytest_llamastate.stores import LlamaStoreFactory
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.state.seed_rows import TemplateCache
+from pytest_llamastate.state.state_templates import StateTemplates
+from pytest_llamastate.state.store_factory import LlamaStoreFactory
 
 COPY_ROUNDS = 200
 API_ROUNDS = 10

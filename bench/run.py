@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_container
 import bench_core
 import bench_guard
 import bench_postgres
@@ -34,6 +35,7 @@ def main() -> None:
         "fork_server": bench_server.main(),
         "postgres": {**bench_postgres.main(), "stacks": bench_postgres.stacks()},
         "templates": bench_templates.main(),
+        "container": bench_container.main(),
     }
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

@@ -6,16 +6,16 @@ names for type hints and for helpers that run outside a test.
 
 from __future__ import annotations
 
-from .leaks import LlamaSharedStoreLeakWarning, LlamaStoreLeakWarning
-from .mcptools import McpCall, McpServer, McpTools, McpToolsError, mcp_tools
-from .registry import RegistryDiff, RegistrySnapshot, StoreCorruptError, ToolgroupRecord
-from .seeds import SeedError, ToolgroupSeed
-from .soak import restart_cycles
+from .plugin.soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
-from .stackconfig import StackConfig, StackConfigError
-from .statetemplates import LlamaTemplate, TemplateError, llama_template
-from .store import LlamaStore, NotAStoreError
-from .stores import LlamaStoreFactory
+from .state.leaks import LlamaSharedStoreLeakWarning, LlamaStoreLeakWarning
+from .state.mcptools import McpCall, McpServer, McpTools, McpToolsError, mcp_tools
+from .state.registry import RegistryDiff, RegistrySnapshot, StoreCorruptError, ToolgroupRecord
+from .state.seeds import SeedError, ToolgroupSeed
+from .state.stackconfig import StackConfig, StackConfigError
+from .state.state_templates import LlamaTemplate, TemplateError, llama_template
+from .state.store import LlamaStore, NotAStoreError
+from .state.store_factory import LlamaStoreFactory
 
 __all__ = [
     "LlamaSharedStoreLeakWarning",

@@ -29,7 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     not callable"). Imported here, the modules outlive each run, which is also faster.
     So is everything a stack on the default config imports beyond the client.
     """
-    from pytest_llamastate.flavor import detect, import_quietly
+    from pytest_llamastate.releases import detect, import_quietly
 
     flavor = detect()
     if flavor.installed():
@@ -64,7 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def postgres_url() -> Iterator[str]:
     """One throwaway server for the whole suite (shared by xdist workers), given to the
     inner runs by URL: a server per inner run would cost an initdb each."""
-    from pytest_llamastate.backends.postgres_server import acquire
+    from pytest_llamastate.storage.postgres.server import acquire
 
     server = acquire(data_dir=Path(tempfile.gettempdir()) / "llamastate-test-postgres")
     yield server.url
@@ -77,7 +77,7 @@ def inner_args(request: pytest.FixtureRequest) -> list[str]:
     args = [f"--llama-server-process={SERVER_PROCESS}"] if SERVER_PROCESS else []
     if BACKEND != "postgres":
         return args
-    from pytest_llamastate.backends.postgres import PostgresURL
+    from pytest_llamastate.storage.postgres.client import PostgresURL
 
     url = request.getfixturevalue("postgres_url")
     # The server is given by URL, so a store reopened from its marker needs PGPASSWORD.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 
 FLAVOR = detect()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.flavor import detect
-from pytest_llamastate.registry import write_entries
+from pytest_llamastate.releases import detect
+from pytest_llamastate.state.registry import write_entries
 
 KEY = "distributions:registry:v10::"
 
@@ -25,7 +25,7 @@ KEY = "distributions:registry:v10::"
 # mcp::one to another endpoint; the model is the same in both.
 SUITE = f"""
 import json, sqlite3
-from pytest_llamastate.registry import write_entries
+from pytest_llamastate.state.registry import write_entries
 
 def tg(name, uri, args=None):
     return json.dumps({{"identifier": name, "provider_id": "model-context-protocol",
@@ -418,7 +418,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
 
 def test_the_command_does_not_import_llama_stack(tmp_path: Path) -> None:
     code = (
-        "import sys; from pytest_llamastate.cli import main; main(['ls', sys.argv[1]]); "
+        "import sys; from pytest_llamastate.cli.command import main; main(['ls', sys.argv[1]]); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llama_stack', 'ogx')))"
     )
     result = subprocess.run(

@@ -18,8 +18,8 @@ import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.backends.postgres import PostgresURL, with_connection
-from pytest_llamastate.backends.postgres_janitor import Janitor
+from pytest_llamastate.storage.postgres.client import PostgresURL, with_connection
+from pytest_llamastate.storage.postgres.janitor import Janitor
 
 skip_module_without_a_stack()
 pytest.importorskip("asyncpg")

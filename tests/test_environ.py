@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from pytest_llamastate import environ
+from pytest_llamastate.state import environ
 
 MANAGED = ("SQLITE_STORE_DIR", "FILES_STORAGE_DIR", "MILVUS_DB_PATH", "LLAMA_STACK_CONFIG_DIR")
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from flavors import FLAVOR, KEY, needs_stack
 
-from pytest_llamastate.flavor import FLAVORS, LLAMA_STACK, OGX, Flavor, detect
-from pytest_llamastate.guard import real_state_homes
-from pytest_llamastate.store import state_env
+from pytest_llamastate.releases import FLAVORS, LLAMA_STACK, OGX, Flavor, detect
+from pytest_llamastate.state.guard import real_state_homes
+from pytest_llamastate.state.store import state_env
 
 OTHER = OGX if FLAVOR is LLAMA_STACK else LLAMA_STACK
 
@@ -44,7 +44,7 @@ def test_detect_refuses_an_unknown_name() -> None:
 def test_detection_imports_neither_package() -> None:
     code = (
         "import sys\n"
-        "from pytest_llamastate.flavor import detect\n"
+        "from pytest_llamastate.releases import detect\n"
         "detect().version()\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llama_stack', 'ogx')))\n"
     )

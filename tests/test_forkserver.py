@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from ports import nothing_listens
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 from pytest_llamastate.stack import forkserver
-from pytest_llamastate.store import state_env
+from pytest_llamastate.state.store import state_env
 
 _PACKAGE = Path(__file__).resolve().parent.parent / "pytest_llamastate"
 

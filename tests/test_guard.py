@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from pytest_llamastate import guard as guard_module
-from pytest_llamastate.guard import HomeGuard, real_state_homes
+from pytest_llamastate.state import guard as guard_module
+from pytest_llamastate.state.guard import HomeGuard, real_state_homes
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify")
 
@@ -413,7 +413,7 @@ def test_plugin_does_not_walk_the_homes_per_test(pytester: pytest.Pytester) -> N
     llama = populate(pytester)
     pytester.makeconftest(
         """
-        from pytest_llamastate import guard
+        from pytest_llamastate.state import guard
         REAL = guard._scan
         def walk(*args):
             raise AssertionError("the guard walked the home")

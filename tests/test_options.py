@@ -109,7 +109,7 @@ USAGE_ERRORS = [
         "stack-mode",
         ["--llama-stack-mode=remote"],
         STORE_TEST,
-        "ERROR: --llama-stack-mode: unknown value 'remote'; allowed values: library, server",
+        "ERROR: --llama-stack-mode: unknown value 'remote'; allowed values: library, server, container",
     ),
     row(
         "server-process",

@@ -144,7 +144,7 @@ def test_a_store_broken_during_the_test_fails_its_integrity_check(
 
         @pytest.mark.persistent("fragile")
         def test_it(llama_store):
-            from pytest_llamastate.registry import write_entries
+            from pytest_llamastate.state.registry import write_entries
             write_entries(llama_store.kvstore_path, {"k": "v"})
             with open(llama_store.kvstore_path, "r+b") as db:
                 db.seek(100)
@@ -180,7 +180,7 @@ def test_200_restart_cycles_lose_nothing(pytester: pytest.Pytester) -> None:
 @pytest.mark.sqlite_only
 def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
     from pytest_llamastate import LlamaStack, LlamaStackFactory, LlamaStore, restart_cycles
-    from pytest_llamastate.stackconfig import DEFAULT_CONFIG
+    from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
 
     store = LlamaStore.create(tmp_path / "s")
     with LlamaStackFactory("library", DEFAULT_CONFIG).start(store) as stack:
@@ -189,7 +189,7 @@ def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
         def lose(s: LlamaStack, cycle: int) -> None:
             s.register_toolgroup("mcp::lost", mcp_endpoint="http://127.0.0.1:9/y")
             # Delete the row behind the stack's back, as a broken store would.
-            from pytest_llamastate.registry import installed_format, write_entries
+            from pytest_llamastate.state.registry import installed_format, write_entries
 
             write_entries(
                 store.kvstore_path, {installed_format().key("tool_group", "mcp::lost"): None}

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_llamastate.backends.postgres import (
+from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor
+from pytest_llamastate.state.store import state_env
+from pytest_llamastate.storage.postgres.client import (
     DB_PREFIX,
     INSTALL_HINT,
     PostgresError,
@@ -35,13 +37,11 @@ from pytest_llamastate.backends.postgres import (
     with_connection,
     write_kv_rows,
 )
-from pytest_llamastate.backends.postgres_janitor import Janitor
-from pytest_llamastate.backends.postgres_server import PostgresServer, acquire, find_binaries
-from pytest_llamastate.flavor import LLAMA_STACK, OGX, Flavor
-from pytest_llamastate.store import state_env
+from pytest_llamastate.storage.postgres.janitor import Janitor
+from pytest_llamastate.storage.postgres.server import PostgresServer, acquire, find_binaries
 
 if TYPE_CHECKING:
-    from pytest_llamastate.registry import RegistryFormat
+    from pytest_llamastate.state.registry import RegistryFormat
 
 CONFIGS = Path(__file__).parent.parent / "pytest_llamastate" / "configs"
 
@@ -267,7 +267,7 @@ _HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from pytest_llamastate.backends.postgres_server import acquire
+    from pytest_llamastate.storage.postgres.server import acquire
     server = acquire(data_dir=Path(sys.argv[1]))
     print(server.url, flush=True)
     time.sleep(120)
@@ -329,7 +329,7 @@ def test_a_sigkilled_watchdog_takes_the_postmaster_with_it(data_root: Path) -> N
 _STACK = textwrap.dedent(
     """
     import asyncio, logging, os, sys, warnings
-    from pytest_llamastate.flavor import detect, import_quietly
+    from pytest_llamastate.releases import detect, import_quietly
     flavor = detect()
     warnings.simplefilter("ignore")
     logging.disable(logging.CRITICAL)
@@ -387,6 +387,6 @@ def import_registry_format(flavor: Flavor) -> RegistryFormat:
     llama-stack 0.7 prefixes keys with the namespace (its SQLite store does not)."""
     from dataclasses import replace
 
-    from pytest_llamastate.registry import installed_format
+    from pytest_llamastate.state.registry import installed_format
 
     return replace(installed_format(flavor), namespace="registry")

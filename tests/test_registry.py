@@ -8,9 +8,9 @@ import pytest
 from flavors import KEY, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.registry import installed_format, write_entries
-from pytest_llamastate.seeds import ToolgroupSeed
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.state.registry import installed_format, write_entries
+from pytest_llamastate.state.seed_rows import TemplateCache
+from pytest_llamastate.state.seeds import ToolgroupSeed
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends

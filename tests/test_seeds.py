@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flavors import KEY, TOOLS_MODES, skip_module_without_a_stack
 
-from pytest_llamastate.seeds import ToolgroupSeed, load_seed_file
+from pytest_llamastate.state.seeds import ToolgroupSeed, load_seed_file
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends
@@ -111,7 +111,7 @@ def test_two_seed_sets_do_not_see_each_other(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
         def test_a_again_after_a_write(llama_store):
-            from pytest_llamastate.registry import write_entries
+            from pytest_llamastate.state.registry import write_entries
             write_entries(llama_store.kvstore_path, {"extra": "x"})
 
         @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})

@@ -65,7 +65,7 @@ class TestConfigChecks:
 
         replace_env_vars = importlib.import_module(f"{FLAVOR.package}.core.stack").replace_env_vars
 
-        from pytest_llamastate.stackconfig import resolve_env
+        from pytest_llamastate.state.stackconfig import resolve_env
 
         text = (
             "a: ${env.SET_VAR}\nb: ${env.UNSET_VAR:=fallback}\nc: ${env.SET_VAR:+if-set}\n"

@@ -9,7 +9,7 @@ import pytest
 from flavors import skip_module_without_a_stack
 
 from pytest_llamastate import TemplateError, llama_template
-from pytest_llamastate.cli import main as llamastate
+from pytest_llamastate.cli.command import main as llamastate
 
 skip_module_without_a_stack()
 
@@ -48,7 +48,7 @@ def crm(stack):
 CRM_TESTS = """
 import sqlite3
 import pytest
-from pytest_llamastate.session import session_state
+from pytest_llamastate.plugin.session import session_state
 
 pytestmark = pytest.mark.llama_template("crm")
 
@@ -64,7 +64,7 @@ def conversation_ids(store):  # the API lists none: read the ids from the SQL ta
     if store.database is None:
         return [r[0] for r in sqlite3.connect(store.sqlstore_path).execute(
             "SELECT id FROM openai_conversations")]
-    from pytest_llamastate.backends.postgres import with_connection
+    from pytest_llamastate.storage.postgres.client import with_connection
 
     async def ids(conn):
         return [r[0] for r in await conn.fetch("SELECT id FROM openai_conversations")]
@@ -108,7 +108,7 @@ def check_copy(request, llama_store):
         if path.is_file():
             assert needle not in path.read_bytes(), path
     if llama_store.database is not None:  # and not in the copied database
-        from pytest_llamastate.backends.postgres_tables import text_columns_with
+        from pytest_llamastate.storage.postgres.tables import text_columns_with
 
         assert text_columns_with(llama_store.database.url, needle.decode()) == []
 
@@ -383,7 +383,7 @@ def build_errors(pytester: pytest.Pytester, conftest: str, name: str) -> pytest.
 def test_a_builder_that_starts_its_own_stack_is_stopped(pytester: pytest.Pytester) -> None:
     conftest = """
 from pytest_llamastate import LlamaStackFactory, LlamaStore, llama_template
-from pytest_llamastate.stackconfig import DEFAULT_CONFIG
+from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
 
 @llama_template
 def sneaky(stack):

@@ -1,5 +1,5 @@
-"""The package's shape: imports run one way (the import-linter contract in pyproject.toml,
-also run by `make lint`), and no module grows past 400 lines."""
+"""The package's shape: folders are the layers and imports run one way (the import-linter
+contract in pyproject.toml, also run by `make lint`), and no module grows past 400 lines."""
 
 from __future__ import annotations
 
@@ -37,17 +37,23 @@ def test_the_package_keeps_its_import_contract() -> None:
 @pytest.mark.parametrize(
     ("module", "line", "culprit"),
     [
-        # a cycle: the store (low) reaching up to the stack (high)
+        # a cycle: the store (state) reaching up to the stack
         (
-            "store.py",
-            "from .stack import LlamaStack\n",
-            "pytest_llamastate.store -> pytest_llamastate.stack",
+            "state/store.py",
+            "from ..stack import LlamaStack\n",
+            "pytest_llamastate.state.store -> pytest_llamastate.stack",
         ),
-        # a function-local import does not dodge the check
+        # a function-local import does not dodge the check: storage reaching up to state
         (
-            "templates.py",
-            "def _dodge() -> None:\n    from .persistence import Lease\n",
-            "pytest_llamastate.templates -> pytest_llamastate.persistence",
+            "storage/sqlite.py",
+            "def _dodge() -> None:\n    from ..state.persistent import Lease\n",
+            "pytest_llamastate.storage.sqlite -> pytest_llamastate.state.persistent",
+        ),
+        # the plugin and the command are side by side: neither imports the other
+        (
+            "plugin/reports.py",
+            "from ..cli import inspection\n",
+            "pytest_llamastate.plugin.reports -> pytest_llamastate.cli.inspection",
         ),
     ],
 )
@@ -72,3 +78,11 @@ def test_no_module_is_over_400_lines() -> None:
         for path in PACKAGE.rglob("*.py")
     }
     assert {path: n for path, n in sizes.items() if n > 400} == {}
+
+
+def test_the_folders_are_the_layers() -> None:
+    """Everything but the release table lives in a layer folder."""
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
+    folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert top == {"releases"}
+    assert folders == {"plugin", "cli", "stack", "state", "storage"}

@@ -9,9 +9,9 @@ import pytest
 from flavors import KEY, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.registry import read_entries
-from pytest_llamastate.seeds import SeedError, ToolgroupSeed
-from pytest_llamastate.templates import TemplateCache
+from pytest_llamastate.state.registry import read_entries
+from pytest_llamastate.state.seed_rows import TemplateCache
+from pytest_llamastate.state.seeds import SeedError, ToolgroupSeed
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends

@@ -14,20 +14,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .. import live
-from ..flavor import Flavor, detect
-from ..registry import ToolgroupRecord
-from ..seeds import SeedError, ToolgroupSeed
-from ..stackconfig import StackConfig
-from ..store import LlamaStore
+from ..releases import Flavor, detect
+from ..state import live
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import SeedError, ToolgroupSeed
+from ..state.stackconfig import StackConfig
+from ..state.store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
+from .container import ContainerBackend, ContainerRuntime
+from .engine import ENGINE_CHOICES, EngineError
 from .forkserver import ForkServer
 from .library import LibraryBackend
 from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, warm_up
 
 __all__ = [
+    "ENGINE_CHOICES",
     "SERVER_PROCESSES",
     "STACK_MODES",
+    "ContainerRuntime",
+    "EngineError",
     "LlamaStack",
     "LlamaStackFactory",
     "ServerProcess",
@@ -37,11 +42,12 @@ __all__ = [
     "default_server_process",
 ]
 
-StackMode = Literal["library", "server"]
-STACK_MODES: tuple[StackMode, ...] = ("library", "server")
+StackMode = Literal["library", "server", "container"]
+STACK_MODES: tuple[StackMode, ...] = ("library", "server", "container")
 _BACKENDS: dict[str, Callable[[LlamaStack], Backend]] = {
     "library": lambda stack: LibraryBackend(),
     "server": lambda stack: ServerBackend(stack.server_process),
+    "container": lambda stack: ContainerBackend(stack.container_runtime()),
 }
 
 
@@ -67,10 +73,17 @@ class LlamaStack:
     flavor: Flavor = field(default_factory=detect)
     #: How a server starts (server mode only): ``fork`` or ``exec``.
     server_process: ServerProcess = field(default_factory=default_server_process)
+    #: The engine and image (container mode only).
+    container: ContainerRuntime | None = None
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._backend = _BACKENDS[self.mode](self)
+
+    def container_runtime(self) -> ContainerRuntime:
+        if self.container is None:
+            raise StackError("container mode needs an image: --llama-stack-image=IMAGE")
+        return self.container
 
     @property
     def client(self) -> Any:
@@ -271,6 +284,7 @@ class LlamaStackFactory:
     #: Which stack to run (``llama_flavor``); detected when not given.
     flavor: Flavor = field(default_factory=detect)
     server_process: ServerProcess = field(default_factory=default_server_process)
+    container: ContainerRuntime | None = None
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
 
     def load_config(self, path: Path | str | None = None) -> StackConfig:
@@ -298,6 +312,7 @@ class LlamaStackFactory:
             label,
             self.flavor,
             self.server_process,
+            self.container,
         )
         try:
             stack.start()

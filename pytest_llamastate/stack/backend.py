@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from .. import environ
-from ..flavor import FLAVORS, Flavor
-from ..registry import RegistryFormat, ToolgroupRecord, installed_format
-from ..seeds import ToolgroupSeed
-from ..stackconfig import StackConfig
-from ..store import LlamaStore
+from ..releases import FLAVORS, Flavor
+from ..state import environ
+from ..state.registry import RegistryFormat, ToolgroupRecord, installed_format
+from ..state.seeds import ToolgroupSeed
+from ..state.stackconfig import StackConfig
+from ..state.store import LlamaStore
 
 __all__ = ["Backend", "StackError", "StackNotInstalledError", "StartSpec"]
 

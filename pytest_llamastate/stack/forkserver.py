@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..flavor import Flavor
+    from ..releases import Flavor
 
 __all__ = ["ChildExitedError", "ForkServer", "ForkServerError", "ServerChild"]
 

@@ -16,10 +16,10 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-from .. import environ, live
-from ..flavor import Flavor, import_quietly
-from ..registry import ToolgroupRecord
-from ..seeds import ToolgroupSeed
+from ..releases import Flavor, import_quietly
+from ..state import environ, live
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
 
 __all__ = ["LibraryBackend"]

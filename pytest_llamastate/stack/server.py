@@ -30,19 +30,21 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from filelock import FileLock, Timeout
 
-from ..flavor import Flavor, import_quietly
-from ..registry import ToolgroupRecord
-from ..seeds import ToolgroupSeed
+from ..releases import Flavor, import_quietly
+from ..state.registry import ToolgroupRecord
+from ..state.seeds import ToolgroupSeed
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .forkserver import ChildExitedError, ForkServer, ForkServerError
 
 __all__ = [
     "SERVER_PROCESSES",
+    "ExecChild",
     "ServerBackend",
     "ServerProcess",
     "claim_port",
     "failure_line",
     "log_tail",
+    "mark_start",
     "warm_up",
 ]
 
@@ -77,6 +79,12 @@ def claim_port() -> tuple[int, FileLock]:
             continue
         return port, lock
     raise StackError("could not find a free TCP port on 127.0.0.1")
+
+
+def mark_start(log: Path, kind: str, command: list[str]) -> None:
+    """Begin a start's part of the (appended) log: what ran, and where its lines begin."""
+    with log.open("ab") as out:
+        out.write(f"\n{_START_MARK}{kind}: {' '.join(command)}\n".encode())
 
 
 def _run_lines(log: Path) -> list[str]:
@@ -124,8 +132,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-class _ExecChild:
-    """``llama stack run`` through the launcher; ready when ``/v1/health`` says so."""
+class ExecChild:
+    """A command through the launcher (``llama stack run``, ``podman run``); ready when
+    ``/v1/health`` says so."""
 
     def __init__(self, command: list[str], url: str, log: Path, cwd: Path) -> None:
         self.url = url
@@ -222,10 +231,9 @@ class ServerBackend:
             command = spec.flavor.run_command(spec.config_path, port, _executable(spec.flavor))
         else:
             command = spec.flavor.run_command(spec.config_path, port)
-        with log.open("ab") as out:
-            out.write(f"\n{_START_MARK}{self._process}: {' '.join(command)}\n".encode())
+        mark_start(log, self._process, command)
         if self._process == "exec":
-            return _ExecChild(command, url, log, spec.store.path)
+            return ExecChild(command, url, log, spec.store.path)
         try:
             return _fork_server(spec.flavor).spawn(
                 config_path=spec.config_path,
@@ -249,14 +257,11 @@ class ServerBackend:
             child.wait_ready(spec.start_timeout)
         except ChildExitedError as exc:
             self.stop()
-            raise StackError(
-                f"the server exited with code {exc.returncode} during start-up: "
-                f"{failure_line(log)} (log: {log})"
-            ) from None
+            raise StackError(f"{self._exited(exc.returncode, log)} (log: {log})") from None
         except TimeoutError:
             self.stop()
             raise StackError(
-                f"the server was not healthy within {spec.start_timeout:g}s "
+                f"the {self.mode} was not healthy within {spec.start_timeout:g}s "
                 f"(llama_stack_start_timeout); it last said: {failure_line(log)} (log: {log})"
             ) from None
         try:
@@ -268,6 +273,10 @@ class ServerBackend:
             ) from None
         self.base_url = f"http://127.0.0.1:{port}"
         self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
+
+    def _exited(self, code: int, log: Path) -> str:
+        """Why the start failed, when the process ended during start-up."""
+        return f"the server exited with code {code} during start-up: {failure_line(log)}"
 
     def stop(self) -> None:
         self.client = self.base_url = None

@@ -1,0 +1,399 @@
+"""Command-line options, their ini twins, and validating both once at configure time.
+
+A wrong value must stop the run before any test starts, naming the value and the allowed
+ones: finding out in the middle of a suite (or never) is worse.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import pytest
+
+from ..releases import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
+from ..stack import (
+    ENGINE_CHOICES,
+    SERVER_PROCESSES,
+    STACK_MODES,
+    ContainerRuntime,
+    EngineError,
+    ServerProcess,
+    StackMode,
+    default_server_process,
+)
+from ..state.guard import GUARD_MODES, GuardMode
+from ..state.leaks import LEAK_MODES, LeakMode
+from ..state.mcptools import from_seed_entry
+from ..state.persistent import CACHE_SUBDIR, check_name
+from ..state.seed_rows import STATE_CACHE_SUBDIR
+from ..state.seeds import Seed, SeedError, load_seed_file
+from ..state.stackconfig import StackConfig, StackConfigError
+from ..state.store import state_env
+from ..state.store_factory import KEEP_POLICIES, KeepPolicy
+
+__all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
+
+_T = TypeVar("_T", bound=str)
+
+Backend = Literal["sqlite", "postgres"]
+BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
+
+
+def addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llamastate", "isolated Llama Stack state (pytest-llamastate)")
+
+    def twin(name: str, help: str, default: str = "", **option: object) -> None:
+        """``--llama-x`` on the command line and ``llama_x`` in the ini file, one meaning."""
+        if option.get("action") != "store_true":
+            option.setdefault("metavar", "VALUE")
+        group.addoption("--" + name.replace("_", "-"), help=f"{help} (ini: {name})", **option)
+        parser.addini(name, help, default=default)
+
+    twin(
+        "llama_store_dir",
+        "base folder of test stores (default: <basetemp>/llamastate); "
+        "each run gets a numbered run-N folder in it",
+        metavar="DIR",
+    )
+    group.addoption(
+        "--llama-keep-store",
+        action="store_true",
+        default=None,
+        help="keep every store of the run (ini llama_keep_store = failed|all|none, default failed)",
+    )
+    parser.addini(
+        "llama_keep_store", "which stores to keep: failed (default), all, none", default="failed"
+    )
+    parser.addini(
+        "llama_store_retention_count",
+        "how many run-N folders to keep under llama_store_dir (default 3)",
+        default="3",
+    )
+    twin(
+        "llama_guard",
+        "on a test writing to the real ~/.llama or ~/.ogx: error (default), warn, off",
+        default="error",
+        metavar="MODE",
+    )
+    twin(
+        "llama_stack_mode",
+        "how llama_stack runs: library (in-process, default), server "
+        "(`llama stack run` / `ogx run`) or container (--llama-stack-image)",
+        default="library",
+        metavar="MODE",
+    )
+    twin(
+        "llama_server_process",
+        "how a server-mode stack starts: fork (default where the platform can: forked from "
+        "a process that imported the stack once) or exec (the `llama stack run` command)",
+        default=default_server_process(),
+        metavar="KIND",
+    )
+    twin("llama_stack_image", "container mode's image (a local one: never pulled)", metavar="IMAGE")
+    twin(
+        "llama_container_engine",
+        "container mode's engine: auto (default: docker if its daemon answers, else podman), "
+        "docker or podman",
+        default="auto",
+        metavar="ENGINE",
+    )
+    twin(
+        "llama_flavor",
+        "which stack to run: auto (default: the installed one; llama-stack "
+        "if both), llama-stack or ogx",
+        default="auto",
+        metavar="FLAVOR",
+    )
+    twin(
+        "llama_backend",
+        "where stores keep their registry and SQL tables: sqlite (files in the store, "
+        "default) or postgres (a database per store)",
+        default="sqlite",
+        metavar="BACKEND",
+    )
+    twin(
+        "llama_postgres_url",
+        "Postgres server for --llama-backend=postgres, with a role that may create "
+        "databases (default: a throwaway server the plugin starts)",
+        metavar="URL",
+    )
+    twin(
+        "llama_stack_config",
+        "run config for llama_stack (default: the plugin's offline minimal config)",
+        metavar="PATH",
+    )
+    twin(
+        "llama_stack_start_timeout",
+        "seconds a server may take to become healthy (default 60)",
+        default="60",
+        metavar="SECONDS",
+    )
+    twin(
+        "llama_persist_dir",
+        "folder of @pytest.mark.persistent stores (default: <pytest cache dir>/d/llamastate)",
+        metavar="DIR",
+    )
+    twin(
+        "llama_reset_persistent",
+        "wipe persistent stores before their first use in this "
+        "run: all, or the named ones (write --llama-reset-persistent=NAME)",
+        nargs="?",
+        const="*",
+        metavar="NAME[,NAME]",
+    )
+    parser.addini(
+        "llama_persist_lock_timeout",
+        "seconds a test waits for a persistent store another test holds (default 600)",
+        default="600",
+    )
+    twin(
+        "llama_reuse_templates",
+        "keep built state templates in the pytest cache folder between runs; rebuilt when "
+        "the builder's source, the config, the seeds or the installed versions change",
+        default="false",
+        action="store_true",
+    )
+    twin(
+        "llama_leaks",
+        "on a test leaving registry entries or rows behind in a store it shares with other "
+        "tests (module/session scope): warn (default), error, off",
+        default="warn",
+        metavar="MODE",
+    )
+    parser.addini(
+        "llama_toolgroups_file",
+        "YAML, JSON or TOML file with a 'toolgroups' list every test's store starts with",
+    )
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """An option's value as given, where it came from, and what a relative path means."""
+
+    value: str
+    source: str
+    base: Path
+
+    def path(self) -> Path:
+        return (self.base / os.path.expanduser(self.value)).absolute()
+
+
+def _raw(config: pytest.Config, name: str) -> _Raw | None:
+    """The command line wins over the ini file; ``None`` when neither gives a value."""
+    if cli := config.getoption(name, None):
+        return _Raw(str(cli), "--" + name.replace("_", "-"), config.invocation_params.dir)
+    if ini := str(config.getini(name)):
+        base = config.inipath.parent if config.inipath else config.rootpath
+        return _Raw(ini, f"ini {name}", base)
+    return None
+
+
+def _required(config: pytest.Config, name: str) -> _Raw:
+    """For options with an ini default, which always have a value."""
+    raw = _raw(config, name)
+    assert raw is not None, name
+    return raw
+
+
+def _choice(raw: _Raw, allowed: tuple[_T, ...]) -> _T:
+    for choice in allowed:
+        if raw.value.strip().lower() == choice:
+            return choice
+    raise pytest.UsageError(
+        f"{raw.source}: unknown value {raw.value!r}; allowed values: {', '.join(allowed)}"
+    )
+
+
+def _positive_number(raw: _Raw) -> float:
+    try:
+        value = float(raw.value)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a positive number of seconds")
+    return value
+
+
+def _writable_dir(raw: _Raw) -> Path:
+    path = raw.path()
+    if path.exists() and not path.is_dir():
+        raise pytest.UsageError(f"{raw.source}: {path} exists and is not a folder; choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as exc:
+        raise pytest.UsageError(
+            f"{raw.source}: cannot write to {path} ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from None
+    return path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every option of the plugin, validated; built once per session."""
+
+    store_dir: Path | None
+    keep: KeepPolicy
+    retention_count: int
+    guard: GuardMode
+    stack_mode: StackMode
+    server_process: ServerProcess
+    backend: Backend
+    postgres_url: str | None
+    stack_config: Path
+    start_timeout: float
+    seeds: tuple[Seed, ...]
+    persist_dir: Path
+    reset_persistent: frozenset[str]
+    persist_lock_timeout: float
+    flavor: Flavor = LLAMA_STACK
+    #: Keep built state templates between runs, in ``template_cache``.
+    reuse_templates: bool = False
+    template_cache: Path = Path(".pytest_cache") / STATE_CACHE_SUBDIR
+    leaks: LeakMode = "warn"
+    #: The engine and image of container mode (``None`` in the other modes).
+    container: ContainerRuntime | None = None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        raw_dir = _raw(config, "llama_store_dir")
+        keep: KeepPolicy = (
+            "all"
+            if config.getoption("llama_keep_store")
+            else _choice(_required(config, "llama_keep_store"), KEEP_POLICIES)
+        )
+        count = _required(config, "llama_store_retention_count")
+        if not count.value.strip().isdigit():
+            raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
+        flavor = detect(_choice(_required(config, "llama_flavor"), FLAVOR_CHOICES))
+        backend = _choice(_required(config, "llama_backend"), BACKENDS)
+        url = _raw(config, "llama_postgres_url")
+        if url is not None and backend != "postgres":
+            raise pytest.UsageError(
+                f"{url.source} is set, but the backend is sqlite: add --llama-backend=postgres"
+            )
+        return cls(
+            store_dir=_writable_dir(raw_dir) if raw_dir else None,
+            keep=keep,
+            retention_count=int(count.value),
+            guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
+            stack_mode=(mode := _choice(_required(config, "llama_stack_mode"), STACK_MODES)),
+            server_process=_server_process(config),
+            backend=backend,
+            postgres_url=url.value if url else None,
+            stack_config=_stack_config(config, flavor, backend),
+            start_timeout=_positive_number(_required(config, "llama_stack_start_timeout")),
+            seeds=_seed_file(config),
+            persist_dir=_persist_dir(config),
+            reset_persistent=_reset_names(config),
+            persist_lock_timeout=_positive_number(_required(config, "llama_persist_lock_timeout")),
+            flavor=flavor,
+            reuse_templates=_flag(_required(config, "llama_reuse_templates")),
+            template_cache=_cache_dir(config) / STATE_CACHE_SUBDIR,
+            leaks=_choice(_required(config, "llama_leaks"), LEAK_MODES),
+            container=_container(config) if mode == "container" else None,
+        )
+
+
+def _server_process(config: pytest.Config) -> ServerProcess:
+    raw = _required(config, "llama_server_process")
+    process = _choice(raw, SERVER_PROCESSES)
+    if process == "fork" and default_server_process() != "fork":
+        raise pytest.UsageError(f"{raw.source}: this platform cannot fork; use exec")
+    return process
+
+
+def _container(config: pytest.Config) -> ContainerRuntime:
+    """The engine and the image, both checked now: an engine that is missing or an image
+    that is not local would fail every test the same way."""
+    image = _raw(config, "llama_stack_image")
+    choice = _choice(_required(config, "llama_container_engine"), ENGINE_CHOICES)
+    try:
+        return ContainerRuntime.checked(choice, image.value.strip() if image else "")
+    except EngineError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _flag(raw: _Raw) -> bool:
+    value = raw.value.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a boolean; use true or false")
+
+
+def _cache_dir(config: pytest.Config) -> Path:
+    """pytest's cache folder (``cache_dir``), also when the cache plugin is disabled."""
+    try:
+        cache_dir = str(config.getini("cache_dir"))
+    except ValueError:  # -p no:cacheprovider
+        cache_dir = ".pytest_cache"
+    return config.rootpath / os.path.expanduser(cache_dir)
+
+
+def _persist_dir(config: pytest.Config) -> Path:
+    if raw := _raw(config, "llama_persist_dir"):
+        return _writable_dir(raw)
+    return _cache_dir(config) / CACHE_SUBDIR
+
+
+def _reset_names(config: pytest.Config) -> frozenset[str]:
+    raw = _raw(config, "llama_reset_persistent")
+    if raw is None:
+        return frozenset()
+    names = frozenset(n.strip() for n in raw.value.split(",") if n.strip())
+    for name in names - {"*"}:
+        # `--llama-reset-persistent tests/test_p.py` takes the path as the option's value.
+        if raw.source.startswith("--") and ("/" in name or "::" in name or name.endswith(".py")):
+            raise pytest.UsageError(
+                f"{raw.source}: {name!r} looks like a test path, not a store name: write "
+                "--llama-reset-persistent=NAME (with '='), or put the option after the test "
+                "paths"
+            )
+        try:
+            check_name(name)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{raw.source}: {exc}") from None
+    return names
+
+
+def _seed_file(config: pytest.Config) -> tuple[Seed, ...]:
+    if (raw := _raw(config, "llama_toolgroups_file")) is None:
+        return ()
+    try:
+        return load_seed_file(raw.path(), from_seed_entry)
+    except SeedError as exc:
+        raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
+
+
+#: What a Postgres store's variables look like, to check a config before any store exists.
+_PROBE_DATABASE = {
+    "POSTGRES_HOST": "127.0.0.1",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_DB": "llamastate_check",
+    "POSTGRES_USER": "llamastate",
+    "POSTGRES_PASSWORD": "",
+}
+
+
+def _stack_config(config: pytest.Config, flavor: Flavor, backend: Backend) -> Path:
+    """The configured run config, checked now so a bad one stops the run before it starts.
+
+    Without one, the flavor's own offline config for the backend (OGX keeps prompts in
+    SQL tables).
+    """
+    if (raw := _raw(config, "llama_stack_config")) is None:
+        return flavor.default_postgres_config if backend == "postgres" else flavor.default_config
+    try:
+        probe = Path(tempfile.gettempdir(), "llamastate-check")
+        env = {**state_env(probe), **(_PROBE_DATABASE if backend == "postgres" else {})}
+        StackConfig.load(raw.path()).check_paths(probe, env)
+    except StackConfigError as exc:
+        raise pytest.UsageError(f"{raw.source}: {exc}") from None
+    return raw.path()

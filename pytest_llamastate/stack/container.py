@@ -1,0 +1,122 @@
+"""The container way: the team's distribution image serving the test's own store.
+
+A server as in server mode (same port claim, health check, client, log in the store,
+same registry edits), except that the process is ``docker run`` / ``podman run`` of an
+image with the store mounted where the image keeps its state. The engine's client runs
+in the foreground, so the container's output is the store's log and its exit is seen
+at once; ``--rm`` removes the container when it stops, and labels let the next run
+remove one whose pytest was killed before it could stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ..state.store import MARKER_NAME, LlamaStore
+from .backend import StartSpec
+from .engine import Engine, EngineError, find_engine, owner_labels, run_command, shown
+from .server import ExecChild, ServerBackend, failure_line, mark_start
+
+__all__ = ["ContainerBackend", "ContainerRuntime"]
+
+#: ``docker run`` / ``podman run`` exit codes of their own, not the stack's: the engine
+#: failed (125), or its runtime could not run the command (126: refused, 127: not found).
+_ENGINE_CODES = (125, 126, 127)
+
+
+@dataclass(frozen=True)
+class ContainerRuntime:
+    """What container mode runs: an engine and a local image."""
+
+    engine: Engine
+    image: str
+
+    @classmethod
+    def checked(cls, engine: str, image: str) -> ContainerRuntime:
+        """The engine chosen (``auto``, ``docker``, ``podman``) with ``image`` among its
+        local images; :class:`EngineError` says what is missing. Once per session (and
+        xdist worker), before any test."""
+        if not image:
+            raise EngineError(
+                "--llama-stack-mode=container needs an image: --llama-stack-image=IMAGE "
+                "(ini llama_stack_image)"
+            )
+        found = find_engine(engine)
+        found.check_image(image)
+        found.prune()  # what runs killed before they could stop their containers left
+        return cls(found, image)
+
+    def __str__(self) -> str:
+        return f"{self.engine.name} {self.image}"
+
+
+class _ContainerChild(ExecChild):
+    """The engine's ``run`` in the foreground; stopping it stops (and so removes) the
+    container by name."""
+
+    def __init__(self, engine: Engine, name: str, command: list[str], url: str, log: Path) -> None:
+        self.engine, self.name = engine, name
+        super().__init__(command, url, log, log.parent)
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        if self.poll() is None:
+            if grace > 0:
+                self.engine.call("stop", "-t", f"{grace:.0f}", self.name, timeout=grace + 60)
+            else:
+                self.engine.call("kill", self.name)
+        return super().stop(grace=10.0)  # the client ends with its container
+
+
+class ContainerBackend(ServerBackend):
+    """``IMAGE`` on the store, over HTTP like a server."""
+
+    mode: ClassVar[str] = "container"
+
+    def __init__(self, runtime: ContainerRuntime) -> None:
+        super().__init__("exec")
+        self.runtime = runtime
+
+    def _spawn(self, spec: StartSpec, port: int) -> ExecChild:
+        engine, image = self.runtime.engine, self.runtime.image
+        name = f"llamastate-{port}-{secrets.token_hex(4)}"
+        command = run_command(
+            engine,
+            image,
+            spec.store,
+            spec.flavor,
+            port,
+            config_text=spec.config.text,
+            name=name,
+            labels=owner_labels(spec.store),
+        )
+        _record(spec.store, engine, image, spec.flavor.name)
+        mark_start(spec.store.log_path, "container", [shown(command)])
+        return _ContainerChild(
+            engine, name, command, f"http://127.0.0.1:{port}", spec.store.log_path
+        )
+
+    def _exited(self, code: int, log: Path) -> str:
+        engine, image = self.runtime.engine.name, self.runtime.image
+        said = failure_line(log)
+        if code in _ENGINE_CODES:
+            return f"{engine} could not start a container of {image}: {said}"
+        return f"the container of {image} exited with code {code} during start-up: {said}"
+
+    def _grace(self) -> float:
+        """A persistent store gets a graceful stop; a test's store is killed (its writes
+        are committed as they are made, as in server mode)."""
+        assert self._spec is not None
+        return 10.0 if self._spec.store.kind == "persistent" else 0.0
+
+
+def _record(store: LlamaStore, engine: Engine, image: str, flavor: str) -> None:
+    """Note in the store's marker what served it, for ``llamastate env``'s run line."""
+    marker = LlamaStore.read_marker(store.path)
+    wanted = {"engine": engine.name, "image": image, "flavor": flavor}
+    if marker.get("container") != wanted:
+        marker["container"] = wanted
+        (store.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")

@@ -1,0 +1,256 @@
+"""Docker or Podman: finding one that runs containers, and the lines it is given.
+
+Container mode runs the team's distribution image as it runs in CI, so the engine is
+whatever is installed: ``docker`` when its daemon answers, else ``podman``. Every
+container the plugin starts carries labels naming the process that owns it (host and
+pid), so a run killed with SIGKILL (no teardown, no atexit) leaves nothing behind for
+long: the next run removes containers whose owner is gone. The ``run`` line is built in
+one place, for the backend and for ``llamastate env`` (which prints it to reopen a kept
+store by hand).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from ..releases import Flavor, detect
+from ..state.stackconfig import env_references
+from ..state.store import LlamaStore, state_env
+from .backend import StackError
+
+__all__ = [
+    "ENGINE_CHOICES",
+    "OWNER_LABEL",
+    "Engine",
+    "EngineChoice",
+    "EngineError",
+    "container_env",
+    "container_run_line",
+    "find_engine",
+    "run_command",
+    "state_mount",
+]
+
+EngineChoice = Literal["auto", "docker", "podman"]
+ENGINE_CHOICES: tuple[EngineChoice, ...] = ("auto", "docker", "podman")
+#: ``host:pid`` of the process that started a container (and removes it at teardown).
+OWNER_LABEL = "io.github.pytest-llamastate.owner"
+#: The store a container serves, for ``podman ps`` readers.
+STORE_LABEL = "io.github.pytest-llamastate.store"
+_ENGINE_TIMEOUT = 60.0
+#: How podman ("image not known") and docker ("No such image") say an image is not local.
+_MISSING = re.compile(r"image not known|no such (image|object)", re.IGNORECASE)
+
+
+class EngineError(StackError):
+    """No engine, or one that cannot do what container mode needs; one line says why."""
+
+
+def state_mount(flavor: Flavor) -> PurePosixPath:
+    """Where a distribution image keeps its state, and so where the store is mounted:
+    ``~/.llama`` of its root user (``~/.ogx`` for OGX), the folder the seed's
+    ``docker run -v ~/.llama:/root/.llama`` shared between containers."""
+    return PurePosixPath("/root") / flavor.home
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An installed engine's CLI; every call is one subprocess with a timeout."""
+
+    name: Literal["docker", "podman"]
+    exe: str
+
+    def call(
+        self, *args: str, timeout: float = _ENGINE_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                [self.exe, *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise EngineError(
+                f"`{self.name} {args[0]}` did not answer within {timeout:g}s; is {self.name} "
+                "working? (try it by hand)"
+            ) from None
+
+    def has_image(self, image: str) -> bool:
+        return self.call("image", "inspect", image).returncode == 0
+
+    def check_image(self, image: str) -> None:
+        """The image must be local: no registry is asked (``--pull=never``). An engine
+        that cannot even look is a broken engine, not a missing image."""
+        done = self.call("image", "inspect", image)
+        if done.returncode == 0:
+            return
+        said = last_line(done.stderr, f"exit code {done.returncode}")
+        if not _MISSING.search(said):
+            raise EngineError(f"{self.name} does not work: {said} (`{self.name} info` tells more)")
+        raise EngineError(
+            f"--llama-stack-image: {image!r} is not among {self.name}'s local images; "
+            f"build it or `{self.name} pull {image}` first (container mode never pulls)"
+        )
+
+    def user_flags(self) -> list[str]:
+        """Make the container write the store's files as the runner, so the runner can
+        read and delete them: rootless Podman maps root inside to the runner already
+        (``keep-id`` keeps the runner's own id too); Docker's root is the host's root,
+        so it runs as the runner's uid. As root nothing is needed."""
+        if os.getuid() == 0:
+            return []
+        if self.name == "podman":
+            return ["--userns=keep-id"]
+        return ["--user", f"{os.getuid()}:{os.getgid()}"]
+
+    def orphans(self) -> list[str]:
+        """Containers of this host whose owning process is gone (a pytest killed hard)."""
+        listed = self.call(
+            "ps", "-a", "--filter", f"label={OWNER_LABEL}",
+            "--format", f'{{{{.ID}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}',
+        )  # fmt: skip
+        host, dead = socket.gethostname(), []
+        for line in listed.stdout.splitlines():
+            cid, _, owner = line.partition(" ")
+            owner_host, _, pid = owner.strip().rpartition(":")
+            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                dead.append(cid)
+        return dead
+
+    def prune(self) -> int:
+        """Remove the orphans; how many there were."""
+        if dead := self.orphans():
+            self.call("rm", "-f", *dead)
+        return len(dead)
+
+
+def last_line(text: str, default: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _docker_answers(exe: str) -> tuple[bool, str]:
+    try:
+        done = subprocess.run(
+            [exe, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return False, "`docker version` did not answer within 15s"
+    said = last_line(done.stderr, "no answer")
+    return done.returncode == 0, said
+
+
+def find_engine(choice: str = "auto") -> Engine:
+    """``docker`` when installed and its daemon answers, else ``podman``; or the one forced."""
+    docker, podman = shutil.which("docker"), shutil.which("podman")
+    if choice in ("auto", "docker") and docker:
+        answers, said = _docker_answers(docker)
+        if answers:
+            return Engine("docker", docker)
+        if choice == "docker" or not podman:
+            raise EngineError(
+                f"docker is installed but its daemon does not answer ({said}); start it"
+                + (", or install podman" if choice == "auto" else "")
+            )
+    if choice == "docker" and not docker:
+        raise EngineError(
+            "--llama-container-engine=docker: docker is not on PATH; install it or choose podman"
+        )
+    if podman and choice in ("auto", "podman"):
+        return Engine("podman", podman)
+    if choice == "podman":
+        raise EngineError(
+            "--llama-container-engine=podman: podman is not on PATH; install it "
+            "(apt-get install podman) or choose docker"
+        )
+    raise EngineError(
+        "container mode needs docker or podman, and neither is on PATH: install one "
+        "(apt-get install podman), or use --llama-stack-mode=server"
+    )
+
+
+def container_env(store: LlamaStore, flavor: Flavor, config_text: str) -> dict[str, str | None]:
+    """The variables set inside: every state root at the mount, the store's database, and
+    (``None``: copied from the host by name) the variables the run config refers to."""
+    inside = {**store.env, **state_env(Path(state_mount(flavor)))}
+    env: dict[str, str | None] = dict(inside)
+    for name in env_references(config_text):
+        if name not in inside and name in os.environ:
+            env[name] = None
+    return env
+
+
+def run_command(
+    engine: Engine,
+    image: str,
+    store: LlamaStore,
+    flavor: Flavor,
+    port: int,
+    *,
+    config_text: str,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> list[str]:
+    """``docker run`` / ``podman run`` of ``image`` serving ``store`` on ``port``: the
+    store at the image's state folder, host networking (``127.0.0.1`` is the host's:
+    a Postgres store's server and an MCP server on the host are reachable as they are)."""
+    mount = state_mount(flavor)
+    args: list[str] = [engine.exe, "run", "--rm", "--pull=never", "--network=host"]
+    if name:
+        args += ["--name", name]
+    for key, value in (labels or {}).items():
+        args += ["--label", f"{key}={value}"]
+    args += engine.user_flags()
+    args += ["-v", f"{store.path}:{mount}"]
+    for key, env_value in sorted(container_env(store, flavor, config_text).items()):
+        args += ["-e", key if env_value is None else f"{key}={env_value}"]
+    # The image's own entrypoint (a distribution image has one) is replaced by the CLI.
+    cli, *inner = flavor.run_command(Path(mount / store.config_path.name), port, flavor.cli)
+    return [*args, f"--entrypoint={cli}", image, *inner]
+
+
+def container_run_line(store: LlamaStore, served: Mapping[str, Any], port: int) -> str:
+    """The run line that serves ``store`` again as the container recorded in its marker
+    (``served``: engine, image, flavor) did: what ``llamastate env`` prints."""
+    name = str(served.get("engine"))
+    if name not in ("docker", "podman"):
+        raise EngineError(f"unknown container engine {name!r} in the store's marker")
+    engine = Engine("docker" if name == "docker" else "podman", name)
+    flavor = detect(str(served.get("flavor", "llama-stack")))
+    text = store.config_path.read_text(encoding="utf-8")
+    return shown(run_command(engine, str(served["image"]), store, flavor, port, config_text=text))
+
+
+def owner_labels(store: LlamaStore) -> dict[str, str]:
+    return {OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}", STORE_LABEL: str(store.path)}
+
+
+def shown(command: Sequence[str]) -> str:
+    """A run line for a person: the engine by name, not by path."""
+    return shlex.join([Path(command[0]).name, *command[1:]])

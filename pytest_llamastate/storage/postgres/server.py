@@ -1,0 +1,400 @@
+"""Where the Postgres server comes from: given by URL, or started for the run.
+
+Both kinds have one surface, :func:`acquire` returning a :class:`PostgresServer` with an
+admin ``url`` and ``release()`` (like pytest-postgresql's executor / executor_noop).
+
+A throwaway server runs from the binaries of the ``pgserver`` package (PostgreSQL with
+pip alone) or ``initdb``/``postgres`` found on the machine, on a data folder the caller
+names, so named persistent databases survive runs. It listens on TCP 127.0.0.1 only:
+llama-stack 0.7.3's ``sql_postgres`` puts ``host:port`` into its SQLAlchemy URL, so a
+unix-socket host fails at the first SQL write.
+
+One server per data folder, shared by every process that acquires it (xdist workers,
+concurrent runs), stopped when the last one is gone, even one killed with SIGKILL. The
+reference count is the kernel's: each user holds a shared ``flock`` on ``users.lock``
+for as long as it uses the server, and a watchdog process, the postmaster's parent, polls
+for an exclusive lock; once it gets one, nobody is left and it stops the server. The
+postmaster gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``), so it also goes if
+the watchdog is killed. ``initdb`` and ``postgres`` refuse to run as root, so as root
+they run as the system user ``pgserver`` (the one the pgserver package uses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import importlib.util
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+__all__ = ["PostgresServer", "acquire", "find_binaries"]
+
+#: Same folder as the stack runner's port locks, so no worker hands our port to a stack.
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
+_SYSTEM_USER = "pgserver"
+_SUPERUSER = "postgres"
+_POLL = 0.25
+_SERVER_SETTINGS = (
+    # Throwaway servers: durability is not the point, speed of CREATE/DROP DATABASE is.
+    # A killed process loses nothing (the OS has the data); only an OS crash could.
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=300",
+    "unix_socket_directories=",
+    "listen_addresses=127.0.0.1",
+)
+
+
+@dataclass
+class PostgresServer:
+    """A server the plugin may use: ``url`` names its admin database and a CREATEDB role."""
+
+    url: str
+    #: Whether the plugin started it (a throwaway server) or was given it.
+    started: bool
+    data_dir: Path | None = None
+    log_path: Path | None = None
+    _users_fd: int | None = None
+
+    def release(self) -> None:
+        """Stop using the server; the last user of a throwaway server stops it."""
+        if self._users_fd is not None:
+            fd, self._users_fd = self._users_fd, None
+            os.close(fd)  # drops the shared lock; the watchdog does the rest
+
+
+def acquire(
+    url: str | None = None, *, data_dir: Path | None = None, timeout: float = 60.0
+) -> PostgresServer:
+    """The server at ``url`` (checked), or a throwaway one on ``data_dir``."""
+    from .client import PostgresError, check_server
+
+    if url:
+        return PostgresServer(str(check_server(url)), started=False)
+    if data_dir is None:
+        raise PostgresError("no Postgres URL and no data folder for a throwaway server")
+    return _acquire_throwaway(Path(data_dir).absolute(), timeout)
+
+
+def find_binaries() -> Path | None:
+    """A folder with ``initdb`` and ``postgres``: pgserver's, else the machine's."""
+    spec = importlib.util.find_spec("pgserver")  # finds it without importing it
+    candidates = []
+    if spec is not None and spec.origin:
+        candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10
+            )
+            candidates.append(Path(out.stdout.strip()))
+    candidates += [Path(p).parent for p in [shutil.which("postgres")] if p]
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for folder in candidates:
+        if (folder / "initdb").is_file() and (folder / "postgres").is_file():
+            return folder
+    return None
+
+
+def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
+    from filelock import FileLock, Timeout
+
+    from .client import INSTALL_HINT, PostgresError, PostgresURL, check_server
+
+    bin_dir = find_binaries()
+    if bin_dir is None:
+        raise PostgresError(
+            "no Postgres to start a throwaway server: "
+            f"{INSTALL_HINT}, or pass --llama-postgres-url for a server you run"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        start_lock = FileLock(str(root / "start.lock")).acquire(timeout=timeout)
+    except Timeout:
+        raise PostgresError(
+            f"{root}: another process holds start.lock for over {timeout:g}s"
+        ) from None
+    with start_lock:
+        fd = os.open(root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a watchdog is stopping its server
+            password = _credentials(root, bin_dir)
+            state = _read_state(root)
+            if state is None:
+                state = _spawn_watchdog(root, bin_dir, timeout)
+            url = PostgresURL(_SUPERUSER, password, "127.0.0.1", int(state["port"]), "postgres")
+            check_server(url)
+        except BaseException:
+            os.close(fd)
+            raise
+    return PostgresServer(str(url), True, root, root / "server.log", fd)
+
+
+def _read_state(root: Path) -> dict[str, int] | None:
+    """The running server of ``root`` (``server.json``), if its watchdog is alive.
+
+    Alive means holding ``watchdog.lock``: a pid check would take a zombie or a reused
+    pid for a watchdog, a lock goes with the process, however it ended.
+    """
+    fd = os.open(root / "watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None  # nobody holds it: no watchdog, whatever server.json says
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(fd)
+    try:
+        state = json.loads((root / "server.json").read_text(encoding="utf-8"))
+        return {"port": int(state["port"]), "watchdog": int(state["watchdog"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_as_user() -> str | None:
+    """The system user to run Postgres as: ``pgserver`` as root (created if missing)."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam(_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", _SYSTEM_USER],
+            check=True,
+            capture_output=True,
+        )
+    return _SYSTEM_USER
+
+
+def _as_user(user: str | None) -> dict[str, Any]:
+    """Popen arguments that run a child as ``user`` with that user's group only.
+
+    Keeping root's group would make root-owned ``0701`` folders untraversable: the group
+    bits, not the other bits, apply to a member of the owning group.
+    """
+    if not user:
+        return {}
+    import pwd
+
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+
+
+def _traversable(path: Path) -> None:
+    """Let other users pass through every folder above ``path`` (adds only ``o+x``)."""
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(mode | stat.S_IXOTH)
+
+
+def _credentials(root: Path, bin_dir: Path) -> str:
+    """The superuser's password, making the cluster (``initdb``) on first use."""
+    from .client import PostgresError
+
+    secret, pgdata = root / "password", root / "pgdata"
+    if (pgdata / "PG_VERSION").is_file():
+        if not secret.is_file():
+            raise PostgresError(f"{root}: a cluster without its password file; delete the folder")
+        return secret.read_text(encoding="utf-8").strip()
+    password = secrets.token_hex(16)  # URL-safe: 0.7.3 puts it into a URL unquoted
+    user = _run_as_user()
+    shutil.rmtree(pgdata, ignore_errors=True)
+    pgdata.mkdir(mode=0o700)
+    pwfile = pgdata.parent / f".pw-{os.getpid()}"
+    with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(password)
+    if user:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        _traversable(pgdata)
+        _traversable(bin_dir)
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+        os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    command = [
+        str(bin_dir / "initdb"), "-D", str(pgdata), "-U", _SUPERUSER, "-E", "UTF8",
+        f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, **_as_user(user)
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        first = next((line for line in lines if "error" in line.lower()), lines[-1])
+        raise PostgresError(f"{pgdata}: initdb failed: {first}")
+    secret.write_text(password, encoding="utf-8")
+    secret.chmod(0o600)
+    return password
+
+
+def _spawn_watchdog(root: Path, bin_dir: Path, timeout: float) -> dict[str, int]:
+    from .client import PostgresError
+
+    (root / "server.json").unlink(missing_ok=True)
+    user = _run_as_user()
+    if user:  # again on every start: pytest resets its basetemp root to 0700 (so: not there)
+        _traversable(root / "pgdata")
+    command = [sys.executable, __file__, "watch", str(root), str(bin_dir), user or ""]
+    with (root / "server.log").open("ab") as log:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            start_new_session=True,
+        )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    proc.stdout.close()
+    if not line.startswith("ready "):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(10)
+        cause = line.removeprefix("error ") or f"not ready within {timeout:g}s"
+        raise PostgresError(f"{root}: the throwaway Postgres did not start: {cause}")
+    # Not waited for: the watchdog outlives this process if other users remain.
+    return {"port": int(line.split()[1]), "watchdog": proc.pid}
+
+
+# -- the watchdog (runs as ``python postgres_server.py watch ...``: stdlib and filelock) --
+
+
+def _pdeathsig(sig: int) -> None:
+    """In a child before ``exec``: get ``sig`` when the parent dies (Linux; elsewhere no-op)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG; kept across exec, set after setuid
+
+
+def _claim_port() -> tuple[int, BaseFileLock]:
+    from filelock import FileLock, Timeout
+
+    _PORT_LOCKS.mkdir(exist_ok=True)
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        lock = FileLock(str(_PORT_LOCKS / f"{port}.lock"))
+        with contextlib.suppress(Timeout):
+            lock.acquire(timeout=0)
+            return port, lock
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Fast shutdown (SIGINT: clients cut, data clean), then harder if it hangs."""
+    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+            return
+
+
+def _ready(pgdata: Path, port: int) -> bool:
+    try:
+        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    if len(lines) < 8 or lines[7].strip() != "ready":
+        return False
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for_old_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
+    """Let a postmaster whose watchdog was killed finish its shutdown (its parent-death
+    signal started one) before a new one is started on the same data folder."""
+    try:
+        pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        time.sleep(0.05)
+
+
+def _watch(root: Path, bin_dir: Path, user: str | None) -> int:
+    pgdata, state = root / "pgdata", root / "server.json"
+    users = os.open(root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    alive = os.open(root / "watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(alive, fcntl.LOCK_EX)  # held until this process ends, however it ends
+    _wait_for_old_postmaster(pgdata)
+    stopping = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    for _attempt in range(3):  # the claimed port may still be taken by a stranger
+        port, port_lock = _claim_port()
+        options = [f"-c{setting}" for setting in _SERVER_SETTINGS]
+        command = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), *options]
+        with (root / "server.log").open("ab") as log:
+            proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: _pdeathsig(signal.SIGINT), **_as_user(user),
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not _ready(pgdata, port) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is None and _ready(pgdata, port):
+            break
+        _stop(proc)
+        port_lock.release()
+    else:
+        tail = (root / "server.log").read_text(errors="replace").strip().splitlines()[-1:]
+        print(f"error postgres exited: {tail[0] if tail else 'no log'}", flush=True)
+        return 1
+    state.write_text(json.dumps({"port": port, "watchdog": os.getpid(), "postmaster": proc.pid}))
+    print(f"ready {port}", flush=True)
+    sys.stdout.close()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    while not stopping and proc.poll() is None:
+        time.sleep(_POLL)
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        break  # nobody holds a shared lock: the last user is gone
+    _stop(proc)
+    state.unlink(missing_ok=True)
+    port_lock.release()
+    os.close(users)
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["watch"]:
+    sys.exit(_watch(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] or None))

@@ -38,14 +38,14 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import tomllib
 import yaml
 
-from pytest_llamastate.flavor import detect
+from pytest_llamastate.releases import detect
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<lang>[\w+-]*)[^\n]*$")
 _DIRECTIVE = re.compile(r"^ *<!-- example:(?P<body>.*?)-->\s*$")
@@ -259,7 +259,9 @@ class Page:
             else:
                 configparser.ConfigParser(interpolation=None).read_string(text)
         except Exception as exc:
-            raise ExampleError(f"{block.where}: the {block.lang} block does not parse: {exc}")
+            raise ExampleError(
+                f"{block.where}: the {block.lang} block does not parse: {exc}"
+            ) from None
         if block.name:
             self._write(block, block.name)
 

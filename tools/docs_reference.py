@@ -103,7 +103,7 @@ def options() -> str:
                 what += f"; `{flag.names()[-1]}`: {flag_help}"
         shown = f"`{default}`" if default not in (None, "") else ""
         rows.append(f"| {option} | `{name}` | {shown} | {_cell(what)} |")
-    for name, flag in flags.items():  # an option without an ini twin (there should be none)
+    for flag in flags.values():  # an option without an ini twin (there should be none)
         rows.append(f"| `{flag.names()[-1]}` | | | {_cell(flag.attrs().get('help', ''))} |")
     return "\n".join(rows)
 
@@ -136,7 +136,8 @@ def fixtures() -> str:
     output = _run(sys.executable, "-m", "pytest", "--fixtures", "-v", "-p", "no:cacheprovider")
     sections = re.split(r"^-+ fixtures defined from (\S+) -+$", output, flags=re.MULTILINE)
     ours = [
-        body for module, body in zip(sections[1::2], sections[2::2], strict=True)
+        body
+        for module, body in zip(sections[1::2], sections[2::2], strict=True)
         if module.startswith("pytest_llamastate")
     ]
     if not ours:
@@ -226,8 +227,10 @@ def cli() -> str:
     parts = [f"```console\n$ llamastate --help\n{main.rstrip()}\n```"]
     for name in names:
         text = _run(*command, name, "--help")
-        parts.append(f"### `llamastate {name}`\n\n```console\n$ llamastate {name} --help\n"
-                     f"{text.rstrip()}\n```")
+        parts.append(
+            f"### `llamastate {name}`\n\n```console\n$ llamastate {name} --help\n"
+            f"{text.rstrip()}\n```"
+        )
     return "\n\n".join(parts)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Flavor",
     "FlavorChoice",
     "FlavorName",
+    "Recorder",
     "detect",
     "import_quietly",
     "installed_versions",
@@ -41,6 +42,25 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
+    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
+
+    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
+    module: str
+    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
+    context_module: str
+    #: Where recordings go (the recorder's default is inside its own source tree).
+    dir_var: str
+    #: The header a server restores the test id from (``{"__test_id": ...}``).
+    header: str
+    #: Variable and value a server needs to read that header (llama-stack only).
+    server_var: tuple[str, str] | None
+    #: Modules the recorder imports when recording or replaying, and the extra that has them.
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +109,8 @@ class Flavor:
     #: Deprecation warnings (message regexes) the stack's own MCP client raises on every
     #: tool listing or call: the stack's debt to its dependency, not the user's code.
     mcp_client_warnings: tuple[str, ...] = ()
+    #: The request recorder of the installed release (None where it has none).
+    recorder: Recorder | None = None
 
     @property
     def library_module(self) -> str:
@@ -188,6 +210,15 @@ LLAMA_STACK = Flavor(
     install_hint="pip install 'pytest-llamastate[stack]'",
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
+    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
+    recorder=Recorder(
+        module="llama_stack.testing.api_recorder",
+        context_module="llama_stack.core.testing_context",
+        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
+        header="X-LlamaStack-Provider-Data",
+        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
+        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
+    ),
 )
 
 OGX = Flavor(
@@ -215,6 +246,15 @@ OGX = Flavor(
     ),
     default_config_name="minimal-ogx.yaml",
     install_hint="pip install 'pytest-llamastate[ogx]'",
+    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
+    recorder=Recorder(
+        module="ogx.testing.api_recorder",
+        context_module="ogx.core.testing_context",
+        dir_var="OGX_TEST_RECORDING_DIR",
+        header="X-OGX-Provider-Data",
+        server_var=None,
+        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
+    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)

@@ -8,6 +8,8 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -364,3 +366,78 @@ def test_the_shared_store_leak_report_sees_tables_on_postgres(
             "*+ 1 row(s) in openai_conversations (conv_*)",
         ]
     )
+
+
+def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
+    pytester: pytest.Pytester,
+) -> None:
+    """Postgres runs as user pgserver; the project (in pytest's basetemp) turns 0700 in the
+    middle of the run, and the server goes on. No folder above it changes mode."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs Postgres as another user")
+    parents = [pytester.path, *pytester.path.parents]
+    before = {p: p.stat().st_mode for p in parents}
+    pytester.makepyfile(
+        f"""
+        import os
+        def test_a(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+        def test_private():
+            os.chmod({str(pytester.path)!r}, 0o700)
+        def test_b(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::two", mcp_endpoint="http://127.0.0.1:9/sse")
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::two"]
+        """
+    )
+    try:
+        result = pytester.runpytest("--llama-backend=postgres")
+    finally:
+        pytester.path.chmod(before[pytester.path])
+    result.assert_outcomes(passed=3)
+    assert {p: p.stat().st_mode for p in parents} == before
+    link = pytester.path / ".pytest_cache/d/llamastate/.postgres/pgdata"
+    assert link.is_symlink()
+    data = link.resolve().stat()
+    assert (pwd.getpwuid(data.st_uid).pw_name, oct(data.st_mode & 0o777)) == ("pgserver", "0o700")
+
+
+@pytest.mark.parametrize("mode", ["library", "server"])
+def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+) -> None:
+    ready = pytester.path / "ready"
+    pytester.makepyfile(
+        test_killed=f"""
+        import pathlib, time
+        def test_hang(llama_stack, llama_store):
+            pathlib.Path({str(ready)!r}).write_text(llama_store.database.name)
+            time.sleep(300)
+        """,
+        test_next="def test_it(llama_store): pass",
+    )
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *on_postgres,
+         "test_killed.py"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert killed.poll() is None, "the run ended before its test started"
+            assert time.monotonic() < deadline, "the run never got to its test"
+            time.sleep(0.1)
+        name = ready.read_text()
+        assert name in databases(postgres_url)
+    finally:
+        killed.kill()
+        killed.wait(30)
+    janitor = Janitor(postgres_url, run_id="tests")
+    try:  # its stack's connections close with it (a server-mode stack's within moments)
+        deadline = time.monotonic() + 10
+        while any(i.connections for i in janitor.databases() if i.name == name):
+            assert time.monotonic() < deadline, "the killed run's database stays in use"
+            time.sleep(0.1)
+    finally:
+        janitor.close()
+    pytester.runpytest(*on_postgres, "test_next.py").assert_outcomes(passed=1)
+    assert name not in databases(postgres_url)

@@ -80,6 +80,8 @@ __all__ = [
     "ogx_stack",
 ]
 
+pytest_plugins = ["pytest_llamastate.plugin.inference"]  # --llama-inference, llama_recordings
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.addoption(parser)

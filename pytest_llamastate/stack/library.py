@@ -132,6 +132,8 @@ class LibraryBackend:
                 "the other first, or --llama-stack-mode=server."
             )
         self._flavor = spec.flavor
+        if spec.recording is not None:
+            spec.recording.install_here()
         try:
             self.client = _new_client(spec)
         except StackNotInstalledError:

@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	"$$(.ci/find-python)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[stack,postgres,dev,docs]'
+	$(PY) -m pip install -q -e '.[stack,postgres,dev,docs,inference]'
 	touch $(STAMP)
 
 $(OGX_STAMP): pyproject.toml
 	rm -rf $(OGX_VENV)
 	"$$(.ci/find-python)" -m venv $(OGX_VENV)
 	$(OGX_VENV)/bin/python -m pip install -q --upgrade pip
-	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,postgres,dev]'
+	$(OGX_VENV)/bin/python -m pip install -q --upgrade -e '.[ogx,postgres,dev,inference]'
 	touch $(OGX_STAMP)
 
 lint: $(STAMP)

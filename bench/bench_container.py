@@ -1,10 +1,12 @@
 """Container mode's stack per test against a bare ``podman run`` of the same image.
 
-Per-test cycle, both ways: start to a healthy ``/v1/health``, one call (list files), stop.
+Per-test cycle, both ways: start to a healthy ``/v1/health``, one call (list files), stop;
+each phase is reported too.
 ``plugin``: ``LlamaStackFactory(mode="container")`` on a fresh store (port claim, config
 written, the run line, labels, the log in the store, the client), ``close()`` (the
 container killed, removed by ``--rm``). ``bare``: the engine's ``run -d`` of the image
-serving the same config on a store folder, polled every 50 ms, then ``rm -f``. Alternating
+serving the same config on a store folder, polled every 50 ms, then ``kill`` and
+``wait`` (until ``--rm`` removed it). Alternating
 in one run, median of ``ROUNDS``, after one unmeasured start of each (page cache).
 The image is the suite's (tests/container_image.py).
 """
@@ -46,7 +48,9 @@ def _get(url: str) -> dict[str, object]:
         return dict(json.load(response))
 
 
-def _bare(engine: Engine, image: str, store: Path) -> float:
+def _bare(engine: Engine, image: str, store: Path) -> tuple[float, float]:
+    """(start to healthy + one call, stop): ``run -d``, poll, ``kill`` (the plugin's stop of
+    a test's store), wait until ``--rm`` removed it."""
     store.mkdir()
     shutil.copy(FLAVOR.default_config, store / "stack.yaml")
     port, mount = _port(), state_mount(FLAVOR)
@@ -58,25 +62,26 @@ def _bare(engine: Engine, image: str, store: Path) -> float:
         f"--entrypoint={cli}", image, *inner,
     )  # fmt: skip
     cid = started.stdout.strip()
-    try:
-        while True:
-            try:
-                if _get(f"http://127.0.0.1:{port}/v1/health").get("status") == "OK":
-                    break
-            except OSError:
-                time.sleep(0.05)
-        _get(f"http://127.0.0.1:{port}/v1/files")
-    finally:
-        engine.call("rm", "-f", cid)
-    return time.perf_counter() - start
+    while True:
+        try:
+            if _get(f"http://127.0.0.1:{port}/v1/health").get("status") == "OK":
+                break
+        except OSError:
+            time.sleep(0.05)
+    _get(f"http://127.0.0.1:{port}/v1/files")
+    ready = time.perf_counter()
+    engine.call("kill", cid)
+    engine.call("wait", cid)
+    return ready - start, time.perf_counter() - ready
 
 
-def _plugin(factory: LlamaStackFactory, store_path: Path) -> float:
+def _plugin(factory: LlamaStackFactory, store_path: Path) -> tuple[float, float]:
     start = time.perf_counter()
-    store = LlamaStore.create(store_path)
-    with factory.start(store) as stack:
-        stack.client.files.list()
-    return time.perf_counter() - start
+    stack = factory.start(LlamaStore.create(store_path))
+    stack.client.files.list()
+    ready = time.perf_counter()
+    stack.close()
+    return ready - start, time.perf_counter() - ready
 
 
 def main() -> dict[str, object]:
@@ -87,24 +92,31 @@ def main() -> dict[str, object]:
     factory = LlamaStackFactory(
         "container", FLAVOR.default_config, flavor=FLAVOR, container=ContainerRuntime(engine, image)
     )
-    plugin: list[float] = []
-    bare: list[float] = []
+    plugin: list[tuple[float, float]] = []
+    bare: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         _bare(engine, image, Path(tmp, "warm-bare"))
         _plugin(factory, Path(tmp, "warm-plugin"))
         for i in range(ROUNDS):
             bare.append(_bare(engine, image, Path(tmp, f"bare-{i}")))
             plugin.append(_plugin(factory, Path(tmp, f"plugin-{i}")))
-    result = {
+
+    def median(runs: list[tuple[float, float]], part: int | None = None) -> float:
+        return statistics.median(r[part] if part is not None else sum(r) for r in runs)
+
+    return {
         "engine": engine.name,
         "flavor": FLAVOR.name,
         "rounds": ROUNDS,
         "cores": os.cpu_count(),
-        "bare_run_s": round(statistics.median(bare), 3),
-        "plugin_container_s": round(statistics.median(plugin), 3),
-        "ratio": round(statistics.median(plugin) / statistics.median(bare), 3),
+        "bare_run_s": round(median(bare), 3),
+        "bare_ready_s": round(median(bare, 0), 3),
+        "bare_stop_s": round(median(bare, 1), 3),
+        "plugin_container_s": round(median(plugin), 3),
+        "plugin_ready_s": round(median(plugin, 0), 3),
+        "plugin_stop_s": round(median(plugin, 1), 3),
+        "ratio": round(median(plugin) / median(bare), 3),
     }
-    return result
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_container
 import bench_core
 import bench_guard
+import bench_library
 import bench_postgres
 import bench_seeds
 import bench_server
@@ -32,6 +33,7 @@ def main() -> None:
         "guard": bench_guard.main(),
         "seeds": bench_seeds.main(),
         "stack": bench_stack.main(),
+        "library_marginal": bench_library.main(),
         "fork_server": bench_server.main(),
         "postgres": {**bench_postgres.main(), "stacks": bench_postgres.stacks()},
         "templates": bench_templates.main(),

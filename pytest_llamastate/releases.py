@@ -15,21 +15,25 @@ from __future__ import annotations
 import asyncio
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
+from packaging.version import Version
+
 __all__ = [
     "FLAVORS",
     "FLAVOR_CHOICES",
     "LLAMA_STACK",
     "OGX",
+    "PROCESS_STATE",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
+    "Recorder",
     "detect",
     "import_quietly",
     "installed_versions",
@@ -38,6 +42,25 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
+    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
+
+    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
+    module: str
+    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
+    context_module: str
+    #: Where recordings go (the recorder's default is inside its own source tree).
+    dir_var: str
+    #: The header a server restores the test id from (``{"__test_id": ...}``).
+    header: str
+    #: Variable and value a server needs to read that header (llama-stack only).
+    server_var: tuple[str, str] | None
+    #: Modules the recorder imports when recording or replaying, and the extra that has them.
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,8 @@ class Flavor:
     #: Deprecation warnings (message regexes) the stack's own MCP client raises on every
     #: tool listing or call: the stack's debt to its dependency, not the user's code.
     mcp_client_warnings: tuple[str, ...] = ()
+    #: The request recorder of the installed release (None where it has none).
+    recorder: Recorder | None = None
 
     @property
     def library_module(self) -> str:
@@ -185,6 +210,15 @@ LLAMA_STACK = Flavor(
     install_hint="pip install 'pytest-llamastate[stack]'",
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
+    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
+    recorder=Recorder(
+        module="llama_stack.testing.api_recorder",
+        context_module="llama_stack.core.testing_context",
+        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
+        header="X-LlamaStack-Provider-Data",
+        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
+        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
+    ),
 )
 
 OGX = Flavor(
@@ -212,9 +246,45 @@ OGX = Flavor(
     ),
     default_config_name="minimal-ogx.yaml",
     install_hint="pip install 'pytest-llamastate[ogx]'",
+    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
+    recorder=Recorder(
+        module="ogx.testing.api_recorder",
+        context_module="ogx.core.testing_context",
+        dir_var="OGX_TEST_RECORDING_DIR",
+        header="X-OGX-Provider-Data",
+        server_var=None,
+        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
+    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
+
+# -- Process-level state of each release (issue 18) --------------------------------------
+
+#: What a release keeps at class or module level that carries one library stack's state
+#: into the next stack of the same process: ``module:attribute.path`` under the flavor's
+#: package, each a container the library backend empties before and after every stack.
+#: Found by reading each release's routing tables, registries and provider modules (class
+#: attributes, module globals, caches); a stack's own start resets the rest (storage
+#: backends, the job runtime, tenancy). An entry a release lacks has nothing to clear.
+PROCESS_STATE: Mapping[FlavorName, tuple[str, ...]] = {
+    "llama-stack": (
+        # 0.7.3: providers whose models were listed once per process, not per stack: a
+        # later stack on a fresh store lists none of their models (OGX 1.5: per stack).
+        "core.routing_tables.models:ModelsRoutingTable.listed_providers",
+        # Tools per toolgroup id, listed once: a later stack's toolgroup of the same id
+        # (another endpoint) would list the first one's tools.
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        # The MCP transport found per URL; a later test may reuse a port for another server.
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+    "ogx": (
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+        "providers.utils.tools.mcp:protocol_cache",
+    ),
+}
 
 
 def detect(choice: str = "auto") -> Flavor:
@@ -250,3 +320,31 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
+
+
+# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
+
+#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
+#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
+#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
+#: (the route table built once per config, rebound per stack).
+Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
+
+#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
+#: gets the last row at or below it. Only releases whose internals were read and whose
+#: suite passed with them are listed: any other runs its client as its users do.
+LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
+    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
+    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
+}
+
+
+def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
+    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
+    if (installed := flavor.version()) is None:
+        return frozenset()
+    found: frozenset[Shortcut] = frozenset()
+    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
+        if Version(installed) >= Version(first):
+            found = shortcuts
+    return found

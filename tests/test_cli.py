@@ -193,6 +193,7 @@ def test_show_json(kept: tuple[Path, Path]) -> None:
         "created",
         "toolgroups",
         "registry",
+        "kv_namespaces",
         "sql_tables",
         "marker",
     }
@@ -215,6 +216,7 @@ def test_show_json(kept: tuple[Path, Path]) -> None:
         },
     ]
     assert doc["registry"] == {"model": ["llama3"], "tool_group": ["mcp::new", "mcp::one"]}
+    assert doc["kv_namespaces"] == {"distributions": 3}
     assert doc["sql_tables"] == {}
 
 
@@ -244,7 +246,26 @@ def test_show_reads_namespaced_registry_keys(tmp_path: Path) -> None:
     assert [t["identifier"] for t in doc["toolgroups"]] == ["mcp::ogx"]
     assert doc["toolgroups"][0]["mcp_endpoint"] == "http://x"
     assert doc["registry"] == {"tool_group": ["mcp::ogx"]}
+    assert doc["kv_namespaces"] == {"prompts": 1, "registry": 1}
     assert doc["sql_tables"] == {'odd "name"': 0}
+
+
+def test_show_lists_every_kv_namespace_and_database_a_test_wrote_to(tmp_path: Path) -> None:
+    """A batch row (kv namespace ``batch``), a provider's own kv file and SQL file: none of
+    them registry rows, all of them state a test left."""
+    store = LlamaStore.create(tmp_path / "store")
+    write_entries(store.kvstore_path, {f"{KEY}model:m": "{}", "batch:batch_1": "{}"})
+    write_entries(store.path / "batches.db", {"batch:batch_2": "{}", "batch:batch_3": "{}"})
+    with sqlite3.connect(store.path / "vectors.db") as conn:
+        conn.execute("CREATE TABLE chunks (x)")
+        conn.execute("INSERT INTO chunks VALUES (1)")
+    (store.path / "milvus.db").write_bytes(b"not sqlite")
+    result = llamastate("show", store.path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    start = lines.index("kv namespaces (2):")
+    assert lines[start + 1 : start + 3] == ["  batch: 3 rows", "  distributions: 1 rows"]
+    assert lines[lines.index("SQLite tables (1):") + 1] == "  vectors.db:chunks: 1 rows"
 
 
 def test_diff_reports_added_removed_and_changed(kept: tuple[Path, Path]) -> None:

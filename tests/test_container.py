@@ -79,6 +79,7 @@ def served_toolgroups(stack):
     )
 
 
+@pytest.mark.both_backends
 def test_restart_keeps_the_store_and_the_next_test_starts_empty(
     pytester: pytest.Pytester, container: tuple[Engine, str], args: list[str], mcp_url: str
 ) -> None:
@@ -137,6 +138,41 @@ def test_a_persistent_store_is_served_again_by_the_next_run(
             pytester.runpytest(*args, persist).assert_outcomes(passed=1)
         finally:
             del os.environ["RUN"]
+
+
+def test_seeds_and_a_state_template_start_the_container_s_store(
+    pytester: pytest.Pytester,
+    container: tuple[Engine, str],
+    args: list[str],
+    mcp_url: str,
+    mcp_url_2: str,
+) -> None:
+    """The template is built by a container stack; the test's container serves a copy of
+    it with the seed added."""
+    inner_helpers(pytester, container[0])
+    pytester.makeconftest(
+        f"""
+        from pytest_llamastate import llama_template
+
+        @llama_template("base")
+        def base(stack):
+            stack.register_toolgroup("mcp::base", mcp_endpoint={mcp_url!r})
+            stack.client.files.create(file=("base.txt", b"x"), purpose="assistants")
+        """
+    )
+    pytester.makepyfile(
+        f"""
+        import pytest
+        from inner_helpers import served_toolgroups
+
+        @pytest.mark.llama_template("base")
+        @pytest.mark.llama_toolgroups({{"toolgroup_id": "mcp::seeded", "mcp_endpoint": {mcp_url_2!r}}})
+        def test_starts_from_both(llama_stack):
+            assert served_toolgroups(llama_stack) == ["mcp::base", "mcp::seeded"]
+            assert [f.filename for f in llama_stack.client.files.list().data] == ["base.txt"]
+        """
+    )
+    pytester.runpytest(*args).assert_outcomes(passed=1)
 
 
 def _healthy(url: str, timeout: float) -> bool:

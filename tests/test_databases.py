@@ -8,6 +8,8 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import subprocess
 import sys
@@ -248,17 +250,28 @@ def test_databases_of_a_killed_run_are_pruned_by_the_next(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     janitor = Janitor(postgres_url, run_id="killedrun", owner_pid=int(dead.stdout))
+    # The killed run's basetemp keeps its folders (pytest prunes a locked one after days).
+    left_behind, kept_folder = pytester.path / "left" / "test_x0", pytester.path / "kept"
+    left_behind.mkdir(parents=True)
+    kept_folder.mkdir()
     try:
         left = janitor.new_name("gw0")
-        janitor.create(left, store=str(pytester.path / "gone" / "test_x0"))
+        janitor.create(left, store=str(left_behind))
         orphan = janitor.new_name("gw1")
         janitor.create(orphan, kind="template")  # no store: its owner's death says it
+        kept = janitor.new_name("gw2")
+        janitor.create(kept, store=str(kept_folder))
+        janitor.keep(kept)  # kept on purpose: lives as long as its folder
     finally:
         janitor.close()
     # (another worker's run may prune them first: any next run does)
     pytester.makepyfile("def test_it(llama_store): pass")
     pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
     assert not {left, orphan} & databases(postgres_url)
+    assert kept in databases(postgres_url)
+    kept_folder.rmdir()
+    pytester.runpytest(*on_postgres).assert_outcomes(passed=1)
+    assert kept not in databases(postgres_url)
 
 
 def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.Pytester) -> None:
@@ -307,3 +320,124 @@ def test_without_a_url_the_plugin_starts_a_server_and_stops_it(pytester: pytest.
     assert re.fullmatch(
         r"database: +postgresql://postgres:\*\*\*@127\.0\.0\.1:\d+/llamastate_\w+", line
     )
+
+
+# -- the two checks that read only SQLite files before the storage split (issue 19) ---------
+
+
+def test_a_persistent_stores_integrity_check_reads_its_database(
+    pytester: pytest.Pytester, on_postgres: list[str]
+) -> None:
+    """A persistent store whose database went away under it fails its release check (it
+    read the SQLite files a Postgres store does not have, so it passed)."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_llamastate.storage.postgres.janitor import Janitor
+
+        @pytest.mark.persistent("vanishing")
+        def test_drops_its_database(llama_store):
+            db = llama_store.database
+            janitor = Janitor(db.url.with_database("postgres"), run_id="tests")
+            assert janitor.drop(db.name)
+            janitor.close()
+        """
+    )
+    result = pytester.runpytest(*on_postgres)
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(
+        ["*persistent store 'vanishing' failed its integrity check*", "*does not exist*"]
+    )
+
+
+def test_the_shared_store_leak_report_sees_tables_on_postgres(
+    pytester: pytest.Pytester, on_postgres: list[str]
+) -> None:
+    """A conversation left in a shared store's database is named, not only registry rows."""
+    from test_state_templates import SHARED
+
+    pytester.makepyfile(SHARED)
+    result = pytester.runpytest("--llama-leaks=error", "-p", "no:randomly", *on_postgres)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*test_leaves_a_toolgroup_and_a_conversation changed the shared store shared*",
+            "*+ tool_group:mcp::left",
+            "*+ 1 row(s) in openai_conversations (conv_*)",
+        ]
+    )
+
+
+def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
+    pytester: pytest.Pytester,
+) -> None:
+    """Postgres runs as user pgserver; the project (in pytest's basetemp) turns 0700 in the
+    middle of the run, and the server goes on. No folder above it changes mode."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs Postgres as another user")
+    parents = [pytester.path, *pytester.path.parents]
+    before = {p: p.stat().st_mode for p in parents}
+    pytester.makepyfile(
+        f"""
+        import os
+        def test_a(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+        def test_private():
+            os.chmod({str(pytester.path)!r}, 0o700)
+        def test_b(llama_stack, llama_store):
+            llama_stack.register_toolgroup("mcp::two", mcp_endpoint="http://127.0.0.1:9/sse")
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::two"]
+        """
+    )
+    try:
+        result = pytester.runpytest("--llama-backend=postgres")
+    finally:
+        pytester.path.chmod(before[pytester.path])
+    result.assert_outcomes(passed=3)
+    assert {p: p.stat().st_mode for p in parents} == before
+    link = pytester.path / ".pytest_cache/d/llamastate/.postgres/pgdata"
+    assert link.is_symlink()
+    data = link.resolve().stat()
+    assert (pwd.getpwuid(data.st_uid).pw_name, oct(data.st_mode & 0o777)) == ("pgserver", "0o700")
+
+
+@pytest.mark.parametrize("mode", ["library", "server"])
+def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
+    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+) -> None:
+    ready = pytester.path / "ready"
+    pytester.makepyfile(
+        test_killed=f"""
+        import pathlib, time
+        def test_hang(llama_stack, llama_store):
+            pathlib.Path({str(ready)!r}).write_text(llama_store.database.name)
+            time.sleep(300)
+        """,
+        test_next="def test_it(llama_store): pass",
+    )
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *on_postgres,
+         "test_killed.py"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert killed.poll() is None, "the run ended before its test started"
+            assert time.monotonic() < deadline, "the run never got to its test"
+            time.sleep(0.1)
+        name = ready.read_text()
+        assert name in databases(postgres_url)
+    finally:
+        killed.kill()
+        killed.wait(30)
+    janitor = Janitor(postgres_url, run_id="tests")
+    try:  # its stack's connections close with it (a server-mode stack's within moments)
+        deadline = time.monotonic() + 10
+        while any(i.connections for i in janitor.databases() if i.name == name):
+            assert time.monotonic() < deadline, "the killed run's database stays in use"
+            time.sleep(0.1)
+    finally:
+        janitor.close()
+    pytester.runpytest(*on_postgres, "test_next.py").assert_outcomes(passed=1)
+    assert name not in databases(postgres_url)

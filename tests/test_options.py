@@ -63,6 +63,18 @@ USAGE_ERRORS = [
         "*llama_keep_store: unknown value 'sometimes'; allowed values: failed, all, none*",
     ),
     row(
+        "keep-store",
+        ["--llama-keep-store=sometimes"],
+        STORE_TEST,
+        "*--llama-keep-store: unknown value 'sometimes'; allowed values: failed, all, none*",
+    ),
+    row(
+        "keep-store-given-a-test-path",
+        ["--llama-keep-store", "test_it.py"],
+        STORE_TEST,
+        "*--llama-keep-store: 'test_it.py' looks like a test path*write --llama-keep-store=WHICH*",
+    ),
+    row(
         "guard",
         ["--llama-guard=loud"],
         STORE_TEST,

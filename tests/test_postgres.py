@@ -253,8 +253,13 @@ def test_prune_drops_databases_of_gone_processes_only(server: PostgresServer) ->
         assert mine.exists(PostgresURL.parse(kept).database)
         old = Janitor(server.url, run_id="old", owner_pid=os.getpid())
         old.create(old.new_name())
-        assert mine.prune(max_age=3600) == []
-        assert mine.prune(max_age=-1) == ["llamastate_old_main_1"]
+        # On its host, a live owner's database is judged by its owner, never by age...
+        assert mine.prune(max_age=-1) == []
+        # ...and a reused pid (same pid, another start time) is not its owner.
+        old.owner_started = "another-boot:1"
+        old.create(old.new_name())
+        assert mine.prune() == ["llamastate_old_main_2"]
+        old.drop("llamastate_old_main_1")
         old.close()
     finally:
         mine.drop(live)

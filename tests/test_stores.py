@@ -10,6 +10,9 @@ from summary import kept_stores
     ("args", "expected"),
     [
         (["--llama-keep-store"], {"test_ok0", "test_bad0"}),
+        (["--llama-keep-store=all"], {"test_ok0", "test_bad0"}),
+        (["--llama-keep-store=none"], set()),
+        (["--llama-keep-store=failed", "-o", "llama_keep_store=all"], {"test_bad0"}),
         (["-o", "llama_keep_store=all"], {"test_ok0", "test_bad0"}),
         (["-o", "llama_keep_store=none"], set()),
         (["-o", "llama_keep_store=failed"], {"test_bad0"}),

@@ -26,7 +26,9 @@ whose database cannot be read with ``?`` toolgroups instead of failing the whole
      "toolgroups": [{"identifier": str, "provider_id": str | null,
                      "mcp_endpoint": str | null, "args": object | null}],  # by identifier
      "registry": {type: [identifier, ...]},  # every registry row, tool_group included
-     "sql_tables": {table: row_count},       # of sql_store.db, or the store database
+     "kv_namespaces": {namespace: row_count},  # every kv table's keys by first ":" part
+     "sql_tables": {table: row_count},       # every other table: of sql_store.db, of
+                                             # another *.db as "file:table", or the database
      "marker": object}            # the whole .llamastate.json (e.g. a persistent "fingerprint")
 
 ``diff --json`` prints ``{"a": str, "b": str, "added": [row], "removed": [row],
@@ -159,7 +161,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"other registry entries ({sum(map(len, others.values()))}):")
     for type_, ids in others.items():
         print(f"  {type_} ({len(ids)}): {', '.join(ids)}")
-    where = f"database {store.database.name}" if store.database else "sql_store.db"
+    print(f"kv namespaces ({len(doc['kv_namespaces'])}):")
+    for namespace, count in doc["kv_namespaces"].items():
+        print(f"  {namespace}: {count} rows")
+    where = f"database {store.database.name}" if store.database else "SQLite"
     print(f"{where} tables ({len(doc['sql_tables'])}):")
     for table, count in doc["sql_tables"].items():
         print(f"  {table}: {count} rows")

@@ -35,6 +35,8 @@ __all__ = [
     "sql_tables",
 ]
 
+#: The table of every ``kv_sqlite`` file, whatever the namespace.
+_KV_TABLE = "kvstore"
 #: Kinds ``ls`` lists; "run" and "base" folders only hold stores, so it looks inside them.
 _LISTED_KINDS = ("test", "persistent", "template")
 #: The persistent stores of the project in the current folder, by pytest's default cache.
@@ -54,15 +56,37 @@ def marker(path: Path) -> tuple[str, str, float | None]:
     return str(data.get("kind", "")), str(data.get("label", "")), created
 
 
-def sql_tables(db: Path) -> dict[str, int]:
-    """Row count of every table in ``sql_store.db``; ``{}`` when there is none."""
-    if not db.exists():
-        return {}
-    with connect(db) as conn:
-        counts = {}
-        for name in table_names(conn):
-            counts[name] = int(conn.execute(f"SELECT COUNT(*) FROM {quoted(name)}").fetchone()[0])
-        return counts
+def sql_tables(folder: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """What ``llamastate show`` lists of a store's SQLite files (every ``*.db`` in it, for a
+    run config may give a provider a file of its own): rows per kv namespace (a key's first
+    ``:`` segment) over every ``kvstore`` table, and rows per other table, named
+    ``file:table`` outside ``sql_store.db``."""
+    kv: dict[str, int] = {}
+    tables: dict[str, int] = {}
+    for db in sorted(folder.glob("*.db")):
+        if not _is_sqlite(db):
+            continue  # Milvus Lite's file, say
+        with connect(db) as conn:
+            for name in table_names(conn):
+                if name == _KV_TABLE:
+                    for prefix, count in conn.execute(
+                        f"SELECT substr(key, 1, instr(key || ':', ':') - 1), COUNT(*) "
+                        f"FROM {_KV_TABLE} GROUP BY 1"
+                    ):
+                        kv[str(prefix)] = kv.get(str(prefix), 0) + int(count)
+                    continue
+                label = name if db.name == "sql_store.db" else f"{db.name}:{name}"
+                row = conn.execute(f"SELECT COUNT(*) FROM {quoted(name)}").fetchone()
+                tables[label] = int(row[0])
+    return dict(sorted(kv.items())), tables
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(16) == b"SQLite format 3\0"
+    except OSError:
+        return False
 
 
 def size(path: Path) -> int:
@@ -140,6 +164,7 @@ def describe(store: LlamaStore) -> dict[str, Any]:
         (ToolgroupRecord.from_entry(e) for e in entries if e.type == "tool_group"),
         key=lambda t: t.identifier,
     )
+    kv, tables = table_counts(store.database.url) if store.database else sql_tables(store.path)
     registry: dict[str, list[str]] = {}
     for entry in entries:
         registry.setdefault(entry.type, []).append(entry.identifier)
@@ -158,8 +183,7 @@ def describe(store: LlamaStore) -> dict[str, Any]:
             for t in toolgroups
         ],
         "registry": {t: sorted(ids) for t, ids in sorted(registry.items())},
-        "sql_tables": (
-            table_counts(store.database.url) if store.database else sql_tables(store.sqlstore_path)
-        ),
+        "kv_namespaces": kv,
+        "sql_tables": tables,
         "marker": whole_marker,
     }

@@ -23,7 +23,7 @@ from ..state.seed_rows import BuiltTemplate
 from ..state.seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
 from ..state.stackconfig import StackConfig, StackConfigError
 from ..state.state_templates import TemplateError
-from ..state.store import LlamaStore
+from ..state.store import LlamaStore, os_problem
 from ..state.store_factory import LlamaStoreFactory
 from ..storage.postgres.client import PostgresError
 from .session import item_state, marker_seeds_key, persistent_key, session_state, template_key
@@ -41,8 +41,10 @@ __all__ = [
 
 
 @contextmanager
-def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
-    """Turn our own errors into a test error showing only their message.
+def _as_test_error(*errors: type[Exception], doing: str = "") -> Iterator[None]:
+    """Turn our own errors into a test error showing only their message; with ``doing``,
+    OS errors too (a full disk, a read-only one, permissions, too many open files), as
+    ``<doing>: <path>: <cause>``: the test errors, the next one runs.
 
     The failure is raised ``from None``: inside a context manager's ``__exit__`` the
     error is still being handled even outside the ``except`` block, so the report would
@@ -52,6 +54,10 @@ def _as_test_error(*errors: type[Exception]) -> Iterator[None]:
         yield
     except errors as exc:
         problem = str(exc)
+    except OSError as exc:
+        if not doing:
+            raise
+        problem = f"{doing}: {os_problem(exc)}"
     else:
         return
     raise pytest.fail.Exception(problem, pytrace=False) from None
@@ -112,7 +118,13 @@ def llama_store(
     lease: Lease | None = None
     hook = request.node.ihook
     with _as_test_error(
-        SeedError, PersistentStoreError, PostgresError, TemplateError, StackConfigError
+        SeedError,
+        PersistentStoreError,
+        PostgresError,
+        TemplateError,
+        StackConfigError,
+        StoreCorruptError,
+        doing="llama_store: cannot make the test's store",
     ):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
@@ -212,7 +224,7 @@ def llama_stack(
     """
     istate = item_state(request.node)
     try:
-        with _as_test_error(StackError, StackConfigError):
+        with _as_test_error(StackError, StackConfigError, doing="llama_stack: cannot start"):
             config = (
                 llama_stack_config
                 if isinstance(llama_stack_config, StackConfig)

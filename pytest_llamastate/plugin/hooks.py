@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ..releases import FLAVORS
-from ..stack import LlamaStackFactory
+from ..stack import LlamaStackFactory, shortcuts
 from ..state import environ
 from ..state.guard import HomeGuard, real_state_homes
 from ..state.leaks import (
@@ -64,6 +64,7 @@ from .session import (
     session_state,
     xdist_controller,
 )
+from .xdist import KEPT_KEY, RUN_DIR_KEY, TEMPLATES_KEY, XdistHooks
 
 __all__ = [
     "LlamaSharedStoreLeakWarning",
@@ -79,9 +80,7 @@ __all__ = [
     "ogx_stack",
 ]
 
-_RUN_DIR_KEY = "llamastate_run_dir"
-_TEMPLATES_KEY = "llamastate_templates"
-_KEPT_KEY = "llamastate_kept"
+pytest_plugins = ["pytest_llamastate.plugin.inference"]  # --llama-inference, llama_recordings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -107,8 +106,8 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.persist_lock_timeout,
     )
     templates = TemplateCache(
-        Path(workerinput[_TEMPLATES_KEY])
-        if _TEMPLATES_KEY in workerinput
+        Path(workerinput[TEMPLATES_KEY])
+        if TEMPLATES_KEY in workerinput
         else TemplateCache.new_root(),
         settings.flavor,
         settings.stack_config,
@@ -132,8 +131,8 @@ def pytest_configure(config: pytest.Config) -> None:
         persistent.databases = databases
     base: Path | None = None
     if settings.store_dir is not None:
-        if _RUN_DIR_KEY in workerinput:
-            base = Path(workerinput[_RUN_DIR_KEY]) / workerinput["workerid"]
+        if RUN_DIR_KEY in workerinput:
+            base = Path(workerinput[RUN_DIR_KEY]) / workerinput["workerid"]
         else:
             base = make_run_dir(settings.store_dir, settings.retention_count)
     stacks = LlamaStackFactory(
@@ -163,23 +162,7 @@ def pytest_configure(config: pytest.Config) -> None:
         state_templates,
     )
     if config.pluginmanager.hasplugin("xdist"):
-        config.pluginmanager.register(_XdistHooks(), "llamastate-xdist")
-
-
-class _XdistHooks:
-    """Registered only when pytest-xdist is installed, so its hooks are known."""
-
-    @pytest.hookimpl
-    def pytest_configure_node(self, node: Any) -> None:
-        factory = session_state(node.config).factory
-        node.workerinput[_TEMPLATES_KEY] = str(factory.templates.root)
-        if factory.base is not None:
-            node.workerinput[_RUN_DIR_KEY] = str(factory.base)
-
-    @pytest.hookimpl
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        kept = getattr(node, "workeroutput", {}).get(_KEPT_KEY, [])
-        session_state(node.config).kept.extend((a, b, c) for a, b, c in kept)
+        config.pluginmanager.register(XdistHooks(), "llamastate-xdist")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -220,6 +203,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"stack mode={s.stack_mode}{how.get(s.stack_mode, '')}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
         *database_header(state.factory.databases),
+        *([shortcuts.describe(s.flavor)] if s.flavor.installed() else []),
     ]
 
 
@@ -356,12 +340,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     kept = [(s.label, *kept_entry(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
     if (databases := state.factory.databases) is not None:
-        if not hasattr(session.config, "workerinput"):
-            databases.drop_templates()  # under xdist, the next run prunes them
-        databases.close()
+        try:
+            if not hasattr(session.config, "workerinput"):
+                databases.drop_templates()  # under xdist, the next run prunes them
+        except PostgresError as exc:  # the server died with the run: one line, like the rest
+            if reporter := session.config.pluginmanager.get_plugin("terminalreporter"):
+                reporter.write_line(
+                    f"llamastate: seed templates not dropped (the next run drops them): {exc}",
+                    yellow=True,
+                )
+        finally:
+            databases.close()
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
-        workeroutput[_KEPT_KEY] = kept
+        workeroutput[KEPT_KEY] = kept
 
 
 def _carried(terminalreporter: pytest.TerminalReporter, attr: str) -> Iterator[tuple[Any, Any]]:

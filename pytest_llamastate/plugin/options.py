@@ -34,6 +34,7 @@ from ..state.seeds import Seed, SeedError, load_seed_file
 from ..state.stackconfig import StackConfig, StackConfigError
 from ..state.store import state_env
 from ..state.store_factory import KEEP_POLICIES, KeepPolicy
+from . import values
 
 __all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
 
@@ -59,14 +60,14 @@ def addoption(parser: pytest.Parser) -> None:
         "each run gets a numbered run-N folder in it",
         metavar="DIR",
     )
-    group.addoption(
-        "--llama-keep-store",
-        action="store_true",
-        default=None,
-        help="keep every store of the run (ini llama_keep_store = failed|all|none, default failed)",
-    )
-    parser.addini(
-        "llama_keep_store", "which stores to keep: failed (default), all, none", default="failed"
+    twin(
+        "llama_keep_store",
+        "which stores to keep after their test: failed (default), all, none; the bare flag "
+        "keeps all (write --llama-keep-store=VALUE)",
+        default="failed",
+        nargs="?",
+        const="all",
+        metavar="WHICH",
     )
     parser.addini(
         "llama_store_retention_count",
@@ -171,69 +172,6 @@ def addoption(parser: pytest.Parser) -> None:
 
 
 @dataclass(frozen=True)
-class _Raw:
-    """An option's value as given, where it came from, and what a relative path means."""
-
-    value: str
-    source: str
-    base: Path
-
-    def path(self) -> Path:
-        return (self.base / os.path.expanduser(self.value)).absolute()
-
-
-def _raw(config: pytest.Config, name: str) -> _Raw | None:
-    """The command line wins over the ini file; ``None`` when neither gives a value."""
-    if cli := config.getoption(name, None):
-        return _Raw(str(cli), "--" + name.replace("_", "-"), config.invocation_params.dir)
-    if ini := str(config.getini(name)):
-        base = config.inipath.parent if config.inipath else config.rootpath
-        return _Raw(ini, f"ini {name}", base)
-    return None
-
-
-def _required(config: pytest.Config, name: str) -> _Raw:
-    """For options with an ini default, which always have a value."""
-    raw = _raw(config, name)
-    assert raw is not None, name
-    return raw
-
-
-def _choice(raw: _Raw, allowed: tuple[_T, ...]) -> _T:
-    for choice in allowed:
-        if raw.value.strip().lower() == choice:
-            return choice
-    raise pytest.UsageError(
-        f"{raw.source}: unknown value {raw.value!r}; allowed values: {', '.join(allowed)}"
-    )
-
-
-def _positive_number(raw: _Raw) -> float:
-    try:
-        value = float(raw.value)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a positive number of seconds")
-    return value
-
-
-def _writable_dir(raw: _Raw) -> Path:
-    path = raw.path()
-    if path.exists() and not path.is_dir():
-        raise pytest.UsageError(f"{raw.source}: {path} exists and is not a folder; choose a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path).close()
-    except OSError as exc:
-        raise pytest.UsageError(
-            f"{raw.source}: cannot write to {path} ({exc.strerror or exc}); "
-            "choose a folder you can write to"
-        ) from None
-    return path
-
-
-@dataclass(frozen=True)
 class Settings:
     """Every option of the plugin, validated; built once per session."""
 
@@ -261,48 +199,53 @@ class Settings:
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
-        raw_dir = _raw(config, "llama_store_dir")
-        keep: KeepPolicy = (
-            "all"
-            if config.getoption("llama_keep_store")
-            else _choice(_required(config, "llama_keep_store"), KEEP_POLICIES)
+        raw_dir = values.given(config, "llama_store_dir")
+        keep_raw = values.not_a_path(
+            values.required(config, "llama_keep_store"), "which stores", "WHICH"
         )
-        count = _required(config, "llama_store_retention_count")
+        keep = values.choice(keep_raw, KEEP_POLICIES)
+        count = values.required(config, "llama_store_retention_count")
         if not count.value.strip().isdigit():
             raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
-        flavor = detect(_choice(_required(config, "llama_flavor"), FLAVOR_CHOICES))
-        backend = _choice(_required(config, "llama_backend"), BACKENDS)
-        url = _raw(config, "llama_postgres_url")
+        flavor = detect(values.choice(values.required(config, "llama_flavor"), FLAVOR_CHOICES))
+        backend = values.choice(values.required(config, "llama_backend"), BACKENDS)
+        url = values.given(config, "llama_postgres_url")
         if url is not None and backend != "postgres":
             raise pytest.UsageError(
                 f"{url.source} is set, but the backend is sqlite: add --llama-backend=postgres"
             )
         return cls(
-            store_dir=_writable_dir(raw_dir) if raw_dir else None,
+            store_dir=values.writable_dir(raw_dir) if raw_dir else None,
             keep=keep,
             retention_count=int(count.value),
-            guard=_choice(_required(config, "llama_guard"), GUARD_MODES),
-            stack_mode=(mode := _choice(_required(config, "llama_stack_mode"), STACK_MODES)),
+            guard=values.choice(values.required(config, "llama_guard"), GUARD_MODES),
+            stack_mode=(
+                mode := values.choice(values.required(config, "llama_stack_mode"), STACK_MODES)
+            ),
             server_process=_server_process(config),
             backend=backend,
             postgres_url=url.value if url else None,
             stack_config=_stack_config(config, flavor, backend),
-            start_timeout=_positive_number(_required(config, "llama_stack_start_timeout")),
+            start_timeout=values.positive_number(
+                values.required(config, "llama_stack_start_timeout")
+            ),
             seeds=_seed_file(config),
             persist_dir=_persist_dir(config),
             reset_persistent=_reset_names(config),
-            persist_lock_timeout=_positive_number(_required(config, "llama_persist_lock_timeout")),
+            persist_lock_timeout=values.positive_number(
+                values.required(config, "llama_persist_lock_timeout")
+            ),
             flavor=flavor,
-            reuse_templates=_flag(_required(config, "llama_reuse_templates")),
+            reuse_templates=values.flag(values.required(config, "llama_reuse_templates")),
             template_cache=_cache_dir(config) / STATE_CACHE_SUBDIR,
-            leaks=_choice(_required(config, "llama_leaks"), LEAK_MODES),
+            leaks=values.choice(values.required(config, "llama_leaks"), LEAK_MODES),
             container=_container(config) if mode == "container" else None,
         )
 
 
 def _server_process(config: pytest.Config) -> ServerProcess:
-    raw = _required(config, "llama_server_process")
-    process = _choice(raw, SERVER_PROCESSES)
+    raw = values.required(config, "llama_server_process")
+    process = values.choice(raw, SERVER_PROCESSES)
     if process == "fork" and default_server_process() != "fork":
         raise pytest.UsageError(f"{raw.source}: this platform cannot fork; use exec")
     return process
@@ -311,21 +254,12 @@ def _server_process(config: pytest.Config) -> ServerProcess:
 def _container(config: pytest.Config) -> ContainerRuntime:
     """The engine and the image, both checked now: an engine that is missing or an image
     that is not local would fail every test the same way."""
-    image = _raw(config, "llama_stack_image")
-    choice = _choice(_required(config, "llama_container_engine"), ENGINE_CHOICES)
+    image = values.given(config, "llama_stack_image")
+    choice = values.choice(values.required(config, "llama_container_engine"), ENGINE_CHOICES)
     try:
         return ContainerRuntime.checked(choice, image.value.strip() if image else "")
     except EngineError as exc:
         raise pytest.UsageError(str(exc)) from None
-
-
-def _flag(raw: _Raw) -> bool:
-    value = raw.value.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise pytest.UsageError(f"{raw.source}: {raw.value!r} is not a boolean; use true or false")
 
 
 def _cache_dir(config: pytest.Config) -> Path:
@@ -338,24 +272,18 @@ def _cache_dir(config: pytest.Config) -> Path:
 
 
 def _persist_dir(config: pytest.Config) -> Path:
-    if raw := _raw(config, "llama_persist_dir"):
-        return _writable_dir(raw)
+    if raw := values.given(config, "llama_persist_dir"):
+        return values.writable_dir(raw)
     return _cache_dir(config) / CACHE_SUBDIR
 
 
 def _reset_names(config: pytest.Config) -> frozenset[str]:
-    raw = _raw(config, "llama_reset_persistent")
+    raw = values.given(config, "llama_reset_persistent")
     if raw is None:
         return frozenset()
     names = frozenset(n.strip() for n in raw.value.split(",") if n.strip())
     for name in names - {"*"}:
-        # `--llama-reset-persistent tests/test_p.py` takes the path as the option's value.
-        if raw.source.startswith("--") and ("/" in name or "::" in name or name.endswith(".py")):
-            raise pytest.UsageError(
-                f"{raw.source}: {name!r} looks like a test path, not a store name: write "
-                "--llama-reset-persistent=NAME (with '='), or put the option after the test "
-                "paths"
-            )
+        values.not_a_path(values.Raw(name, raw.source, raw.base), "a store name", "NAME")
         try:
             check_name(name)
         except ValueError as exc:
@@ -364,7 +292,7 @@ def _reset_names(config: pytest.Config) -> frozenset[str]:
 
 
 def _seed_file(config: pytest.Config) -> tuple[Seed, ...]:
-    if (raw := _raw(config, "llama_toolgroups_file")) is None:
+    if (raw := values.given(config, "llama_toolgroups_file")) is None:
         return ()
     try:
         return load_seed_file(raw.path(), from_seed_entry)
@@ -388,7 +316,7 @@ def _stack_config(config: pytest.Config, flavor: Flavor, backend: Backend) -> Pa
     Without one, the flavor's own offline config for the backend (OGX keeps prompts in
     SQL tables).
     """
-    if (raw := _raw(config, "llama_stack_config")) is None:
+    if (raw := values.given(config, "llama_stack_config")) is None:
         return flavor.default_postgres_config if backend == "postgres" else flavor.default_config
     try:
         probe = Path(tempfile.gettempdir(), "llamastate-check")

@@ -16,7 +16,7 @@ from ..state.persistent import Lease
 from ..state.registry import RegistrySnapshot, StoreCorruptError
 from ..state.store import LlamaStore
 from ..storage.postgres.backend import PostgresStores
-from ..storage.postgres.client import PostgresURL
+from ..storage.postgres.client import PostgresError, PostgresURL
 
 __all__ = [
     "basetemp_note",
@@ -41,7 +41,7 @@ def describe_store(
     try:
         toolgroups = ", ".join(t.identifier for t in store.toolgroups()) or "none"
         changes = (initial or RegistrySnapshot()).diff(store.snapshot())
-    except StoreCorruptError as exc:
+    except (StoreCorruptError, PostgresError) as exc:
         lines.append(f"registry unreadable: {exc}")
     else:
         lines.append(f"toolgroups: {toolgroups}")

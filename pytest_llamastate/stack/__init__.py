@@ -25,6 +25,7 @@ from .container import ContainerBackend, ContainerRuntime
 from .engine import ENGINE_CHOICES, EngineError
 from .forkserver import ForkServer
 from .library import LibraryBackend
+from .recording import Recording
 from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, warm_up
 
 __all__ = [
@@ -75,6 +76,8 @@ class LlamaStack:
     server_process: ServerProcess = field(default_factory=default_server_process)
     #: The engine and image (container mode only).
     container: ContainerRuntime | None = None
+    #: The request recorder's settings when ``--llama-inference`` turned it on.
+    recording: Recording | None = None
     _backend: Backend = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -125,6 +128,8 @@ class LlamaStack:
             flavor=self.flavor,
             start_timeout=self.start_timeout,
             label=self.label,
+            recording=self.recording,
+            server=self.server_process if self.mode == "server" else None,
         )
         self._align_seed_keys(spec)
         with spec.environment():
@@ -285,6 +290,8 @@ class LlamaStackFactory:
     flavor: Flavor = field(default_factory=detect)
     server_process: ServerProcess = field(default_factory=default_server_process)
     container: ContainerRuntime | None = None
+    #: Set by the plugin when ``--llama-inference`` records or replays.
+    recording: Recording | None = None
     _configs: dict[Path, StackConfig] = field(default_factory=dict, repr=False)
 
     def load_config(self, path: Path | str | None = None) -> StackConfig:
@@ -313,6 +320,7 @@ class LlamaStackFactory:
             self.flavor,
             self.server_process,
             self.container,
+            self.recording,
         )
         try:
             stack.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from ..releases import FLAVORS, Flavor
 from ..state import environ
@@ -18,11 +18,12 @@ from ..state.registry import RegistryFormat, ToolgroupRecord, installed_format
 from ..state.seeds import ToolgroupSeed
 from ..state.stackconfig import StackConfig
 from ..state.store import LlamaStore
+from .recording import Recording
 
 __all__ = ["Backend", "StackError", "StackNotInstalledError", "StartSpec"]
 
 #: Variables that change what a stack does to its state (the request recorder); unset
-#: while one starts.
+#: while one starts, unless ``--llama-inference`` chose a mode (``recording``).
 UNSET_WHILE_STARTING = tuple(flavor.inference_mode_var for flavor in FLAVORS)
 
 
@@ -45,10 +46,17 @@ class StartSpec:
     flavor: Flavor
     start_timeout: float
     label: str
+    #: The request recorder's settings when it is on (``--llama-inference``).
+    recording: Recording | None = None
+    #: How a server starts (``fork``/``exec``); ``None`` for a library stack.
+    server: Literal["fork", "exec"] | None = None
 
     def environment(self) -> AbstractContextManager[None]:
-        """The process environment a stack starts in: every state root in the store."""
-        return environ.patched(self.store.env, UNSET_WHILE_STARTING)
+        """The process environment a stack starts in: every state root in the store, and
+        the recorder's variables when it is on."""
+        on = self.recording.environment(server=self.server) if self.recording else {}
+        unset = [name for name in UNSET_WHILE_STARTING if name not in on]
+        return environ.patched({**self.store.env, **on}, unset)
 
     def registry_format(self) -> RegistryFormat:
         """How this stack keys its registry rows (OGX: under the config's namespace)."""

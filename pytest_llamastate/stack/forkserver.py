@@ -8,13 +8,12 @@ same app, uvicorn settings and log as the CLI, with the store's environment set 
 the config is loaded (``${env.X}`` is resolved then).
 
 Why a zygote, not ``fork()`` in pytest: pytest has threads (OGX's loop, the plugin's
-reaper), and forking a threaded process is unsafe. The zygote starts no thread or event
-loop and opens no store. It learns: each ready child reports the modules it imported
-(SQLAlchemy, the config's providers...), and the zygote imports them for the next one.
-Children lead their own process group (``setsid``, for the group kill) and get
-``PR_SET_PDEATHSIG`` = SIGKILL on Linux, as the zygote does towards pytest; the zygote
-also kills them and exits when its stdin closes (the watchdog where prctl is missing).
-Standard library only: the zygote runs this file as a script.
+reaper), and forking a threaded process is unsafe. The zygote starts no thread or event loop
+and opens no store. It learns: each ready child reports the modules it imported (SQLAlchemy,
+the config's providers...), and the zygote imports them for the next one. Children lead
+their own process group (``setsid``, for the group kill) and get ``PR_SET_PDEATHSIG`` =
+SIGKILL on Linux, as the zygote does towards pytest; the zygote also kills them and exits
+when its stdin closes (the watchdog where prctl is missing). Stdlib only: run as a script.
 """
 
 from __future__ import annotations
@@ -289,6 +288,8 @@ def _child(request: dict[str, Any], report: int, zygote: int, package: str) -> N
         os.environ.clear()
         os.environ.update(request["env"])
         _rebase_config_dirs(package)
+        sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
+        importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
         _report_ready_after_startup(report)
         sys.argv = list(request["argv"])
         module, _, function = request["entry"].partition(":")

@@ -1,6 +1,6 @@
 """The in-process way: the flavor's library client, shielded from what it does to a test run.
 
-Storage backends and the toolgroup tool index are process globals, so at most one library
+Storage backends, the tool index and more are process globals, so at most one library
 stack is live per process and the globals are reset between stacks. Construction prints
 the config, replaces the root logging handlers, leaks an event loop and fails under
 ``-W error`` unless shielded; OGX's client registers an ``atexit`` hook that would keep
@@ -16,30 +16,40 @@ import os
 import warnings
 from typing import Any, ClassVar
 
-from ..releases import Flavor, import_quietly
+from ..releases import PROCESS_STATE, Flavor, import_quietly
 from ..state import environ, live
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
+from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 
-__all__ = ["LibraryBackend"]
+__all__ = ["LibraryBackend", "process_state"]
 
 #: Set while the client is built, unless pytest set it: the client only skips its
 #: console output and logging set-up when it believes it runs under a test runner.
 _UNDER_TEST = "PYTEST_CURRENT_TEST"
 
 
-def _reset_globals(flavor: Flavor) -> None:
-    """Clear what one in-process stack leaves for the next: the class-level tool index.
+def process_state(flavor: Flavor) -> dict[str, Any]:
+    """Each container of ``PROCESS_STATE`` the installed release has, by its entry."""
+    found = {}
+    for entry in PROCESS_STATE[flavor.name]:
+        module, _, path = entry.partition(":")
+        state: Any = import_quietly(f"{flavor.package}.{module}")
+        for name in path.split("."):
+            state = getattr(state, name, None)
+        if state is not None:
+            found[entry] = state
+    return found
 
-    ``Stack.initialize`` re-registers the storage backends itself; the MCP transport
-    cache is keyed by URL, and a later test may reuse a port for another server.
+
+def _reset_globals(flavor: Flavor) -> None:
+    """Clear what one in-process stack leaves for the next: every container the release
+    keeps at class or module level (``PROCESS_STATE``: listed models, the tool index, the
+    MCP transport per URL). ``Stack.initialize`` re-registers the storage backends itself.
     """
-    toolgroups = import_quietly(f"{flavor.package}.core.routing_tables.toolgroups")
-    mcp = import_quietly(f"{flavor.package}.providers.utils.tools.mcp")
-    toolgroups.ToolGroupsRoutingTable.toolgroups_to_tools.clear()
-    toolgroups.ToolGroupsRoutingTable.tool_to_toolgroup.clear()
-    mcp.protocol_cache.clear()
+    for state in process_state(flavor).values():
+        state.clear()
 
 
 def _close_storage(flavor: Flavor) -> None:
@@ -85,7 +95,11 @@ def _new_client(spec: StartSpec) -> Any:
     under_test = {} if _UNDER_TEST in os.environ else {_UNDER_TEST: "pytest-llamastate"}
     client = None
     try:
-        with environ.patched(under_test), warnings.catch_warnings():
+        with (
+            environ.patched(under_test),
+            warnings.catch_warnings(),
+            shortcuts.applied(flavor, spec.config.path),
+        ):
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
     finally:
@@ -118,6 +132,8 @@ class LibraryBackend:
                 "the other first, or --llama-stack-mode=server."
             )
         self._flavor = spec.flavor
+        if spec.recording is not None:
+            spec.recording.install_here()
         try:
             self.client = _new_client(spec)
         except StackNotInstalledError:

@@ -273,6 +273,8 @@ class ServerBackend:
             ) from None
         self.base_url = f"http://127.0.0.1:{port}"
         self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
+        if spec.recording is not None:  # the test id travels in a header
+            spec.recording.stamp(self.client)
 
     def _exited(self, code: int, log: Path) -> str:
         """Why the start failed, when the process ended during start-up."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..storage.sqlite import connect, quoted, table_names
 from .registry import RegistryEntry, RegistrySnapshot
 from .store import LlamaStore
 
@@ -50,18 +49,13 @@ Row = tuple[Any, ...]
 
 
 def _rows(store: LlamaStore) -> dict[str, frozenset[Row]]:
-    """Every row of every table of the store's databases but registry rows (the registry
-    snapshot covers those), keyed ``<file>:<table>``."""
-    tables: dict[str, frozenset[Row]] = {}
-    for db in store.databases:
-        if not db.exists():
-            continue
-        with connect(db) as conn:
-            for table in table_names(conn):
-                rows = conn.execute(f"SELECT * FROM {quoted(table)}").fetchall()
-                if db == store.kvstore_path:
-                    rows = [r for r in rows if RegistryEntry.parse(str(r[0]), "") is None]
-                tables[f"{db.name}:{table}"] = frozenset(tuple(r) for r in rows)
+    """Every row of every table of the store but registry rows (the registry snapshot
+    covers those), on whichever storage the store is."""
+    tables = store.table_rows()
+    if (registry := tables.get(store.registry_table)) is not None:
+        tables[store.registry_table] = frozenset(
+            r for r in registry if RegistryEntry.parse(str(r[0]), "") is None
+        )
     return tables
 
 

@@ -19,7 +19,6 @@ from typing import Literal
 from filelock import FileLock, Timeout
 
 from ..storage.postgres.backend import PostgresStores
-from ..storage.sqlite import integrity_problems
 from .seed_rows import TemplateCache
 from .seeds import Seed, ToolgroupSeed, seed_set_key
 from .store import LlamaStore, is_store, remove_store
@@ -82,7 +81,7 @@ class Lease:
     def release(self) -> None:
         """Unlock the store, then raise if it is no longer a sound database."""
         try:
-            problems = integrity_problems(self.store.databases)
+            problems = self.store.integrity_problems()
         finally:
             self.lock.release()
         if problems:
@@ -170,7 +169,7 @@ class PersistentStores:
             elif marker.get("fingerprint") != fingerprint:
                 status = "rebuilt"
             else:
-                problems = integrity_problems(LlamaStore(path).databases)
+                problems = LlamaStore(path).integrity_problems()
                 if problems:
                     raise PersistentStoreError(
                         f"persistent store {name!r} is corrupt:\n  "

@@ -21,6 +21,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
@@ -312,7 +313,7 @@ class StateTemplates:
         store = replace(store, seeds=template.seeds)
         self.seed_templates.apply(template.seeds, store)
         mark = self.guard.begin() if self.guard is not None else None
-        with store.activate(), live.only(folder, what):
+        with store.activate(), live.only(folder, what), self._recorded_as(template):
             try:
                 stack = self.stacks.start(store, config=config, label=what)
             except StackError as exc:
@@ -339,6 +340,14 @@ class StateTemplates:
             found = self.databases.seal_state_template(store)
             references += [(IN_DATABASE, table, column) for table, column in found]
         return references
+
+    def _recorded_as(self, template: LlamaTemplate) -> AbstractContextManager[None]:
+        """A build's model calls are recorded under the template's own id (once per run,
+        whichever test asked first), beside the module that declares it."""
+        if (recording := self.stacks.recording) is None:
+            return nullcontext()
+        source = inspect.getsourcefile(template.builder)
+        return recording.as_test(recording.template_id(source, template.name))
 
 
 def _builder_trace(exc: BaseException, template: LlamaTemplate) -> str:

@@ -8,6 +8,7 @@ runner and the ``llamastate`` command all build on it.
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import FLAVORS
+from ..storage import sqlite
+from ..storage.postgres import tables
 from ..storage.postgres.client import StoreDatabase
 from . import environ
 from .registry import (
@@ -36,10 +39,13 @@ __all__ = [
     "LlamaStore",
     "NotAStoreError",
     "is_store",
+    "os_problem",
     "read_json",
     "remove_store",
     "state_env",
 ]
+
+Row = tuple[Any, ...]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -79,6 +85,15 @@ def read_json(path: Path) -> dict[str, Any]:
 def is_store(path: Path) -> bool:
     """Whether ``path`` is a folder made (and so removable) by pytest-llamastate."""
     return (path / MARKER_NAME).is_file()
+
+
+def os_problem(exc: OSError) -> str:
+    """An OS error as one line naming the path and the cause: ``<path>: No space left on
+    device (ENOSPC)``; the path is the one the error names, else the one it was about."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    cause = (exc.strerror or str(exc)) + (f" ({code})" if code else "")
+    where = exc.filename if exc.filename is not None else ""
+    return f"{where}: {cause}" if where else cause
 
 
 def remove_store(path: Path, *, best_effort: bool = False) -> bool:
@@ -130,7 +145,14 @@ class LlamaStore:
         """Make ``path`` (which must not exist yet) a new, marked store."""
         path.mkdir(mode=0o700)
         marker = {"kind": kind, "label": label, "created": time.time(), **extra}
-        (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        try:
+            (path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        except BaseException as exc:  # a disk full now: no unmarked folder left behind
+            (path / MARKER_NAME).unlink(missing_ok=True)
+            path.rmdir()
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(path / MARKER_NAME)  # a write error names no file
+            raise
         return cls(path, label, kind=kind)
 
     def with_database(self, database: StoreDatabase) -> LlamaStore:
@@ -215,6 +237,31 @@ class LlamaStore:
     def snapshot(self) -> RegistrySnapshot:
         """The registry as it is now; ``later.diff(earlier)`` tells what changed."""
         return RegistrySnapshot({e.key: e for e in self.entries()})
+
+    def table_rows(self) -> dict[str, frozenset[Row]]:
+        """Every row of every table of the store, by ``<file>:<table>`` (its database's
+        tables by name): what a shared store's leak report compares. Registry rows are
+        included; :attr:`registry_table` names the table holding them."""
+        if self.database is not None:
+            return tables.table_rows(self.database.url)
+        return {
+            f"{db.name}:{table}": rows
+            for db in self.databases
+            for table, rows in sqlite.table_rows(db).items()
+        }
+
+    @property
+    def registry_table(self) -> str:
+        """The key of the registry's table in :meth:`table_rows`."""
+        if self.database is not None:
+            return self.database.kv_table.lower()
+        return f"{self.kvstore_path.name}:kvstore"
+
+    def integrity_problems(self) -> list[str]:
+        """One line per reason a stack could not use the store's tables again."""
+        if self.database is not None:
+            return tables.integrity_problems(self.database.url)
+        return sqlite.integrity_problems(self.databases)
 
     def write_registry(self, rows: Mapping[str, str | None]) -> None:
         """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction."""

@@ -152,13 +152,19 @@ class LlamaStoreFactory:
             else:
                 break
         self._counts[name] = number + 1
-        if template is not None:
-            template.copy_into(store)
-            store = replace(store, template=template.name)
-        if self.databases is not None:
-            store = self.databases.attach(store, parsed, template)
-        elif parsed:
-            self.templates.apply(parsed, store)
+        try:
+            if template is not None:
+                template.copy_into(store)
+                store = replace(store, template=template.name)
+            if self.databases is not None:
+                store = self.databases.attach(store, parsed, template)
+            elif parsed:
+                self.templates.apply(parsed, store)
+        except BaseException as exc:  # half made (a full disk): nothing in it yet, free it
+            remove_store(store.path, best_effort=True)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(store.path)  # a write error names no file
+            raise
         store = replace(store, seeds=parsed)
         self._pending[store.path] = store
         return store
@@ -175,6 +181,8 @@ class LlamaStoreFactory:
         """Keep or remove a store whose user is done with it; return whether it was kept."""
         self._pending.pop(store.path, None)
         if self.keeps(failed):
+            if self.databases is not None:
+                self.databases.keep(store)
             return True
         self._reaper.put(store, self.databases)
         return False

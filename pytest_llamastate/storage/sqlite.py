@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "StoreCorruptError",
@@ -19,6 +20,7 @@ __all__ = [
     "integrity_problems",
     "quoted",
     "table_names",
+    "table_rows",
 ]
 
 
@@ -38,7 +40,8 @@ def connect(db: Path, *, readonly: bool = True) -> Iterator[sqlite3.Connection]:
         with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             yield conn
     except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(f"{db}: cannot read the database ({exc})") from None
+        doing = "cannot read" if readonly else "cannot write to"
+        raise StoreCorruptError(f"{db}: {doing} the database ({exc})") from None
 
 
 def table_names(conn: sqlite3.Connection) -> list[str]:
@@ -48,6 +51,17 @@ def table_names(conn: sqlite3.Connection) -> list[str]:
         "ORDER BY name"
     ).fetchall()
     return [str(name) for (name,) in rows]
+
+
+def table_rows(db: Path) -> dict[str, frozenset[tuple[Any, ...]]]:
+    """Every row of every table of ``db`` by table; nothing when the file does not exist."""
+    if not db.exists():
+        return {}
+    with connect(db) as conn:
+        return {
+            table: frozenset(tuple(r) for r in conn.execute(f"SELECT * FROM {quoted(table)}"))
+            for table in table_names(conn)
+        }
 
 
 def quoted(name: str) -> str:

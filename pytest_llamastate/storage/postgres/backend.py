@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from ...state.seeds import ToolgroupSeed, seed_set_key
 from ...state.stackconfig import StackConfig
 from ...state.store import LlamaStore
 from .client import (
+    PostgresError,
     PostgresURL,
     StoreDatabase,
     check_server,
@@ -167,6 +169,23 @@ class PostgresStores:
         if made:
             self.janitor.create(name, kind="persistent", store=str(store.path))
         return store.with_database(self._database(name)), made
+
+    def keep(self, store: LlamaStore) -> None:
+        """``store`` is kept: its database lives as long as its folder, past this run.
+
+        A server gone meanwhile is a warning, not an error of the test that is over: the
+        database then goes with the next run, as a killed run's would.
+        """
+        if store.database is None:
+            return
+        try:
+            self.janitor.keep(store.database.name)
+        except PostgresError as exc:
+            warnings.warn(
+                f"kept store {store.path}: its database is not marked kept: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def drop(self, store: LlamaStore) -> None:
         if store.database is not None:

@@ -3,8 +3,10 @@
 Per-test isolation on Postgres costs a ``CREATE DATABASE ... TEMPLATE`` and a ``DROP``
 per store, so both go over one connection kept open for the run. A run that is killed
 cannot drop what it made; every database therefore records who made it (a ``COMMENT``
-with kind, run, host, pid and time) and the next run prunes what belongs to processes
-that are gone, never a persistent database and never one that is in use.
+with kind, run, host, pid, the process's start time, and whether it was kept on purpose)
+and the next run prunes what belongs to processes that are gone, whatever their folders
+still hold; never a persistent database, never a kept one whose folder is still there,
+never one that is in use.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .client import (
     run_coroutine,
 )
 
-__all__ = ["DatabaseInfo", "Janitor"]
+__all__ = ["DatabaseInfo", "Janitor", "process_start"]
 
 _T = TypeVar("_T")
 
@@ -49,31 +51,65 @@ class DatabaseInfo:
     connections: int
     #: The store folder the database belongs to, if any.
     store: str = ""
+    #: When the owner process started (:func:`process_start`; "" where unknown).
+    started: str = ""
+    #: Kept on purpose (a kept store's, a state template's): it lives as long as its folder.
+    kept: bool = False
 
     def stale(self, *, max_age: float, now: float) -> bool:
-        """Of no use any more: its store folder of this host is gone (a kept store's
-        database lives as long as the folder), or, without one, made by a process of this
-        host that is gone; elsewhere, older than ``max_age``. Never while in use, never a
-        persistent database: those are meant to survive runs.
+        """Of no use any more. Never while in use, never a persistent database (those are
+        meant to survive runs). On this host: never while its owner process runs (the same
+        pid *and* start time: a reused pid is another process); once the owner is gone,
+        a kept one when its store folder is gone too, any other at once (a killed run
+        left it, whatever its folders say). Elsewhere: older than ``max_age``.
         """
         if self.kind == "persistent" or self.connections:
             return False
         if self.host == socket.gethostname():
-            if self.store:
-                return not os.path.isdir(self.store)
-            if self.pid and not _alive(self.pid):
-                return True
+            if _alive(self.pid, self.started):
+                return False
+            return not (self.kept and os.path.isdir(self.store))
         return now - self.created > max_age
 
 
-def _alive(pid: int) -> bool:
+def process_start(pid: int) -> str:
+    """When process ``pid`` started, as ``<boot id>:<clock ticks since boot>`` (Linux), so a
+    pid reused after the owner's death (or a reboot) does not pass for the owner; "" where
+    the system does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        return f"{boot}:{fields[19]}"  # field 22 of stat; [0] here is field 3
+    except (OSError, IndexError):
+        return ""
+
+
+def _alive(pid: int, started: str) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not started or process_start(pid) in (started, "")
+
+
+def _meta(comment: str | None) -> dict[str, Any] | None:
+    """What the plugin's ``COMMENT`` on a database records; ``None`` if it is not ours."""
+    try:
+        meta = json.loads(comment or "{}")
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) and meta.get("pytest_llamastate") == 1 else None
+
+
+def _comment_sql(name: str, comment: str) -> str:
+    quoted = comment.replace("'", "''")
+    return f"COMMENT ON DATABASE {quote_identifier(name)} IS '{quoted}'"
 
 
 class Janitor:
@@ -89,6 +125,7 @@ class Janitor:
         self.url = PostgresURL.parse(url)
         self.run_id = run_id
         self.owner_pid = owner_pid or os.getpid()
+        self.owner_started = process_start(self.owner_pid)
         self._conn: Any = None
         self._count = 0
         # One connection: a test's create and the reaper thread's drop take turns on it.
@@ -127,20 +164,37 @@ class Janitor:
                 "run": self.run_id,
                 "host": socket.gethostname(),
                 "pid": self.owner_pid,
+                "started": self.owner_started,
                 "created": round(time.time(), 3),
                 "store": store,
+                "kept": kind == "state-template",
             }
-        ).replace("'", "''")
+        )
         sql = f"CREATE DATABASE {quote_identifier(name)}"
         if template:
             sql += f" TEMPLATE {quote_identifier(template)}"
 
         async def work(conn: Any) -> None:
             await conn.execute(sql)
-            await conn.execute(f"COMMENT ON DATABASE {quote_identifier(name)} IS '{comment}'")
+            await conn.execute(_comment_sql(name, comment))
 
         self._call(work)
         return database_url(self.url, name)
+
+    def keep(self, name: str) -> None:
+        """Record that ``name`` is kept on purpose: it then lives as long as its store folder
+        (unmarked, it goes once its owner is gone, as a killed run's do)."""
+
+        async def work(conn: Any) -> None:
+            raw = await conn.fetchval(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+                name,
+            )
+            meta = _meta(raw)
+            if meta is not None and not meta.get("kept"):
+                await conn.execute(_comment_sql(name, json.dumps({**meta, "kept": True})))
+
+        self._call(work)
 
     def mark_template(self, name: str, is_template: bool = True) -> None:
         """Let (or stop) ``name`` serve as a ``TEMPLATE``; templates also refuse ``DROP``."""
@@ -216,11 +270,7 @@ class Janitor:
 
         infos = []
         for row in self._call(work):
-            try:
-                meta = json.loads(row["comment"] or "{}")
-            except ValueError:
-                meta = {}
-            if not isinstance(meta, dict) or meta.get("pytest_llamastate") != 1:
+            if (meta := _meta(row["comment"])) is None:
                 continue  # our prefix, not our comment: someone else's; leave it alone
             infos.append(
                 DatabaseInfo(
@@ -233,6 +283,8 @@ class Janitor:
                     is_template=bool(row["datistemplate"]),
                     connections=int(row["connections"]),
                     store=str(meta.get("store") or ""),
+                    started=str(meta.get("started") or ""),
+                    kept=bool(meta.get("kept")) or meta.get("kind") == "state-template",
                 )
             )
         return infos

@@ -16,7 +16,8 @@ for as long as it uses the server, and a watchdog process, the postmaster's pare
 for an exclusive lock; once it gets one, nobody is left and it stops the server. The
 postmaster gets a parent-death signal (Linux ``PR_SET_PDEATHSIG``), so it also goes if
 the watchdog is killed. ``initdb`` and ``postgres`` refuse to run as root, so as root
-they run as the system user ``pgserver`` (the one the pgserver package uses).
+they run as the system user ``pgserver``, on a data folder of that user's own (``root``
+module): the caller's folder keeps the locks, password, log and a link to it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import select
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -48,7 +48,6 @@ __all__ = ["PostgresServer", "acquire", "find_binaries"]
 
 #: Same folder as the stack runner's port locks, so no worker hands our port to a stack.
 _PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
-_SYSTEM_USER = "pgserver"
 _SUPERUSER = "postgres"
 _POLL = 0.25
 _SERVER_SETTINGS = (
@@ -119,6 +118,7 @@ def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
     from filelock import FileLock, Timeout
 
     from .client import INSTALL_HINT, PostgresError, PostgresURL, check_server
+    from .root import binaries_for, run_as_user
 
     bin_dir = find_binaries()
     if bin_dir is None:
@@ -137,10 +137,14 @@ def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
         fd = os.open(root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a watchdog is stopping its server
-            password = _credentials(root, bin_dir)
+            user = run_as_user()
+            pgdata = _pgdata(root, user)
+            if user:
+                bin_dir = binaries_for(bin_dir, user)
+            password = _credentials(root, pgdata, bin_dir, user)
             state = _read_state(root)
             if state is None:
-                state = _spawn_watchdog(root, bin_dir, timeout)
+                state = _spawn_watchdog(root, pgdata, bin_dir, user, timeout)
             url = PostgresURL(_SUPERUSER, password, "127.0.0.1", int(state["port"]), "postgres")
             check_server(url)
         except BaseException:
@@ -170,76 +174,49 @@ def _read_state(root: Path) -> dict[str, int] | None:
         return None
 
 
-def _run_as_user() -> str | None:
-    """The system user to run Postgres as: ``pgserver`` as root (created if missing)."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
+def _pgdata(root: Path, user: str | None) -> Path:
+    """The data folder: in ``root``, or as root a folder of the server user's own
+    (``root`` module), ``root/pgdata`` linking to it; made (empty) if missing."""
+    from .root import data_folder
 
-    try:
-        pwd.getpwnam(_SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", _SYSTEM_USER],
-            check=True,
-            capture_output=True,
-        )
-    return _SYSTEM_USER
+    if user:
+        return data_folder(root, user)
+    pgdata = root / "pgdata"
+    pgdata.mkdir(mode=0o700, exist_ok=True)
+    return pgdata
 
 
-def _as_user(user: str | None) -> dict[str, Any]:
-    """Popen arguments that run a child as ``user`` with that user's group only.
-
-    Keeping root's group would make root-owned ``0701`` folders untraversable: the group
-    bits, not the other bits, apply to a member of the owning group.
-    """
-    if not user:
-        return {}
-    import pwd
-
-    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
-
-
-def _traversable(path: Path) -> None:
-    """Let other users pass through every folder above ``path`` (adds only ``o+x``)."""
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
-
-
-def _credentials(root: Path, bin_dir: Path) -> str:
+def _credentials(root: Path, pgdata: Path, bin_dir: Path, user: str | None) -> str:
     """The superuser's password, making the cluster (``initdb``) on first use."""
     from .client import PostgresError
+    from .root import as_user
 
-    secret, pgdata = root / "password", root / "pgdata"
+    secret = root / "password"
     if (pgdata / "PG_VERSION").is_file():
         if not secret.is_file():
             raise PostgresError(f"{root}: a cluster without its password file; delete the folder")
         return secret.read_text(encoding="utf-8").strip()
     password = secrets.token_hex(16)  # URL-safe: 0.7.3 puts it into a URL unquoted
-    user = _run_as_user()
-    shutil.rmtree(pgdata, ignore_errors=True)
-    pgdata.mkdir(mode=0o700)
-    pwfile = pgdata.parent / f".pw-{os.getpid()}"
+    for leftover in pgdata.iterdir():  # a half-made cluster: initdb wants an empty folder
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+    # Beside the data folder, where its user reaches it too.
+    pwfile = pgdata.parent / f".pw-{pgdata.name}-{os.getpid()}"
     with os.fdopen(os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
         out.write(password)
     if user:
         import pwd
 
         entry = pwd.getpwnam(user)
-        _traversable(pgdata)
-        _traversable(bin_dir)
-        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
         os.chown(pwfile, entry.pw_uid, entry.pw_gid)
     command = [
         str(bin_dir / "initdb"), "-D", str(pgdata), "-U", _SUPERUSER, "-E", "UTF8",
         f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync",
     ]  # fmt: skip
     try:
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=120, **_as_user(user)
-        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, **as_user(user))
     finally:
         pwfile.unlink(missing_ok=True)
     if done.returncode:
@@ -251,14 +228,15 @@ def _credentials(root: Path, bin_dir: Path) -> str:
     return password
 
 
-def _spawn_watchdog(root: Path, bin_dir: Path, timeout: float) -> dict[str, int]:
+def _spawn_watchdog(
+    root: Path, pgdata: Path, bin_dir: Path, user: str | None, timeout: float
+) -> dict[str, int]:
     from .client import PostgresError
+    from .root import as_user
 
     (root / "server.json").unlink(missing_ok=True)
-    user = _run_as_user()
-    if user:  # again on every start: pytest resets its basetemp root to 0700 (so: not there)
-        _traversable(root / "pgdata")
-    command = [sys.executable, __file__, "watch", str(root), str(bin_dir), user or ""]
+    child = json.dumps(as_user(user))  # how the watchdog runs postgres
+    command = [sys.executable, __file__, "watch", str(root), str(pgdata), str(bin_dir), child]
     with (root / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             command,
@@ -344,8 +322,8 @@ def _wait_for_old_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def _watch(root: Path, bin_dir: Path, user: str | None) -> int:
-    pgdata, state = root / "pgdata", root / "server.json"
+def _watch(root: Path, pgdata: Path, bin_dir: Path, as_user: dict[str, Any]) -> int:
+    state = root / "server.json"
     users = os.open(root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
     alive = os.open(root / "watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(alive, fcntl.LOCK_EX)  # held until this process ends, however it ends
@@ -365,7 +343,7 @@ def _watch(root: Path, bin_dir: Path, user: str | None) -> int:
         with (root / "server.log").open("ab") as log:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _pdeathsig(signal.SIGINT), **_as_user(user),
+                preexec_fn=lambda: _pdeathsig(signal.SIGINT), **as_user,
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while proc.poll() is None and not _ready(pgdata, port) and time.monotonic() < deadline:
@@ -397,4 +375,5 @@ def _watch(root: Path, bin_dir: Path, user: str | None) -> int:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["watch"]:
-    sys.exit(_watch(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] or None))
+    root_arg, pgdata_arg, bin_arg, child_arg = sys.argv[2:6]
+    sys.exit(_watch(Path(root_arg), Path(pgdata_arg), Path(bin_arg), json.loads(child_arg)))

@@ -1,0 +1,115 @@
+"""One more library-stack test against one more bare library client, whole pytest processes.
+
+Each side is a suite of N tests, run as one pytest process with N1 and with N2 tests;
+the difference over N2 - N1 is what one more test costs, with imports, collection and
+start-up cancelled out. A test starts a stack, makes one call through the flavor's own
+client (``client.files.list()``, through the library client's route table) and stops it:
+
+- ``plugin``: the ``llama_stack`` fixture (its own store, library mode, default config);
+- ``bare``: the flavor's ``LlamaStackAsLibraryClient`` (OGX: ``OGXAsLibraryClient``) on
+  the same config in ``tmp_path`` with every state root pointed there, ``shutdown()``
+  after; the plugin disabled (``-p no:llamastate``), as a suite without it runs.
+
+The four processes of a round run back to back, the sides alternating; the ratio is the
+median over rounds of each round's ratio. Run with the venv of the release to measure
+(``.venv/bin/python bench/bench_library.py``, ``.venv-ogx/bin/python ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_core import run_pytest
+
+from pytest_llamastate.releases import detect
+
+ROUNDS = 5
+N1, N2 = 5, 45
+FLAVOR = detect()
+
+PLUGIN_SUITE = """
+import pytest
+@pytest.mark.parametrize("n", range({tests}))
+def test_it(llama_stack, n):
+    assert llama_stack.client.files.list() is not None
+"""
+
+BARE_SUITE = """
+import pytest
+from pytest_llamastate.state.store import state_env
+from {module} import {client}
+CONFIG = {config!r}
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    for name, value in state_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    client = {client}(CONFIG)
+    yield client
+    client.shutdown()
+@pytest.mark.parametrize("n", range({tests}))
+def test_it(client, n):
+    assert client.files.list() is not None
+"""
+
+
+def _suite(folder: Path, text: str, tests: int) -> Path:
+    folder.mkdir()
+    (folder / "test_bench.py").write_text(text.format(tests=tests, **_names()))
+    return folder
+
+
+def _names() -> dict[str, str]:
+    return {
+        "module": FLAVOR.library_module,
+        "client": FLAVOR.library_client,
+        "config": str(FLAVOR.default_config),
+    }
+
+
+def home_size() -> str:
+    """Files in the stack's home folder (``~/.llama``, ``~/.ogx``): the guard watches it."""
+    home = Path.home() / FLAVOR.home
+    files = sum(len(names) for _, _, names in os.walk(home)) if home.is_dir() else 0
+    return f"{files} files in {home}"
+
+
+def main() -> dict[str, object]:
+    marginal: dict[str, list[float]] = {"plugin": [], "bare": []}
+    ratios: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        suites = {
+            (side, n): _suite(Path(tmp, f"{side}{n}"), text, n)
+            for side, text in (("plugin", PLUGIN_SUITE), ("bare", BARE_SUITE))
+            for n in (N1, N2)
+        }
+        for _ in range(ROUNDS):
+            this: dict[str, float] = {}
+            for side, extra in (("bare", ["-p", "no:llamastate"]), ("plugin", [])):
+                small = run_pytest(suites[side, N1], extra)
+                large = run_pytest(suites[side, N2], extra)
+                this[side] = (large - small) / (N2 - N1)
+                marginal[side].append(this[side])
+            ratios.append(this["plugin"] / this["bare"])
+    return {
+        "release": f"{FLAVOR.name} {FLAVOR.version()}",
+        "tests": [N1, N2],
+        "rounds": ROUNDS,
+        "plugin_test_s": round(statistics.median(marginal["plugin"]), 4),
+        "bare_client_test_s": round(statistics.median(marginal["bare"]), 4),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "cpus": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 1),
+        "home": home_size(),
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(), indent=2))

@@ -1,0 +1,174 @@
+"""Library stacks built with the release's shortcuts are as isolated as ones built without.
+
+The route table is shared from the second stack of a config on, so the isolation tests
+run four stacks: the later ones call through rebound endpoints. The plugin's own calls
+(``toolgroups()``) skip the routes; ``client.files`` goes through them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from flavors import FLAVOR, skip_module_without_a_stack
+
+from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor, library_shortcuts
+from pytest_llamastate.stack import shortcuts
+
+skip_module_without_a_stack()
+
+#: The TLS context behind a client of the flavor's own package: the httpx transport's
+#: (llama-stack's stainless client) or the REST object's (OGX's OpenAPI client).
+TLS_CONTEXT = {
+    "llama-stack": "client._client._transport._pool._ssl_context",
+    "ogx": "client.api_client.rest_client.ssl_context",
+}[FLAVOR.name]
+
+ISOLATION = """
+import io
+import pytest
+
+def upload(client, name):
+    data = io.BytesIO(b"notes")
+    data.name = name
+    client.files.create(file=data, purpose="assistants")
+
+def names(client):
+    return [f.filename for f in client.files.list().data]
+
+@pytest.mark.parametrize("n", range(3))
+def test_each_stack_has_its_own_files(llama_stack, n):
+    assert names(llama_stack.client) == []
+    upload(llama_stack.client, f"file{n}.txt")
+    assert names(llama_stack.client) == [f"file{n}.txt"]
+
+def test_registers(llama_stack):
+    llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+    upload(llama_stack.client, "kept.txt")
+    assert [tg.identifier for tg in llama_stack.toolgroups()] == ["mcp::one"]
+
+def test_sees_none_of_it(llama_stack):
+    assert llama_stack.toolgroups() == []
+    assert names(llama_stack.client) == []
+
+def test_the_route_table_was_shared():
+    from pytest_llamastate.stack.shortcuts import _ROUTE_TABLES
+    assert any(_ROUTE_TABLES._templates.values())
+"""
+
+
+def test_consecutive_stacks_see_nothing_of_each_other(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(ISOLATION)
+    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=6)
+
+
+def test_the_release_table_names_this_releases_shortcuts(pytester: pytest.Pytester) -> None:
+    """Both tested releases have two; the header says which."""
+    assert len(library_shortcuts(FLAVOR)) == 2
+    pytester.makepyfile("def test_it(): pass")
+    result = pytester.runpytest()
+    result.stdout.fnmatch_lines([f"llamastate: library stacks on {FLAVOR.name} *: *, route table*"])
+
+
+@pytest.mark.parametrize(
+    ("flavor", "version", "expected"),
+    [
+        (LLAMA_STACK, "0.6.1", set()),
+        (LLAMA_STACK, "0.7.0", {"httpx-tls", "route-table"}),
+        (LLAMA_STACK, "0.7.3", {"httpx-tls", "route-table"}),
+        (OGX, "1.2.5", set()),
+        (OGX, "1.5.0", {"lazy-rest-tls", "route-table"}),
+        (OGX, "1.6.0", set()),
+    ],
+)
+def test_a_release_gets_the_shortcuts_of_its_line_and_none_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, flavor: Flavor, version: str, expected: set[str]
+) -> None:
+    monkeypatch.setattr(Flavor, "version", lambda self: version)
+    assert library_shortcuts(flavor) == expected
+    line = shortcuts.describe(flavor)
+    assert ("no shortcut known" in line) == (not expected), line
+
+
+def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
+    """After (and beside) the plugin's stacks: a user's httpx client keeps its verify=,
+    a default one and the flavor's own HTTP client get their own context, and a library
+    client built by hand builds its own route table with the stack's own functions."""
+    pytester.makepyfile(
+        f"""
+        import importlib, ssl
+        import httpx
+        from pytest_llamastate.state.store import state_env
+
+        def context(client):
+            return {TLS_CONTEXT}
+
+        def test_plugin_stack(llama_stack):
+            assert llama_stack.client.files.list().data == []
+
+        def test_plugin_stack_again(llama_stack):
+            mine = ssl.create_default_context()
+            with httpx.Client(verify=mine) as own, httpx.Client() as default:
+                assert own._transport._pool._ssl_context is mine
+                assert default._transport._pool._ssl_context is not mine
+            assert llama_stack.client.files.list().data == []
+
+        def test_by_hand(tmp_path, monkeypatch):
+            for name, value in state_env(tmp_path).items():
+                monkeypatch.setenv(name, value)
+            lib = importlib.import_module("{FLAVOR.library_module}")
+            routes = importlib.import_module("{FLAVOR.package}.core.server.routes")
+            assert lib.initialize_route_impls is routes.initialize_route_impls
+            http = importlib.import_module("{FLAVOR.client_package}")
+            with httpx.Client() as default:
+                shared = default._transport._pool._ssl_context
+            other = http.{FLAVOR.client_class}(base_url="http://127.0.0.1:9")
+            client = lib.{FLAVOR.library_client}("{FLAVOR.default_config}")
+            try:
+                for built in (other, client):
+                    assert isinstance(context(built), ssl.SSLContext)
+                    assert context(built) is not shared
+                assert context(other) is not context(client)
+                assert client.files.list().data == []
+            finally:
+                client.shutdown()
+        """
+    )
+    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=3)
+
+
+class _Impl:
+    """An implementation the fake route table's endpoints call."""
+
+
+def _fake_build(calls: list[object], extra: object) -> Any:
+    """A route table builder whose endpoint holds its implementation and ``extra``."""
+
+    def build(impls: dict[str, Any]) -> Any:
+        calls.append(impls)
+        impl = impls["api"]
+
+        async def endpoint() -> object:
+            return impl, extra
+
+        return {"get": {"^/v1/x$": (endpoint, "/v1/x", None)}}
+
+    return build
+
+
+@pytest.mark.parametrize(("extra", "builds"), [(7, 1), ([], 3)])
+def test_a_table_holding_more_than_constants_is_built_per_stack(extra: object, builds: int) -> None:
+    """An endpoint that holds a constant is rebound; one that holds anything else (it
+    could belong to one stack) makes every stack build its own table."""
+    calls: list[object] = []
+    tables = shortcuts._RouteTables()
+    build = _fake_build(calls, extra)
+    stacks = [{"api": _Impl()} for _ in range(3)]
+    for impls in stacks:
+        endpoint, path, _ = tables.table(build, ("x", FLAVOR.default_config), impls)["get"][
+            "^/v1/x$"
+        ]
+        impl, held = asyncio.run(endpoint())
+        assert (impl, held, path) == (impls["api"], extra, "/v1/x")
+    assert len(calls) == builds

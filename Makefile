@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OGX_STAMP := $(OGX_VENV)/.installed
 
-.PHONY: test test-llama-stack test-ogx test-postgres test-exec test-compat test-image venvs demo lint bench clean
+.PHONY: test test-llama-stack test-ogx test-postgres test-exec test-compat test-image venvs demo docs lint bench clean
 
 # Every tested release line, each in a venv of its own, pinned the way
 # docs/compatibility.md tells users to pin them (pip does not: llama-stack's API and client
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	"$$(.ci/find-python)" -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[stack,postgres,dev,inference]'
+	$(PY) -m pip install -q -e '.[stack,postgres,dev,docs,inference]'
 	touch $(STAMP)
 
 $(OGX_STAMP): pyproject.toml
@@ -54,13 +54,13 @@ venvs: $(STAMP) $(OGX_STAMP) $(RELEASE_STAMPS)
 	touch $@
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pytest_llamastate tests examples bench
-	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench
+	$(VENV)/bin/ruff check pytest_llamastate tests examples bench tools
+	$(VENV)/bin/ruff format --check pytest_llamastate tests examples bench tools
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
 # One after the other: each already uses both cores (-n 2).
-test: lint test-llama-stack test-ogx test-postgres test-exec test-compat
+test: lint docs test-llama-stack test-ogx test-postgres test-exec test-compat
 
 test-llama-stack: $(STAMP) test-image
 	$(VENV)/bin/pytest -n 2 tests
@@ -87,6 +87,11 @@ test-exec: $(STAMP) $(OGX_STAMP)
 test-compat: $(COMPAT_RELEASES:%=.venvs/%/.installed)
 	$(foreach r,$(COMPAT_RELEASES),.venvs/$(r)/bin/pytest -n 2 tests/compat &&) true
 
+# The documentation site, strictly: a broken link, a missing page or a failing reference
+# generator fails. Its examples run in the suite (tests/test_docs.py), on both flavors.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 demo: $(STAMP)
 	$(VENV)/bin/pytest -v examples
 
@@ -94,4 +99,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) $(OGX_VENV) .venvs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OGX_VENV) .venvs .pytest_cache .mypy_cache .ruff_cache site

@@ -207,7 +207,8 @@ class LibraryBackend:
                 client.shutdown()
         finally:
             # OGX's atexit hook would keep this whole stack alive until exit.
-            atexit.unregister(client.shutdown)
+            if self._flavor.library_stop == "shutdown":
+                atexit.unregister(client.shutdown)
             _reset_globals(self._flavor)
 
     def release(self) -> None:

@@ -45,7 +45,7 @@ import shlex
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from ..state.store import MARKER_NAME, LlamaStore, is_store, remove_store
 from ..storage.postgres.backend import reachable
 from ..storage.postgres.client import PostgresError
 from ..storage.postgres.janitor import Janitor
-from . import inspection
+from . import command_line, inspection
 
 __all__ = ["main"]
 
@@ -287,108 +287,24 @@ def cmd_reset(args: argparse.Namespace) -> int:
 # --- entry point -----------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    """The help texts are the command's reference: the docs print them as they are."""
-    parser = argparse.ArgumentParser(
-        prog="llamastate",
-        description="Inspect and manage pytest-llamastate stores. Reads a store's files (or its "
-        "Postgres database) directly and never imports Llama Stack, so it works on a CI "
-        "artifact or a store made by another release.",
-        epilog="exit codes: 0 success (diff: no differences); 1 diff found differences, or "
-        "reset was not confirmed; 2 bad input, reported as one line on stderr naming the "
-        "path and the problem",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
-            name, help=summary, description=f"{summary[0].upper()}{summary[1:]}. {description}"
-        )
-
-    ls = command(
-        "ls",
-        "list stores, newest first",
-        "Columns: PATH, KIND (test, persistent, template, ...), LABEL (the test or store "
-        "name), AGE, SIZE, TOOLGROUPS. Without BASE it searches "
-        f"./{inspection.PERSIST_DIR} (this project's persistent stores), "
-        f"./{inspection.TEMPLATE_DIR} (kept state templates) and the newest 3 pytest "
-        "basetemps (which hold other projects' stores too); name a --llama-store-dir "
-        "folder to list it. Relative folders are relative to where you run it: run it "
-        "from the rootdir.",
-    )
-    ls.add_argument("bases", nargs="*", type=Path, metavar="BASE", help="folders to search")
-    ls.set_defaults(func=cmd_ls)
-
-    show = command(
-        "show",
-        "what a store holds",
-        "Its kind, label, creation time and other marker data (e.g. the template it "
-        "started from), its toolgroups, the other registry entries by type, and the SQL "
-        "tables with their row counts (sql_store.db, or the store's Postgres database).",
-    )
-    show.add_argument("store", type=Path, metavar="STORE")
-    show.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON object: path, kind, label, created, toolgroups, registry, sql_tables, "
-        "marker",
-    )
-    show.set_defaults(func=cmd_show)
-
-    diff = command(
-        "diff",
-        "registry changes from store A to store B",
-        "One line per registry row: + added, - removed, ~ changed (with the fields that "
-        "changed). Exit code 1 when the stores differ, 0 when they do not.",
-    )
-    diff.add_argument("a", type=Path, metavar="A")
-    diff.add_argument("b", type=Path, metavar="B")
-    diff.add_argument(
-        "--json", action="store_true", help="one JSON object: a, b, added, removed, changed"
-    )
-    diff.set_defaults(func=cmd_diff)
-
-    env = command(
-        "env",
-        "export lines for a store's variables",
-        "The variables a test's llama_store sets (SQLITE_STORE_DIR, FILES_STORAGE_DIR, "
-        "MILVUS_DB_PATH, the config folders), then, when the store has a stack.yaml, a "
-        "commented command that runs a stack on it on a free port. To reproduce a "
-        'failure by hand: eval "$(llamastate env STORE)".',
-    )
-    env.add_argument("store", type=Path, metavar="STORE")
-    env.set_defaults(func=cmd_env)
-
-    reset = command(
-        "reset",
-        "delete persistent stores",
-        "Asks first (no answer is no). Deletes only folders with the plugin's marker that "
-        "are persistent stores; on Postgres, drops their databases too.",
-    )
-    reset.add_argument("names", nargs="*", metavar="NAME", help="persistent store names")
-    reset.add_argument("--all", action="store_true", help="every persistent store")
-    reset.add_argument("--yes", "-y", action="store_true", help="do not ask")
-    reset.add_argument(
-        "--persist-dir",
-        type=Path,
-        default=inspection.PERSIST_DIR,
-        metavar="DIR",
-        help=f"where persistent stores are (default: ./{inspection.PERSIST_DIR}; give the "
-        "folder of --llama-persist-dir if you set it)",
-    )
-    reset.set_defaults(func=cmd_reset)
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "diff": cmd_diff,
+    "env": cmd_env,
+    "reset": cmd_reset,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is one stderr line and exit code 2."""
-    parser = _parser()
+    parser = command_line.parser()
     args = parser.parse_args(argv)
     if args.command == "reset" and bool(args.names) == args.all:
         parser.error("reset: give NAME ... or --all (not both)")
     try:
         with ExitStack() as args.resources:
-            return int(args.func(args))
+            return COMMANDS[args.command](args)
     except (CliError, StoreCorruptError, PostgresError) as exc:
         problem = str(exc)
     except BrokenPipeError:  # `llamastate ls | head`: the reader is gone, not an error

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..release_lines import REGISTRY_FILES
 from ..releases import FLAVORS
+from ..releases.lines import REGISTRY_FILES
 from ..storage import sqlite
 from ..storage.postgres import tables
 from ..storage.postgres.client import StoreDatabase

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_llamastate.release_lines import TESTED
 from pytest_llamastate.releases import detect
+from pytest_llamastate.releases.lines import TESTED
 
 FLAVOR = detect()
 VERSION = FLAVOR.version()

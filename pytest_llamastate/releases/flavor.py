@@ -2,7 +2,7 @@
 
 Llama Stack was renamed OGX at 0.8.0 (new package, CLI, client, home, variable prefix);
 each difference is a field of a :class:`Flavor`, and what differs by release line comes
-from the timeline in :mod:`.release_lines`. Code reads fields, never a name.
+from the timeline in :mod:`.lines`. Code reads fields, never a name.
 
 Nothing here imports either package (that takes seconds, and a run that only uses
 ``llama_store`` should not pay for it): detection reads installed distributions' metadata.
@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from packaging.version import Version
 
-from . import release_lines
+from . import lines as release_lines
 
 __all__ = [
     "FLAVORS",
@@ -69,7 +69,7 @@ class Flavor:
     """One distribution of the stack at one release line: its names, and how to drive it.
 
     The fields from ``format`` on differ by release line; they come from the release table
-    (:mod:`.release_lines`), resolved once for the installed release by :func:`detect`.
+    (:mod:`.lines`), resolved once for the installed release by :func:`detect`.
     """
 
     name: FlavorName

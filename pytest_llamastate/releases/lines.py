@@ -8,7 +8,7 @@ release that made it; the installed release (read from package metadata, never b
 imports) picks every fact at once. Supporting the next release is adding a line.
 
 Stdlib only, no relative imports: the Makefile runs this file to learn how each tested
-release is installed (``python pytest_llamastate/release_lines.py pins llama-stack-0.2.12``),
+release is installed (``python pytest_llamastate/releases/lines.py pins llama-stack-0.2.12``),
 so the pins users are told and the pins the suite runs on are one list.
 """
 

@@ -21,7 +21,7 @@ from .flavor import (
     import_quietly,
     installed_versions,
 )
-from .shortcuts import LIBRARY_SHORTCUTS, Shortcut, library_shortcuts
+from .shortcuts import LIBRARY_SHORTCUTS, Shortcut, library_shortcuts, sql_store_module
 
 __all__ = [
     "FLAVORS",
@@ -40,4 +40,5 @@ __all__ = [
     "import_quietly",
     "installed_versions",
     "library_shortcuts",
+    "sql_store_module",
 ]

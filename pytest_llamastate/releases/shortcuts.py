@@ -21,7 +21,7 @@ from packaging.version import Version
 if TYPE_CHECKING:
     from .flavor import Flavor, FlavorName
 
-__all__ = ["LIBRARY_SHORTCUTS", "Shortcut", "library_shortcuts"]
+__all__ = ["LIBRARY_SHORTCUTS", "Shortcut", "library_shortcuts", "sql_store_module"]
 
 Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table", "sql-schema", "config-once"]
 
@@ -48,3 +48,11 @@ def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
         if Version(installed) >= Version(first):
             found = shortcuts
     return found
+
+
+def sql_store_module(flavor: Flavor) -> str:
+    """The module of the release's ``SqlAlchemySqlStoreImpl`` (``sql-schema`` wraps its
+    schema steps): under ``providers/utils`` up to llama-stack 0.3, ``core/storage`` after."""
+    if flavor.name == "llama-stack" and Version(flavor.version() or "0.7") < Version("0.4"):
+        return f"{flavor.package}.providers.utils.sqlstore.sqlalchemy_sqlstore"
+    return f"{flavor.core}.storage.sqlstore.sqlalchemy_sqlstore"

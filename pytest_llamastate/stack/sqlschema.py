@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..releases import Flavor, import_quietly
+from ..releases import Flavor, import_quietly, sql_store_module
 
 __all__ = ["SchemaTemplates"]
 
-#: Where a release's SQLAlchemy store lives, under its core package.
-_STORE_MODULE = "storage.sqlstore.sqlalchemy_sqlstore"
 _STORE_CLASS = "SqlAlchemySqlStoreImpl"
+#: The schema steps of the store class that may be skipped (each release has some).
+_STEPS = ("_add_column_now", "add_column_if_not_exists", "create_table", "create_index")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -84,8 +84,10 @@ def _sqlite_files(store: Path) -> set[Path]:
     found = set()
     for path in store.rglob("*"):
         with contextlib.suppress(OSError):
-            if path.is_file() and path.open("rb").read(16) == _SQLITE_HEADER:
-                found.add(path.relative_to(store))
+            if path.is_file():
+                with path.open("rb") as file:
+                    if file.read(16) == _SQLITE_HEADER:
+                        found.add(path.relative_to(store))
     return found
 
 
@@ -128,33 +130,41 @@ class SchemaTemplates:
 
 @contextlib.contextmanager
 def _skipping(flavor: Flavor, known: Mapping[str, Schema]) -> Iterator[None]:
-    """The release's SQL store skips, for the files in ``known``, what their schema has."""
-    module = import_quietly(f"{flavor.core}.{_STORE_MODULE}")
+    """The release's SQL store skips, for the files in ``known``, what their schema has.
+
+    Each step is wrapped where the release's store has it: adding a column it has (the
+    check and ``ALTER TABLE`` are ``_add_column_now`` from llama-stack 0.7 and OGX 1.5 on,
+    ``add_column_if_not_exists`` before, which touches no metadata there); creating a
+    table it has once the engine is up (0.7 / OGX: ``create_table`` creates at once then);
+    an index it has (OGX). A store class the release does not have: nothing is wrapped.
+    """
+    try:
+        module = import_quietly(sql_store_module(flavor))
+    except ModuleNotFoundError:  # no SQLAlchemy (llama-stack 0.2): the files are enough
+        yield
+        return
     store_class: Any = getattr(module, _STORE_CLASS)
+    original = {name: getattr(store_class, name) for name in _STEPS if name in vars(store_class)}
 
     def schema_of(store: Any) -> Schema | None:
         path = getattr(store.config, "db_path", None)  # SQLite configs only
         return known.get(str(Path(path).resolve())) if path else None
 
-    add_column_now = store_class._add_column_now
-    create_table = store_class.create_table
-    create_index = getattr(store_class, "create_index", None)
-
     async def skip_known_column(store: Any, table: str, column: str, *args: Any) -> None:
         schema = schema_of(store)
         if schema is None or column not in schema.columns.get(table, ()):
-            await add_column_now(store, table, column, *args)
+            await original[column_step](store, table, column, *args)
 
     async def skip_known_table(store: Any, table: str, *args: Any) -> None:
         """Register the table; with the engine up, ``create_table`` would create it now,
         and it exists: so the engine is hidden while it registers (no await in between)."""
         schema = schema_of(store)
-        if store._engine is None or schema is None or table not in schema.columns:
-            await create_table(store, table, *args)
+        if getattr(store, "_engine", None) is None or schema is None or table not in schema.columns:
+            await original["create_table"](store, table, *args)
             return
         engine, store._engine = store._engine, None
         try:
-            await create_table(store, table, *args)
+            await original["create_table"](store, table, *args)
         finally:
             store._engine = engine
 
@@ -162,22 +172,20 @@ def _skipping(flavor: Flavor, known: Mapping[str, Schema]) -> Iterator[None]:
         """An index the file has: the engine is started as ``create_index`` would."""
         schema = schema_of(store)
         if schema is None or name not in schema.indexes:
-            await create_index(store, name, table, *args)
+            await original["create_index"](store, name, table, *args)
         else:
             await store._ensure_engine()
 
-    swaps: dict[str, Callable[..., Awaitable[None]]] = {
-        "_add_column_now": skip_known_column,
-        "create_table": skip_known_table,
-    }
-    if create_index is not None:
-        swaps["create_index"] = skip_known_index
+    column_step = "_add_column_now" if "_add_column_now" in original else "add_column_if_not_exists"
+    steps: dict[str, Callable[..., Awaitable[None]]] = {column_step: skip_known_column}
+    if "_ensure_engine" in vars(store_class):  # an engine kept by the store (0.7, OGX)
+        steps["create_table"] = skip_known_table
+    if "create_index" in original:
+        steps["create_index"] = skip_known_index
     try:
-        for name, value in swaps.items():
-            setattr(store_class, name, value)
+        for name, step in steps.items():
+            setattr(store_class, name, step)
         yield
     finally:
-        store_class._add_column_now = add_column_now
-        store_class.create_table = create_table
-        if create_index is not None:
-            store_class.create_index = create_index
+        for name in steps:
+            setattr(store_class, name, original[name])

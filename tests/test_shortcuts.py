@@ -21,12 +21,13 @@ from pytest_llamastate.stack import shortcuts, sqlschema
 
 skip_module_without_a_stack()
 
-#: The TLS context behind a client of the flavor's own package: the httpx transport's
-#: (llama-stack's stainless client) or the REST object's (OGX's OpenAPI client).
-TLS_CONTEXT = {
-    "llama-stack": "client._client._transport._pool._ssl_context",
-    "ogx": "client.api_client.rest_client.ssl_context",
-}[FLAVOR.name]
+#: The TLS context behind a client of the flavor's own package: the REST object's (OGX
+#: 1.5's OpenAPI client) or the httpx transport's (the stainless client of the others).
+TLS_CONTEXT = (
+    "client.api_client.rest_client.ssl_context"
+    if "lazy-rest-tls" in library_shortcuts(FLAVOR)
+    else "client._client._transport._pool._ssl_context"
+)
 
 ISOLATION = """
 import io
@@ -81,16 +82,20 @@ def test_the_release_table_names_this_releases_shortcuts(pytester: pytest.Pytest
     result.stdout.fnmatch_lines([line])
 
 
-ALL_OF_0_7 = ("httpx-tls", "route-table", "sql-schema", "config-once")
+STAINLESS = {"httpx-tls", "route-table", "sql-schema", "config-once"}
+OPENAPI = {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}
 
 
 @pytest.mark.parametrize(
     ("flavor", "version", "expected"),
     [
-        (LLAMA_STACK, "0.7.0", {*ALL_OF_0_7}),
-        (LLAMA_STACK, "0.7.3", {*ALL_OF_0_7}),
+        (LLAMA_STACK, "0.1.9", set()),
+        (LLAMA_STACK, "0.2.12", STAINLESS),
+        (LLAMA_STACK, "0.7.3", STAINLESS),
         (LLAMA_STACK, "0.8.0", set()),
-        (OGX, "1.5.0", {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}),
+        (OGX, "0.8.0", STAINLESS),
+        (OGX, "1.0.4", STAINLESS),
+        (OGX, "1.5.0", OPENAPI),
         (OGX, "1.6.0", set()),
     ],
 )
@@ -130,7 +135,7 @@ def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
             for name, value in state_env(tmp_path).items():
                 monkeypatch.setenv(name, value)
             lib = importlib.import_module("{FLAVOR.library_module}")
-            routes = importlib.import_module("{FLAVOR.package}.core.server.routes")
+            routes = importlib.import_module("{FLAVOR.core}.server.routes")
             assert lib.initialize_route_impls is routes.initialize_route_impls
             http = importlib.import_module("{FLAVOR.client_package}")
             with httpx.Client() as default:

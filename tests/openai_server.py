@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODEL = "fake-model"
+#: The variable a run config from :func:`with_fake_model` reads the server's URL from.
+URL_VAR = "FAKE_OPENAI_URL"
 
 
 @dataclass
@@ -144,3 +146,26 @@ def running_openai_server(**tool_arguments: Any) -> Iterator[FakeOpenAI]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+def with_fake_model(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config (parsed) that also serves this model: the inference API with a
+    ``remote::openai`` provider at ``${env.FAKE_OPENAI_URL}``, the model registered (a
+    test asks for ``openai/fake-model``). The variable keeps one config for every port."""
+    config = dict(config, providers=dict(config["providers"]))
+    config["apis"] = ["inference", *config["apis"]]
+    config["providers"]["inference"] = [
+        {
+            "provider_id": "openai",
+            "provider_type": "remote::openai",
+            "config": {"base_url": f"${{env.{URL_VAR}}}", "api_key": "fake"},
+        }
+    ]
+    model = {
+        "model_id": MODEL,
+        "provider_id": "openai",
+        "provider_model_id": MODEL,
+        "model_type": "llm",
+    }
+    config["registered_resources"] = {"models": [model]}
+    return config

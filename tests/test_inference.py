@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from flavors import FLAVOR, needs_stack
+from openai_server import with_fake_model
 
 pytestmark = needs_stack
 
@@ -140,25 +141,7 @@ OTHER_IDS = ["tests/test_model.py::test_from_template"]
 
 
 def _project(pytester: pytest.Pytester, mode: str) -> None:
-    config = yaml.safe_load(FLAVOR.default_config.read_text())
-    config["apis"].insert(0, "inference")
-    config["providers"]["inference"] = [
-        {
-            "provider_id": "openai",
-            "provider_type": "remote::openai",
-            "config": {"base_url": "${env.FAKE_OPENAI_URL}", "api_key": "fake"},
-        }
-    ]
-    config["registered_resources"] = {
-        "models": [
-            {
-                "model_id": "fake-model",
-                "provider_id": "openai",
-                "provider_model_id": "fake-model",
-                "model_type": "llm",
-            }
-        ]
-    }
+    config = with_fake_model(yaml.safe_load(FLAVOR.default_config.read_text()))
     pytester.path.joinpath("tests").mkdir()
     pytester.path.joinpath("tests", "run.yaml").write_text(yaml.safe_dump(config))
     shutil.copy(Path(__file__).with_name("openai_server.py"), pytester.path / "tests")

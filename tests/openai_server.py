@@ -29,6 +29,8 @@ class FakeOpenAI:
 
     base_url: str
     tool_arguments: dict[str, Any]
+    #: The one model it lists.
+    model_id: str = MODEL
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answers: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,7 +108,12 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             server.requests.append(("GET " + self.path, {}))
             if self.path.rstrip("/").endswith("/models"):
-                model = {"id": MODEL, "object": "model", "created": 0, "owned_by": "tests"}
+                model = {
+                    "id": server.model_id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "tests",
+                }
                 self._send(200, {"object": "list", "data": [model]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -133,9 +140,10 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_openai_server(**tool_arguments: Any) -> Iterator[FakeOpenAI]:
-    """Serve the fake model on a free port; yields the server (``.base_url`` ends in /v1)."""
-    state = FakeOpenAI(base_url="", tool_arguments=tool_arguments)
+def running_openai_server(*, model_id: str = MODEL, **tool_arguments: Any) -> Iterator[FakeOpenAI]:
+    """Serve the fake model on a free port; yields the server (``.base_url`` ends in /v1).
+    ``model_id`` is the model it lists (a page's example asks for a real model's name)."""
+    state = FakeOpenAI(base_url="", tool_arguments=tool_arguments, model_id=model_id)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 from flavors import FLAVOR, needs_stack
 from openai_server import with_fake_model
+
+from pytest_llamastate.plugin.inference import recorder_problem
 
 pytestmark = needs_stack
 
@@ -90,7 +93,8 @@ def tool_schemas(stack):
     if stack.mode == "library" or not detect().tools_route_bug:  # OGX 1.5's route fails
         return [(t["name"], t["description"], t["input_schema"]) for t in stack.tools("mcp::calc")]
     listed = mcp_session(lambda session: session.list_tools())
-    return [(t.name, t.description, t.inputSchema) for t in listed.tools]
+    wire = [t.model_dump(by_alias=True, mode="json") for t in listed.tools]  # mcp 1 and 2
+    return [(t["name"], t["description"], t["inputSchema"]) for t in wire]
 
 def run_tool(stack, name, arguments):
     if stack.mode == "library":
@@ -237,3 +241,21 @@ def test_live_is_the_default_and_says_so(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         ["llamastate: inference=live (default): model calls are not recorded"]
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "problem"),
+    [
+        (None, " has no request recorder; recording and replay need llama-stack 0.3 or later"),
+        ("llama_stack.testing.inference_recorder", "'s request recorder (llama_stack.testing."),
+    ],
+    ids=["none", "0.2.17-0.2.24"],
+)
+def test_a_release_whose_recorder_is_not_driven_says_so_in_one_line(
+    module: str | None, problem: str
+) -> None:
+    said = recorder_problem(replace(FLAVOR, recorder_module=module))
+    assert said is not None
+    assert problem in said
+    assert "\n" not in said
+    assert recorder_problem(FLAVOR) is None  # the installed release's recorder is driven

@@ -7,6 +7,7 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -441,10 +443,31 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
     assert (pwd.getpwuid(st.st_uid).pw_name, oct(st.st_mode & 0o777)) == ("pgserver", "0o700")
 
 
-@pytest.mark.parametrize("mode", ["library", "server"])
+@contextlib.contextmanager
+def _admin_url(given: str | None, data: Path) -> Iterator[str]:
+    """The given server's URL, or the plugin's own server of data folder ``data``, joined
+    (started if it is down) for as long as the block runs."""
+    if given:
+        yield given
+        return
+    from pytest_llamastate.storage.postgres.server import acquire
+
+    server = acquire(data_dir=data)
+    try:
+        yield server.url
+    finally:
+        server.release()
+
+
+@pytest.mark.parametrize(
+    ("mode", "server"), [("library", "given"), ("server", "given"), ("library", "own")]
+)
 def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
-    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+    pytester: pytest.Pytester, postgres_url: str, mode: str, server: str
 ) -> None:
+    """A real pytest process SIGKILLed in the middle of a test: the next run drops its
+    database, whatever its basetemp still holds. On the plugin's own server (``own``) the
+    server stops with the killed run and the next run starts it again on the same data."""
     ready = pytester.path / "ready"
     pytester.makepyfile(
         test_killed=f"""
@@ -455,10 +478,13 @@ def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
         """,
         test_next="def test_it(llama_store): pass",
     )
+    given = postgres_url if server == "given" else None
+    args = ["--llama-backend=postgres", *([f"--llama-postgres-url={given}"] if given else [])]
+    env = {**os.environ, "PGPASSWORD": PostgresURL.parse(postgres_url).password}
+    data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
     killed = subprocess.Popen(
-        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *on_postgres,
-         "test_killed.py"],
-        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *args, "test_killed.py"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -467,17 +493,25 @@ def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
             assert time.monotonic() < deadline, "the run never got to its test"
             time.sleep(0.1)
         name = ready.read_text()
-        assert name in databases(postgres_url)
+        with _admin_url(given, data) as url:
+            assert name in databases(url)
     finally:
         killed.kill()
         killed.wait(30)
-    janitor = Janitor(postgres_url, run_id="tests")
-    try:  # its stack's connections close with it (a server-mode stack's within moments)
-        deadline = time.monotonic() + 10
-        while any(i.connections for i in janitor.databases() if i.name == name):
-            assert time.monotonic() < deadline, "the killed run's database stays in use"
+    if given:
+        janitor = Janitor(given, run_id="tests")
+        try:  # its stack's connections close with it (a server-mode stack's within moments)
+            deadline = time.monotonic() + 10
+            while any(i.connections for i in janitor.databases() if i.name == name):
+                assert time.monotonic() < deadline, "the killed run's database stays in use"
+                time.sleep(0.1)
+        finally:
+            janitor.close()
+    else:  # its last user gone, the watchdog stops the server (the data stays)
+        deadline = time.monotonic() + 30
+        while (data / "pgdata" / "postmaster.pid").exists():
+            assert time.monotonic() < deadline, "the killed run's server is still running"
             time.sleep(0.1)
-    finally:
-        janitor.close()
-    pytester.runpytest(*on_postgres, "test_next.py").assert_outcomes(passed=1)
-    assert name not in databases(postgres_url)
+    pytester.runpytest(*args, "test_next.py").assert_outcomes(passed=1)
+    with _admin_url(given, data) as url:
+        assert name not in databases(url)

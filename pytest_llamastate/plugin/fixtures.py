@@ -41,10 +41,13 @@ __all__ = [
 
 
 @contextmanager
-def _as_test_error(*errors: type[Exception], doing: str = "") -> Iterator[None]:
+def _as_test_error(
+    *errors: type[Exception], doing: str = "", about: Path | None = None
+) -> Iterator[None]:
     """Turn our own errors into a test error showing only their message; with ``doing``,
     OS errors too (a full disk, a read-only one, permissions, too many open files), as
-    ``<doing>: <path>: <cause>``: the test errors, the next one runs.
+    ``<doing>: <path>: <cause>`` (``about`` when the error names no path): the test
+    errors, the next one runs.
 
     The failure is raised ``from None``: inside a context manager's ``__exit__`` the
     error is still being handled even outside the ``except`` block, so the report would
@@ -57,7 +60,7 @@ def _as_test_error(*errors: type[Exception], doing: str = "") -> Iterator[None]:
     except OSError as exc:
         if not doing:
             raise
-        problem = f"{doing}: {os_problem(exc)}"
+        problem = f"{doing}: {os_problem(exc, about)}"
     else:
         return
     raise pytest.fail.Exception(problem, pytrace=False) from None
@@ -224,7 +227,9 @@ def llama_stack(
     """
     istate = item_state(request.node)
     try:
-        with _as_test_error(StackError, StackConfigError, doing="llama_stack: cannot start"):
+        with _as_test_error(
+            StackError, StackConfigError, doing="llama_stack: cannot start", about=llama_store.path
+        ):
             config = (
                 llama_stack_config
                 if isinstance(llama_stack_config, StackConfig)

@@ -120,6 +120,7 @@ def llama_store(
     name = request.node.stash.get(persistent_key, None)
     lease: Lease | None = None
     hook = request.node.ihook
+    doing = "make the test's store" if name is None else f"open persistent store {name!r}"
     with _as_test_error(
         SeedError,
         PersistentStoreError,
@@ -127,7 +128,7 @@ def llama_store(
         TemplateError,
         StackConfigError,
         StoreCorruptError,
-        doing="llama_store: cannot make the test's store",
+        doing=f"llama_store: cannot {doing}",
     ):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
@@ -164,7 +165,9 @@ def llama_store(
             yield store
     finally:
         if lease is not None:
-            with _as_test_error(PersistentStoreError):
+            with _as_test_error(
+                PersistentStoreError, doing=f"llama_store: cannot check persistent store {name!r}"
+            ):
                 try:
                     lease.release()
                 finally:

@@ -49,6 +49,8 @@ STORE_LABEL = "io.github.pytest-llamastate.store"
 _ENGINE_TIMEOUT = 60.0
 #: How podman ("image not known") and docker ("No such image") say an image is not local.
 _MISSING = re.compile(r"image not known|no such (image|object)", re.IGNORECASE)
+#: How podman and docker say a path is not in a container.
+_NOT_FOUND = re.compile(r"could not be found|could not find|no such file", re.IGNORECASE)
 
 
 class EngineError(StackError):
@@ -104,6 +106,24 @@ class Engine:
             f"build it or `{self.name} pull {image}` first (container mode never pulls)"
         )
 
+    def copy_out(self, image: str, path: str, dest: Path) -> None:
+        """Copy the file ``path`` of ``image`` to ``dest``, without running the image: a
+        container is created (never started), copied from and removed."""
+        created = self.call("create", "--pull=never", "--entrypoint=true", image)
+        if created.returncode != 0:
+            said = last_line(created.stderr, f"exit code {created.returncode}")
+            raise EngineError(f"{self.name} could not create a container of {image}: {said}")
+        cid = created.stdout.strip().splitlines()[-1]
+        try:
+            copied = self.call("cp", f"{cid}:{path}", str(dest))
+        finally:
+            self.call("rm", "-f", cid)
+        if copied.returncode != 0 and not _NOT_FOUND.search(copied.stderr):
+            said = last_line(copied.stderr, f"exit code {copied.returncode}")
+            raise EngineError(f"{self.name} could not copy {path} out of {image}: {said}")
+        if not dest.is_file():
+            raise EngineError(f"{image} has no file {path}")
+
     def user_flags(self) -> list[str]:
         """Make the container write the store's files as the runner, so the runner can
         read and delete them: rootless Podman maps root inside to the runner already
@@ -117,9 +137,11 @@ class Engine:
 
     def orphans(self) -> list[str]:
         """Containers of this host whose owning process is gone (a pytest killed hard)."""
+        # One label's value: podman's template has the map, docker's a method.
+        label = "index .Labels" if self.name == "podman" else ".Label"
         listed = self.call(
             "ps", "-a", "--filter", f"label={OWNER_LABEL}",
-            "--format", f'{{{{.ID}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}',
+            "--format", f'{{{{.ID}}}} {{{{{label} "{OWNER_LABEL}"}}}}',
         )  # fmt: skip
         host, dead = socket.gethostname(), []
         for line in listed.stdout.splitlines():

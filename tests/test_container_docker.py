@@ -115,3 +115,30 @@ def test_docker_serves_the_seed_scenario_prunes_orphans_and_reopens_a_kept_store
     assert line.startswith("docker run "), line
     assert reopen(docker, line) == ["d.txt"]
     shutil.rmtree(store)
+
+
+def test_a_runner_that_is_not_root_gets_the_store_back(
+    container: tuple[Engine, str],
+    docker_host: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Docker's root inside is the host's root: what the stack writes in the store would
+    be root's, so a runner that is not root gets it back once the container stops. Run
+    here as root, so the runner is uid 1000 by pretence; the containers are real."""
+    monkeypatch.setenv("DOCKER_HOST", docker_host)
+    docker, image = find_engine("docker"), container[1]
+    store = tmp_path / "store"
+    store.mkdir()
+    wrote = docker.call(
+        "run", "--rm", "--pull=never", "-v", f"{store}:/store", "--entrypoint=sh", image,
+        "-c", "mkdir /store/files && echo x > /store/files/a",
+    )  # fmt: skip
+    assert wrote.returncode == 0, wrote.stderr
+    assert (store / "files" / "a").stat().st_uid == 0
+    monkeypatch.setattr(os, "getuid", lambda: 1000)
+    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    assert docker.writes_as_host_root()
+    docker.hand_back(image, store)
+    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [store, *store.rglob("*")]}
+    assert owners == {(1000, 1000)}

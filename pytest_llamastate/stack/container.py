@@ -40,6 +40,8 @@ class ContainerRuntime:
 
     engine: Engine
     image: str
+    #: Whether each store is handed back to the runner after its container stops.
+    hand_back: bool = False
 
     @classmethod
     def checked(cls, engine: str, image: str) -> ContainerRuntime:
@@ -54,7 +56,7 @@ class ContainerRuntime:
         found = find_engine(engine)
         found.check_image(image)
         found.prune()  # what runs killed before they could stop their containers left
-        return cls(found, image)
+        return cls(found, image, found.writes_as_host_root())
 
     def config_file(self, path: str, folder: Path) -> Path:
         """The run config ``path`` of the image (``--llama-stack-config=image:PATH``),
@@ -85,8 +87,11 @@ class _ContainerChild(ExecChild):
     """The engine's ``run`` in the foreground; stopping it stops and removes the container
     by name."""
 
-    def __init__(self, engine: Engine, name: str, command: list[str], url: str, log: Path) -> None:
-        self.engine, self.name = engine, name
+    def __init__(
+        self, runtime: ContainerRuntime, name: str, command: list[str], url: str, log: Path
+    ) -> None:
+        self.runtime, self.engine, self.name = runtime, runtime.engine, name
+        self.store_path = log.parent
         super().__init__(command, url, log, log.parent)
 
     def stop(self, grace: float = 10.0) -> int | None:
@@ -99,6 +104,8 @@ class _ContainerChild(ExecChild):
         # ``--rm`` removes the container after the client has gone, so not necessarily
         # before teardown ends: removed here, a test leaves nothing when it is done.
         self.engine.call("rm", "-f", self.name)
+        if self.runtime.hand_back:
+            self.engine.hand_back(self.runtime.image, self.store_path)
         return code
 
 
@@ -127,7 +134,7 @@ class ContainerBackend(ServerBackend):
         _record(spec.store, engine, image, spec.flavor.name)
         mark_start(spec.store.log_path, "container", [shown(command)])
         return _ContainerChild(
-            engine, name, command, f"http://127.0.0.1:{port}", spec.store.log_path
+            self.runtime, name, command, f"http://127.0.0.1:{port}", spec.store.log_path
         )
 
     def _exited(self, code: int, log: Path) -> str:

@@ -124,16 +124,27 @@ class Engine:
         if not dest.is_file():
             raise EngineError(f"{image} has no file {path}")
 
-    def user_flags(self) -> list[str]:
-        """Make the container write the store's files as the runner, so the runner can
-        read and delete them: rootless Podman maps root inside to the runner already
-        (``keep-id`` keeps the runner's own id too); Docker's root is the host's root,
-        so it runs as the runner's uid. As root nothing is needed."""
-        if os.getuid() == 0:
-            return []
-        if self.name == "podman":
-            return ["--userns=keep-id"]
-        return ["--user", f"{os.getuid()}:{os.getgid()}"]
+    def writes_as_host_root(self) -> bool:
+        """Whether what root writes inside a container is owned by the host's root, which
+        a runner that is not root cannot delete: Docker's daemon runs as root (unless
+        rootless). Rootless Podman maps root inside to the runner, and a root runner can
+        delete anything. The container keeps running as the image says (an image's
+        ``/root`` is not the runner's to enter): its files are handed back instead."""
+        if self.name != "docker" or os.getuid() == 0:
+            return False
+        info = self.call("info", "--format", "{{json .SecurityOptions}}")
+        return "rootless" not in info.stdout
+
+    def hand_back(self, image: str, folder: Path) -> None:
+        """Give the runner what a container wrote in ``folder`` (a store), with a
+        throwaway container of the same image."""
+        done = self.call(
+            "run", "--rm", "--pull=never", "--network=none", "-v", f"{folder}:/store",
+            "--entrypoint=chown", image, "-R", f"{os.getuid()}:{os.getgid()}", "/store",
+        )  # fmt: skip
+        if done.returncode != 0:
+            said = last_line(done.stderr, f"exit code {done.returncode}")
+            raise EngineError(f"could not give {folder} back to uid {os.getuid()}: {said}")
 
     def orphans(self) -> list[str]:
         """Containers of this host whose owning process is gone (a pytest killed hard)."""
@@ -248,7 +259,6 @@ def run_command(
         args += ["--name", name]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
-    args += engine.user_flags()
     args += ["-v", f"{store.path}:{mount}"]
     for key, env_value in sorted(container_env(store, flavor, config_text).items()):
         args += ["-e", key if env_value is None else f"{key}={env_value}"]

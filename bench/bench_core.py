@@ -40,7 +40,9 @@ def test_it(store, n):
 """
 
 
-def run_pytest(folder: Path, extra: list[str], env: dict[str, str] | None = None) -> float:
+def run_pytest(
+    folder: Path, extra: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> float:
     """Seconds one whole pytest process takes on ``folder`` (no cache, fixed order)."""
     return run_pytest_timed(folder, extra, env)[0]
 
@@ -68,6 +70,7 @@ def run_pytest_timed(
         check=True,
         capture_output=True,
         env=env,
+        cwd=cwd,
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -44,11 +44,11 @@ def run_pytest(
     folder: Path, extra: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> float:
     """Seconds one whole pytest process takes on ``folder`` (no cache, fixed order)."""
-    return run_pytest_timed(folder, extra, env)[0]
+    return run_pytest_timed(folder, extra, env, cwd)[0]
 
 
 def run_pytest_timed(
-    folder: Path, extra: list[str], env: dict[str, str] | None = None
+    folder: Path, extra: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, float]:
     """Wall and CPU seconds (user + system, its threads and children included) of one
     whole pytest process on ``folder``. CPU time scatters less on a shared machine."""

@@ -42,7 +42,7 @@ def _port() -> int:
 
 def _health(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10) as r:
             return bool(json.load(r).get("status") == "OK")
     except OSError:
         return False

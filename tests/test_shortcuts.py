@@ -89,12 +89,11 @@ OPENAPI = {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}
 @pytest.mark.parametrize(
     ("flavor", "version", "expected"),
     [
-        (LLAMA_STACK, "0.1.9", set()),
-        (LLAMA_STACK, "0.2.12", STAINLESS),
+        (LLAMA_STACK, "0.6.1", set()),
+        (LLAMA_STACK, "0.7.0", STAINLESS),
         (LLAMA_STACK, "0.7.3", STAINLESS),
         (LLAMA_STACK, "0.8.0", set()),
-        (OGX, "0.8.0", STAINLESS),
-        (OGX, "1.0.4", STAINLESS),
+        (OGX, "1.0.4", set()),
         (OGX, "1.5.0", OPENAPI),
         (OGX, "1.6.0", set()),
     ],

@@ -132,3 +132,46 @@ def test_every_llamastate_command_is_documented_in_the_guides() -> None:
 def test_the_cli_reference_is_generated_from_the_help() -> None:
     page = (ROOT / "docs" / "reference" / "cli.md").read_text()
     assert "<!-- reference: cli -->" in page
+
+
+# --- the compatibility tables and the release table ------------------------------------
+
+_ROW = re.compile(
+    r"^\| (llama-stack|OGX) (\d+\.\d+\.\d+) \| ([^|]+) \| `([^`]+)`[^|]*\|(?: ([^|]*) \|)?", re.M
+)
+
+
+def _passing_releases() -> set[str]:
+    """The releases whose suite `make test` runs: the two main venvs and COMPAT_RELEASES."""
+    makefile = (ROOT / "Makefile").read_text()
+    main = re.findall(r"^VENV_([\w.-]+) :=", makefile, flags=re.MULTILINE)
+    compat = re.search(r"^COMPAT_RELEASES := (.*)$", makefile, flags=re.MULTILINE)
+    assert main and compat, "the Makefile no longer names its release venvs"
+    return {*main, *compat.group(1).split()}
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/compatibility.md"])
+def test_compatibility_tables_say_what_the_release_table_says(page: str) -> None:
+    """Each tested release has one row: its Python and its pins from ``releases/lines.py``
+    (or, for the newest of a flavor, the extra that installs it), and, in the README,
+    whether `make test` runs its suite; no row names a release that is not tested."""
+    from pytest_llamastate.releases.lines import TESTED
+
+    rows = {
+        (dist.lower(), version): (python.strip(), install, (suite or "").strip())
+        for dist, version, python, install, suite in _ROW.findall((ROOT / page).read_text())
+    }
+    tested = {(t.distribution, t.version): t for t in TESTED}
+    assert set(rows) == set(tested), f"{page}: rows differ from releases/lines.py TESTED"
+    passing = _passing_releases()
+    for key, (python, install, suite) in rows.items():
+        release = tested[key]
+        newest = release == [t for t in TESTED if t.distribution == key[0]][-1]
+        assert python == release.python, (page, key)
+        assert install == release.install or (newest and "pytest-llamastate[" in install), (
+            page,
+            key,
+            install,
+        )
+        if suite:
+            assert suite == ("passes" if release.slug in passing else "not yet"), (page, key)

@@ -317,7 +317,8 @@ _MASKS = [
     (re.compile(r"/tmp/pytest-llamastate-templates-[^/\s]+"), "<templates>"),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<date>"),
     (re.compile(r"\b(?:llama-stack|ogx) \d+\.\d+\.\d+\b(?: \([^)]*\))?"), "<flavor>"),
-    (re.compile(r"\b\d+(?:\.\d+)?(?:s|ms)\b"), "<time>"),
+    # pytest adds "(0:01:33)" to a run over a minute (a loaded machine).
+    (re.compile(r"\b\d+(?:\.\d+)?(?:s|ms)\b(?: \(\d+:\d\d:\d\d\))?"), "<time>"),
     (re.compile(r"\b\d+(?:\.\d+)?[BKMG]\b"), "<size>"),
     (re.compile(r"(?<=:)\d{4,5}\b|(?<=--port )\d+"), "<port>"),
     (re.compile(r"(?<=-)[0-9a-f]{8}\b"), "<hash>"),

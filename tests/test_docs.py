@@ -7,6 +7,7 @@ fails, and that the ``llamastate`` help and the docs agree.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def test_masks_hide_only_what_varies() -> None:
         "crm: built in 0.4s: /tmp/h/pytest-of-root/pytest-0/x"
     )
     assert mask("toolgroups (2):") != mask("toolgroups (3):")
+    assert mask("3 passed in 93.10s (0:01:33)") == mask("3 passed in 2.71s")
 
 
 # --- the command's help and the docs ---------------------------------------------------
@@ -175,3 +177,29 @@ def test_compatibility_tables_say_what_the_release_table_says(page: str) -> None
         )
         if suite:
             assert suite == ("passes" if release.slug in passing else "not yet"), (page, key)
+
+
+# --- the generated reference and what pytest knows -------------------------------------
+
+
+def test_the_options_reference_lists_every_option_pytest_has() -> None:
+    """Also the options of modules the plugin loads itself (``--llama-inference``)."""
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", ROOT / "tools" / "docs_reference.py"
+    )
+    assert spec is not None and spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    table = reference.options()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT / "docs",
+    )
+    flags = set(re.findall(r"^\s+(--llama-[\w-]+)", done.stdout, flags=re.MULTILINE))
+    inis = set(re.findall(r"^\s+(llama_\w+) \(", done.stdout, flags=re.MULTILINE))
+    assert flags and inis
+    assert {f for f in flags if f"`{f}" not in table} == set()
+    assert {i for i in inis if f"`{i}`" not in table} == set()

@@ -111,6 +111,7 @@ def test_masks_hide_only_what_varies() -> None:
     )
     assert mask("toolgroups (2):") != mask("toolgroups (3):")
     assert mask("3 passed in 93.10s (0:01:33)") == mask("3 passed in 2.71s")
+    assert mask("crm  template  crm  4m  41.8K  1") == mask("crm  template  crm  5s  41.8K  1")
 
 
 # --- the command's help and the docs ---------------------------------------------------

@@ -149,7 +149,8 @@ def _passing_releases() -> set[str]:
     makefile = (ROOT / "Makefile").read_text()
     main = re.findall(r"^VENV_([\w.-]+) :=", makefile, flags=re.MULTILINE)
     compat = re.search(r"^COMPAT_RELEASES := (.*)$", makefile, flags=re.MULTILINE)
-    assert main and compat, "the Makefile no longer names its release venvs"
+    assert main, "the Makefile no longer names its main venvs (VENV_<release>)"
+    assert compat, "the Makefile no longer names COMPAT_RELEASES"
     return {*main, *compat.group(1).split()}
 
 
@@ -188,7 +189,8 @@ def test_the_options_reference_lists_every_option_pytest_has() -> None:
     spec = importlib.util.spec_from_file_location(
         "docs_reference", ROOT / "tools" / "docs_reference.py"
     )
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     reference = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reference)
     table = reference.options()
@@ -201,6 +203,7 @@ def test_the_options_reference_lists_every_option_pytest_has() -> None:
     )
     flags = set(re.findall(r"^\s+(--llama-[\w-]+)", done.stdout, flags=re.MULTILINE))
     inis = set(re.findall(r"^\s+(llama_\w+) \(", done.stdout, flags=re.MULTILINE))
-    assert flags and inis
+    assert flags
+    assert inis
     assert {f for f in flags if f"`{f}" not in table} == set()
     assert {i for i in inis if f"`{i}`" not in table} == set()

@@ -5,7 +5,8 @@ the isolation test runs five stacks: the later ones call through rebound endpoin
 files tables created from the first one's schema. The plugin's own calls
 (``toolgroups()``) skip the routes; ``client.files`` goes through them. Every test here
 runs with whichever flavor and release is installed: ``make test`` runs it with
-llama-stack 0.7 and OGX 1.5, ``make test-compat``'s venvs with the older lines.
+llama-stack 0.7 and OGX 1.5; an older line's venv runs it as
+``PYTHONPATH=$PWD .venvs/<release>/bin/pytest tests/test_shortcuts.py``.
 """
 
 from __future__ import annotations

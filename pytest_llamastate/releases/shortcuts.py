@@ -33,6 +33,7 @@ LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]]
         ("0.8", frozenset()),
     ),
     "ogx": (
+        ("1.0", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("1.5", frozenset({"lazy-rest-tls", "route-table", "sql-schema", "config-once"})),
         ("1.6", frozenset()),
     ),

@@ -17,9 +17,9 @@ OGX_STAMP := $(OGX_VENV)/.installed
 # Every tested release line, each in a venv of its own, pinned the way
 # docs/compatibility.md tells users to pin them (pip does not: llama-stack's API and client
 # packages float to the newest release, and mcp 2 breaks llama-stack and OGX 0.8). The list,
-# the pins and each one's Python come from the plugin's release table (releases/lines.py).
+# the pins and each one's Python come from the plugin's release table (releases/tested.py).
 # llama-stack 0.7.3 and OGX 1.5.0 are the two venvs above; the others live in .venvs/.
-RELEASES := $(shell python3 pytest_llamastate/releases/lines.py slugs)
+RELEASES := $(shell python3 pytest_llamastate/releases/tested.py slugs)
 VENV_llama-stack-0.7.3 := $(VENV)
 VENV_ogx-1.5.0 := $(OGX_VENV)
 OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
@@ -47,10 +47,10 @@ venvs: $(STAMP) $(OGX_STAMP) $(RELEASE_STAMPS)
 
 .venvs/%/.installed: pyproject.toml
 	rm -rf .venvs/$*
-	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases/lines.py python $*))" -m venv .venvs/$*
+	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases/tested.py python $*))" -m venv .venvs/$*
 	.venvs/$*/bin/python -m pip install -q --upgrade pip
 	.venvs/$*/bin/python -m pip install -q -e '.[postgres,dev]' \
-		$(shell python3 pytest_llamastate/releases/lines.py pins $*)
+		$(shell python3 pytest_llamastate/releases/tested.py pins $*)
 	touch $@
 
 lint: $(STAMP)

@@ -248,8 +248,9 @@ class LibraryBackend:
         # llama-stack (and OGX) leave the group's tools in the class-level index.
         index = type(routing)
         for tool in index.toolgroups_to_tools.pop(toolgroup_id, []):
-            if index.tool_to_toolgroup.get(tool.name) == toolgroup_id:
-                del index.tool_to_toolgroup[tool.name]
+            name = getattr(tool, self._flavor.tool_name_key)  # type: ignore[union-attr]
+            if index.tool_to_toolgroup.get(name) == toolgroup_id:
+                del index.tool_to_toolgroup[name]
 
     def tools(self, toolgroup_id: str | None) -> list[dict[str, Any]]:
         """The handler behind the list-tools route, called directly: OGX 1.5's route

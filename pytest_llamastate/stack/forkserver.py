@@ -41,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..releases import Flavor
 
-__all__ = ["ChildExitedError", "ForkServer", "ForkServerError", "ServerChild"]
+__all__ = ["ChildExitedError", "ForkServer", "ForkServerError", "ServerChild", "rebase_config_dirs"]
 
 #: Seconds the zygote may take to import the stack, or to answer a fork request.
 _ZYGOTE_TIMEOUT = 120.0
@@ -251,20 +251,19 @@ def _import_quietly(names: list[str]) -> None:
                     importlib.import_module(name)
 
 
-def _rebase_config_dirs(core: str) -> None:
-    """Point the config-folder constants at this child's ``*_CONFIG_DIR``.
+def rebase_config_dirs(core: str) -> None:
+    """Point the config-folder constants at the ``*_CONFIG_DIR`` of the environment now.
 
-    llama-stack computes them from the environment at import, which happened in the
-    zygote; ``from config_dirs import X`` copied them into other modules, so every
-    module attribute equal to an old value is replaced."""
+    llama-stack computes them from the environment at import (in the zygote, or before a
+    library stack's store existed); ``from config_dirs import X`` copied them into other
+    modules, so every module attribute equal to an old value is replaced."""
     if (module := sys.modules.get(f"{core}.utils.config_dirs")) is None:
         return
-    package = core.partition(".")[0]
     old = {k: v for k, v in vars(module).items() if isinstance(v, Path)}
     new = vars(importlib.reload(module))
     moved = {old[k]: new[k] for k in old if new.get(k) != old[k]}
     for name, mod in list(sys.modules.items()):
-        if moved and (name == package or name.startswith(f"{package}.")):
+        if moved and name.partition(".")[0] == core.partition(".")[0]:
             for attr, value in list(vars(mod).items()):
                 if isinstance(value, Path) and value in moved:
                     setattr(mod, attr, moved[value])
@@ -288,7 +287,7 @@ def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        _rebase_config_dirs(core)
+        rebase_config_dirs(core)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
         _report_ready_after_startup(report)

@@ -23,6 +23,7 @@ from ..state.seeds import ToolgroupSeed
 from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .engines import EngineTracker
+from .forkserver import rebase_config_dirs
 
 __all__ = ["LibraryBackend", "process_state"]
 
@@ -85,6 +86,9 @@ def _new_client(spec: StartSpec) -> Any:
             f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}"
         ) from None
     _reset_globals(flavor)
+    # Its folders were computed from the environment at import, before this store existed
+    # (0.2.24's prompts.db under DISTRIBS_BASE_DIR would land in ~/.llama).
+    rebase_config_dirs(flavor.core)
     created: list[asyncio.AbstractEventLoop] = []
     new_event_loop = asyncio.new_event_loop
 
@@ -210,6 +214,7 @@ class LibraryBackend:
             if self._flavor.library_stop == "shutdown":
                 atexit.unregister(client.shutdown)
             _reset_globals(self._flavor)
+            rebase_config_dirs(self._flavor.core)  # back to the process's own
 
     def release(self) -> None:
         self.stop()

@@ -125,7 +125,8 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 ),
             },
         ),
-        ((0, 2, 17), {"core": "llama_stack.core", "mcp_cache": True, "library_start": "initialize"}),
+        ((0, 2, 17), {"core": "llama_stack.core", "mcp_cache": True,
+                      "library_start": "initialize"}),
         ((0, 2, 19), {"library_start": "constructor"}),
         (
             (0, 3, 0),

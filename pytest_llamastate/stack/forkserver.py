@@ -328,9 +328,7 @@ class _Zygote:
         _die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
-        _import_quietly(
-            ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
-        )
+        _import_quietly(["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"])
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
         self.out = os.fdopen(1, "wb", buffering=0)

@@ -3,8 +3,8 @@
 A test of an agent needs a toolgroup whose tools exist. Writing, starting, port-managing and
 stopping an MCP server is the same sixty lines in every suite, so the plugin serves the
 functions itself: the installed ``mcp`` package's FastMCP (mcp 1.x; ``MCPServer`` in mcp
-2.x, which OGX needs) over streamable HTTP (and SSE for old clients), in a thread of this process, so the functions
-run here and every call they get is recorded.
+2.x, which OGX needs) over streamable HTTP (and SSE for old clients), in a thread of this
+process, so the functions run here and every call they get is recorded.
 
 Markers are evaluated when a test module is imported, long before any server should run,
 so :func:`mcp_tools` returns a :class:`~.seeds.LazySeed`: checked at collection, turned
@@ -174,9 +174,10 @@ def _both_transports(streamable: Any, sse: Any) -> Any:
             headers = dict(scope.get("headers", ()))
             opens_sse = scope["method"] == "GET" and b"mcp-session-id" not in headers
             if scope["path"] == "/mcp" and opens_sse:
-                return await sse({**scope, "path": "/sse"}, receive, send)
-            if scope["path"].startswith("/messages/"):
-                return await sse(scope, receive, send)
+                scope = {**scope, "path": "/sse"}
+            if scope["path"] in ("/sse", "/messages/"):
+                await sse(scope, receive, send)
+                return
         await streamable(scope, receive, send)
 
     return app

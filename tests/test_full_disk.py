@@ -4,11 +4,14 @@ one-line test errors naming the path and the cause; later tests still run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from pytest_llamastate import LlamaStore
 
 
 @pytest.fixture
@@ -70,3 +73,140 @@ def test_a_full_store_dir_is_one_line_per_test_and_later_tests_run(
     for line in lines:
         assert "llama_store: cannot make the test's store: " + str(small_disk) in line
     assert "Traceback" not in result.stdout.str()
+
+
+#: Fills the small disk from inside a test; ``room`` bytes are then given back.
+FILL = """
+import os
+
+def fill(disk, room=0):
+    filler = os.path.join(disk, "filler")
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    os.close(fd)
+    os.truncate(filler, max(0, os.path.getsize(filler) - room))
+"""
+
+
+@pytest.mark.sqlite_only  # the template copy and the persistent store's rows are files here
+def test_a_disk_full_mid_run_loses_no_kept_or_persistent_store_and_each_error_is_a_line(
+    pytester: pytest.Pytester, small_disk: Path
+) -> None:
+    """Stores and persistent stores on a 1 MB tmpfs that a test fills: a failed test's
+    store is kept whole, a state template copy that does not fit, a persistent store met
+    on a full disk and a new one that cannot be made each give one line naming the path
+    and the cause, the persistent store's rows survive, and later tests run."""
+    pytester.makeconftest(
+        """
+        from pytest_llamastate import llama_template
+
+        @llama_template("tpl")
+        def tpl(stack):
+            stack.register_toolgroup("mcp::tpl", mcp_endpoint="http://127.0.0.1:9/tpl")
+        """
+    )
+    pytester.makepyfile(
+        fill=FILL,
+        test_disk=f"""
+        import pytest
+        from fill import fill
+
+        DISK = {str(small_disk)!r}
+
+        @pytest.mark.persistent("p")
+        def test_0_persistent(llama_stack):
+            llama_stack.register_toolgroup("mcp::p", mcp_endpoint="http://127.0.0.1:9/p")
+
+        def test_1_fills_the_disk_and_fails(llama_stack):
+            llama_stack.register_toolgroup("mcp::k", mcp_endpoint="http://127.0.0.1:9/k")
+            fill(DISK)
+            assert False, "failed on a full disk"
+
+        def test_2_room_for_a_marker_only():
+            fill(DISK, room=8192)
+
+        @pytest.mark.llama_template("tpl")
+        def test_3_template_copy(llama_store):
+            pass
+
+        def test_4_room_for_a_marker_only():
+            fill(DISK, room=4096)
+
+        def test_5_stack(llama_stack):
+            pass
+
+        def test_6_full():
+            fill(DISK)
+
+        @pytest.mark.persistent("p")
+        def test_7_persistent_again(llama_stack):
+            assert [t.identifier for t in llama_stack.toolgroups()] == ["mcp::p"]
+
+        @pytest.mark.persistent("q")
+        def test_8_new_persistent(llama_store):
+            pass
+
+        def test_9_plain():
+            pass
+        """,
+    )
+    persist = small_disk / "persist"
+    args = [
+        "-p", "no:randomly", "-p", "no:cacheprovider",
+        f"--llama-store-dir={small_disk}/stores", f"--llama-persist-dir={persist}",
+    ]  # fmt: skip
+    result = pytester.runpytest(*args)
+    lines = result.outlines
+
+    def errors_of(test: str) -> list[str]:
+        found = (
+            i for i, line in enumerate(lines) if line.strip("_ ") == f"ERROR at setup of {test}"
+        )
+        return [lines[i + 1] for i in found]
+
+    def error_of(test: str) -> str:
+        [line] = errors_of(test)
+        return line
+
+    # A WAL store (OGX 1.5) cannot be checked on a full disk: its -shm file cannot grow.
+    reopened = errors_of("test_7_persistent_again")
+    result.assert_outcomes(passed=6 - len(reopened), failed=1, errors=3 + len(reopened))
+    text = result.stdout.str()
+    assert "INTERNALERROR" not in text
+    assert "Traceback" not in text
+    assert "corrupt" not in text  # a full disk is not a damaged store: no reset offered
+    stores = small_disk / "stores"
+
+    enospc = ": No space left on device (ENOSPC)"
+    at, tail = re.escape(str(stores)), re.escape(enospc)
+    # a copy names where it was going; a write that names no file, the store
+    assert re.fullmatch(
+        rf"llama_store: cannot make the test's store: \S+/tpl-\w+/\S+ -> {at}/\S+/test_3_template_copy0/\S+{tail}",
+        error_of("test_3_template_copy"),
+    )
+    assert re.fullmatch(
+        rf"llama_stack: cannot start: {at}/\S+/test_5_stack0{tail}",
+        error_of("test_5_stack"),
+    )
+    assert error_of("test_8_new_persistent") == (
+        f"llama_store: cannot open persistent store 'q': {persist}/q/.llamastate.json{enospc}"
+    )
+    for line in reopened:
+        assert re.fullmatch(
+            rf"llama_store: cannot open persistent store 'p': {re.escape(str(persist))}/p/\S+: "
+            r"(disk I/O error \(EIO\)|database or disk is full \(ENOSPC\))",
+            line,
+        )
+    # nothing kept or persistent was lost
+    [kept] = [
+        line.split(": ", 1)[1] for line in lines if "::test_1_fills_the_disk_and_fails: " in line
+    ]
+    assert [t.identifier for t in LlamaStore.open(Path(kept)).toolgroups()] == ["mcp::k"]
+    assert [t.identifier for t in LlamaStore.open(persist / "p").toolgroups()] == ["mcp::p"]
+    # room again: the store that could not be made is made by the next run
+    (small_disk / "filler").unlink()
+    pytester.runpytest(*args, "-k", "new_persistent or persistent_again").assert_outcomes(passed=2)

@@ -120,8 +120,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "limits": (
                     "no Postgres stores (the plugin's Postgres configs use the 0.3+ storage "
                     "section)",
-                    "state templates are not built (llama_template needs the 0.3+ storage "
-                    "section)",
+                    "record or replay inference (no request recorder before 0.3)",
                 ),
             },
         ),

@@ -12,7 +12,7 @@ import re
 import sys
 from dataclasses import dataclass
 
-__all__ = ["TESTED", "Tested", "Version", "parse_version", "tested_release"]
+__all__ = ["TESTED", "Tested", "Version", "parse_version", "tested_release", "unmet_pins"]
 
 Version = tuple[int, ...]
 
@@ -163,17 +163,42 @@ def tested_release(slug: str) -> Tested:
     raise KeyError(f"no tested release {slug!r}; known: {', '.join(t.slug for t in TESTED)}")
 
 
+def unmet_pins(tested: Tested) -> list[str]:
+    """The pins of ``tested`` this interpreter's installed packages do not satisfy (a venv
+    built before its pins changed). Names and versions only; ``packaging`` comes with pytest."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for pin in tested.pins:
+        wanted = Requirement(pin)
+        try:
+            installed = metadata.version(wanted.name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed is None or not wanted.specifier.contains(installed, prereleases=True):
+            unmet.append(pin)
+    return unmet
+
+
 def _main(argv: list[str]) -> int:
-    """``pins SLUG`` / ``python SLUG`` / ``slugs``: facts the Makefile builds venvs from."""
+    """``pins SLUG`` / ``python SLUG`` / ``slugs`` / ``check SLUG``: what the Makefile
+    builds venvs from, and whether a venv (the interpreter running this) still fits."""
     if argv[:1] == ["slugs"]:
         print(" ".join(t.slug for t in TESTED))
         return 0
+    if len(argv) == 2 and argv[0] == "check":
+        unmet = unmet_pins(tested_release(argv[1]))
+        if unmet:
+            print(f"{argv[1]}: not installed as pinned: {' '.join(unmet)}")
+        return 1 if unmet else 0
     if len(argv) == 2 and argv[0] in ("pins", "python"):
         tested = tested_release(argv[1])
         words = [f"'{p}'" for p in tested.pins] if argv[0] == "pins" else [tested.python]
         print(" ".join(words))
         return 0
-    print("usage: tested.py slugs | pins SLUG | python SLUG", file=sys.stderr)
+    print("usage: tested.py slugs | pins SLUG | python SLUG | check SLUG", file=sys.stderr)
     return 2
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +211,76 @@ def test_a_disk_full_mid_run_loses_no_kept_or_persistent_store_and_each_error_is
     # room again: the store that could not be made is made by the next run
     (small_disk / "filler").unlink()
     pytester.runpytest(*args, "-k", "new_persistent or persistent_again").assert_outcomes(passed=2)
+
+
+def test_a_full_disk_under_the_throwaway_postgres_is_one_line_per_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root the plugin's own Postgres keeps its data under the system temp folder: put
+    that on an 80 MB tmpfs and fill it mid-run. Each later test that needs a database
+    errors with one line naming the cause and the data folder (Postgres refuses the write,
+    or stops, PANICking, and the line quotes its log); the session ends cleanly, and with
+    room again the next run finds the persistent store's rows."""
+    if os.geteuid() != 0:
+        pytest.skip("as root only: the data folder follows the system temp folder")
+    pytest.importorskip("asyncpg")
+    from pytest_llamastate.storage.postgres.server import find_binaries
+
+    if find_binaries() is None:
+        pytest.skip("no Postgres binaries")
+    disk = Path(tempfile.mkdtemp(prefix="llamastate-full-pg-"))  # one pgserver reaches
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=80m,mode=0711", "tmpfs", str(disk)],
+        capture_output=True,
+    )
+    if done.returncode:
+        disk.rmdir()
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+    monkeypatch.setenv("TMPDIR", str(disk))  # the inner run's system temp folder
+    pytester.makepyfile(
+        fill=FILL.replace('b"x" * 4096', 'b"x" * 65536'),
+        test_pg=f"""
+        import pytest
+        from fill import fill
+
+        @pytest.mark.persistent("p")
+        def test_0_persistent(llama_stack):
+            if not llama_stack.toolgroups():
+                llama_stack.register_toolgroup("mcp::p", mcp_endpoint="http://127.0.0.1:9/p")
+            assert [t.identifier for t in llama_stack.toolgroups()] == ["mcp::p"]
+
+        def test_1_fill():
+            fill({str(disk)!r})
+
+        def test_2_store(llama_store):
+            pass
+
+        def test_3_stack(llama_stack):
+            pass
+
+        def test_4_plain():
+            pass
+        """,
+    )
+    args = ("-p", "no:randomly", "-p", "no:cacheprovider", "--llama-backend=postgres")
+    try:
+        result = pytester.runpytest_subprocess(*args)
+        data = (pytester.path / ".pytest_cache/d/llamastate/.postgres/pgdata").resolve()
+        assert data.is_relative_to(disk)  # the server's data was on the full disk
+        result.assert_outcomes(passed=3, errors=2)
+        text = result.stdout.str() + result.stderr.str()
+        assert "INTERNALERROR" not in text
+        assert "Traceback" not in text
+        lines = result.outlines
+        for test in ("test_2_store", "test_3_stack"):
+            [at] = [i for i, x in enumerate(lines) if x.strip("_ ") == f"ERROR at setup of {test}"]
+            line, after = lines[at + 1], lines[at + 2]
+            assert "No space left on device" in line, line
+            assert f"(data folder: {data}" in line, line
+            assert after.startswith(("_", "=")), after  # one line
+        (disk / "filler").unlink()
+        again = pytester.runpytest_subprocess(*args, "-k", "test_0")
+        again.assert_outcomes(passed=1)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+        disk.rmdir()

@@ -78,7 +78,10 @@ class PostgresStores:
         server = acquire(url, data_dir=data_dir)
         try:
             janitor = Janitor(
-                server.url, run_id=run_id, owner_pid=os.getppid() if worker else os.getpid()
+                server.url,
+                run_id=run_id,
+                owner_pid=os.getppid() if worker else os.getpid(),
+                explain=server.explain,
             )
             janitor.prune()  # what runs that are gone left behind
             table = StackConfig.load(config).postgres_kv_table or kv_table(flavor)

@@ -244,3 +244,12 @@ def test_the_readmes_links_lead_to_pages_and_headings() -> None:
         if anchor:
             headings = re.findall(r"^#+ (.*)$", target.read_text(), flags=re.MULTILINE)
             assert anchor in {_slug(h) for h in headings}, (path, anchor)
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """The module map for contributors: a module added without a row fails here."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "pytest_llamastate"
+    modules = [p for p in package.rglob("*.py") if p.name != "__init__.py"]
+    assert modules
+    assert [str(m.relative_to(package)) for m in modules if f"{m.name}`" not in page] == []

@@ -11,6 +11,7 @@ Nothing here imports either package (that takes seconds, and a run that only use
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import warnings
 from collections.abc import Coroutine, Iterator, Mapping
@@ -19,8 +20,6 @@ from dataclasses import dataclass, replace
 from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
-
-from packaging.version import Version
 
 from . import lines as release_lines
 
@@ -183,10 +182,7 @@ class Flavor:
 
     def version(self) -> str | None:
         """The installed version, or ``None``: metadata only, nothing imported."""
-        try:
-            return metadata.version(self.distribution)
-        except metadata.PackageNotFoundError:
-            return None
+        return _installed_version(self.distribution)
 
     def installed(self) -> bool:
         return self.version() is not None
@@ -353,6 +349,16 @@ def by_name(name: str) -> Flavor:
     raise ValueError(f"unknown flavor {name!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
 
 
+@functools.cache
+def _installed_version(distribution: str) -> str | None:
+    """Read once per process: a library stack asks several times per start, and reading
+    the metadata costs milliseconds; what is installed does not change under a run."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def installed_versions() -> str:
     """``llama-stack=0.7.3,ogx=None``: what stored state depends on (registry keys and
     table shapes change between releases), for fingerprints of persistent stores and
@@ -369,31 +375,3 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
-
-
-# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
-
-#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
-#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
-#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
-#: (the route table built once per config, rebound per stack).
-Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
-
-#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
-#: gets the last row at or below it. Only releases whose internals were read and whose
-#: suite passed with them are listed: any other runs its client as its users do.
-LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
-    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
-    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
-}
-
-
-def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
-    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
-    if (installed := flavor.version()) is None:
-        return frozenset()
-    found: frozenset[Shortcut] = frozenset()
-    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
-        if Version(installed) >= Version(first):
-            found = shortcuts
-    return found

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import os
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..releases import PROCESS_STATE, Flavor, import_quietly
@@ -106,7 +107,7 @@ def _new_client(spec: StartSpec) -> Any:
         with (
             environ.patched(under_test),
             warnings.catch_warnings(),
-            shortcuts.applied(flavor, spec.config.path),
+            shortcuts.applied(flavor, spec.config.path, _sqlite_store(spec)),
         ):
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
@@ -120,6 +121,11 @@ def _new_client(spec: StartSpec) -> Any:
             if loop is not getattr(client, "loop", None) and not loop.is_running():
                 loop.close()
     return client
+
+
+def _sqlite_store(spec: StartSpec) -> Path | None:
+    """The store's folder when its state is in SQLite files there (not on Postgres)."""
+    return spec.store.path if spec.store.database is None else None
 
 
 def _initialize(flavor: Flavor, client: Any) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import lines as release_lines
+from .lines import Recorder
 
 __all__ = [
     "FLAVORS",
@@ -42,25 +43,6 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
-
-
-@dataclass(frozen=True)
-class Recorder:
-    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
-    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
-
-    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
-    module: str
-    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
-    context_module: str
-    #: Where recordings go (the recorder's default is inside its own source tree).
-    dir_var: str
-    #: The header a server restores the test id from (``{"__test_id": ...}``).
-    header: str
-    #: Variable and value a server needs to read that header (llama-stack only).
-    server_var: tuple[str, str] | None
-    #: Modules the recorder imports when recording or replaying, and the extra that has them.
-    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,14 +96,13 @@ class Flavor:
     toolgroup_api: bool
     tools_path: str
     namespaced_keys: bool
-    recorder_module: str | None
+    tool_name_key: str
+    recorder: Recorder | None
     limits: tuple[str, ...]
     #: The installed release this was resolved for (``None``: not installed, newest line).
     release: str | None = None
     #: Deprecation warnings (regexes) the stack's own MCP client raises on every call.
     mcp_client_warnings: tuple[str, ...] = ()
-    #: The request recorder of the installed release (None where it has none).
-    recorder: Recorder | None = None
 
     def at(self, release: str | None) -> Flavor:
         """This flavor with every line-specific fact of ``release`` (``None``: newest)."""
@@ -254,15 +235,6 @@ LLAMA_STACK = Flavor(
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
     **release_lines.line_facts("llama-stack", None),
-    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
-    recorder=Recorder(
-        module="llama_stack.testing.api_recorder",
-        context_module="llama_stack.core.testing_context",
-        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
-        header="X-LlamaStack-Provider-Data",
-        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
-        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
-    ),
 )
 
 OGX = Flavor(
@@ -286,15 +258,6 @@ OGX = Flavor(
     postgres_kv_expiration="TIMESTAMPTZ",
     install_hint="pip install 'pytest-llamastate[ogx]'",
     **release_lines.line_facts("ogx", None),
-    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
-    recorder=Recorder(
-        module="ogx.testing.api_recorder",
-        context_module="ogx.core.testing_context",
-        dir_var="OGX_TEST_RECORDING_DIR",
-        header="X-OGX-Provider-Data",
-        server_var=None,
-        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
-    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)

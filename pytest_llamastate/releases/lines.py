@@ -184,7 +184,7 @@ LINE_FIELDS: Mapping[str, str] = {
     "logging_hook": "the library client's module-level logging set-up, silenced while it starts",
     "list_tools_request": "whether ``list_tools`` takes a ``ListToolsRequest`` (else a keyword)",
     "threaded_loop": "whether the library client's loop runs in a thread of its own",
-    "mcp_cache": "whether the MCP client keeps a per-URL ``protocol_cache`` to clear",
+    "process_state": "class- or module-level containers a library stack would pass on: emptied",
     "config_template": "the plugin's offline run config for the line (in ``configs/``)",
     "run_args": "the CLI's words before the config path",
     "server_flags": "flags the server needs after ``--port``",
@@ -200,6 +200,18 @@ def _api_types(package: str) -> tuple[tuple[str, str], ...]:
     """Every API type from one package (llama-stack 0.4+, OGX)."""
     return tuple((name, package) for name in ("Api", "URL", "ListToolsRequest"))
 
+
+# Process-level state, read from routing tables, registries, providers: docs/reliability.md.
+#: Tools per toolgroup id, listed once: a later stack's same toolgroup id lists them. Every line.
+_TOOL_INDEX = (
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+)
+#: Providers whose models were listed, once per process (llama-stack 0.2.16 on, OGX until
+#: 1.4 made it per stack): a later stack on a fresh store lists none of their models.
+_LISTED_MODELS = ("core.routing_tables.models:ModelsRoutingTable.listed_providers",)
+#: The MCP transport found per URL (0.2.16 on): a later test may reuse the port for another.
+_MCP_TRANSPORTS = ("providers.utils.tools.mcp:protocol_cache",)
 
 #: ``(first release, facts that changed there)``, oldest first; a fact holds until a later
 #: line changes it. The first line of each sets every field of ``LINE_FIELDS``.
@@ -222,7 +234,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": None,
                 "list_tools_request": False,
                 "threaded_loop": False,
-                "mcp_cache": False,
+                "process_state": _TOOL_INDEX,
                 "config_template": "minimal-0.2.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
@@ -238,7 +250,8 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 ),
             },
         ),
-        ((0, 2, 17), {"core": "llama_stack.core", "mcp_cache": True, "library_start": "initialize",
+        ((0, 2, 16), {"process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS}),
+        ((0, 2, 17), {"core": "llama_stack.core", "library_start": "initialize",
                       "recorder_module": "llama_stack.testing.inference_recorder"}),
         ((0, 2, 19), {"library_start": "constructor"}),
         (
@@ -288,7 +301,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": "setup_logging",
                 "list_tools_request": True,
                 "threaded_loop": False,
-                "mcp_cache": True,
+                "process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS,
                 "config_template": "minimal.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
@@ -311,6 +324,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
             },
         ),
         ((1, 1, 0), {"server_flags": ("--insecure",)}),
+        ((1, 4, 0), {"process_state": _TOOL_INDEX + _MCP_TRANSPORTS}),
     ),
 }  # fmt: skip
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata, resources
@@ -301,6 +301,7 @@ OGX = Flavor(
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
+
 
 def detect(choice: str = "auto") -> Flavor:
     """The flavor ``choice`` names, or for ``auto`` the one that is installed.

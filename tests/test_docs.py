@@ -224,3 +224,41 @@ def test_the_options_reference_lists_every_option_pytest_has() -> None:
     assert inis
     assert {f for f in flags if f"`{f}" not in table} == set()
     assert {i for i in inis if f"`{i}`" not in table} == set()
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub and MkDocs' toc make it (for the headings used here)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readmes_links_lead_to_pages_and_headings() -> None:
+    """MkDocs checks the links of docs/ (strict); the README is not part of the site."""
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)?(?:#([^)\s]+))?\)", readme)
+    local = [(path, anchor) for path, anchor in links if not path.startswith("http")]
+    assert local
+    for path, anchor in local:
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), path
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", target.read_text(), flags=re.MULTILINE)
+            assert anchor in {_slug(h) for h in headings}, (path, anchor)
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """The module map for contributors: a module added without a row fails here."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "pytest_llamastate"
+    modules = [p for p in package.rglob("*.py") if p.name != "__init__.py"]
+    assert modules
+    # Named by its path under the package or under its folder (`releases/lines.py` or,
+    # in the stack/ section, `library.py`).
+    missing = [
+        str(m.relative_to(package))
+        for m in modules
+        if f"`{m.relative_to(package)}`" not in page
+        and f"`{m.name}`" not in page
+        and f"/{m.name}`" not in page
+    ]
+    assert missing == []

@@ -161,8 +161,12 @@ class SqliteStorage:
                 partial.rename(db)
         return db
 
+    def tables_for(self, folder: Path) -> SqliteTables:
+        """The tables of the store in ``folder``."""
+        return SqliteTables(folder)
+
     def _seeded(self, folder: Path, seeds: SeedRows | None) -> SqliteTables:
-        tables = SqliteTables(folder)
+        tables = self.tables_for(folder)
         if seeds is None:
             return tables
         if tables.kvstore_path.exists():  # a copied state template's: the rows go on top
@@ -178,7 +182,7 @@ class SqliteStorage:
         self, folder: Path, name: str, *, fresh: bool, seeds: SeedRows | None
     ) -> tuple[SqliteTables, bool]:
         """Made anew with the folder: ``fresh`` says whether it was."""
-        return (self._seeded(folder, seeds) if fresh else SqliteTables(folder)), fresh
+        return (self._seeded(folder, seeds) if fresh else self.tables_for(folder)), fresh
 
     def for_state_template(self, folder: Path, seeds: SeedRows | None) -> SqliteTables:
         return self._seeded(folder, seeds)

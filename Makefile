@@ -69,10 +69,12 @@ test-ogx: $(OGX_STAMP) test-image
 	$(OGX_VENV)/bin/pytest -n 2 tests
 
 # The container suite's image (tests/container_image.py: debootstrap + pip, no registry),
-# built once per machine and again when its recipe changes; its name is printed. Where it
-# cannot be built or run, tests/test_container.py skips saying why (so `-`: not fatal).
+# built once per machine and again when its recipe changes; its name is printed. First
+# .ci/container-setup installs podman, runc and debootstrap where missing (root, apt-get).
+# Where the image cannot be built or run, the container tests skip saying why (so `-`:
+# not fatal; the reason is printed here too).
 test-image: $(STAMP)
-	-$(PY) tests/container_image.py
+	-.ci/container-setup && $(PY) tests/container_image.py
 
 test-postgres: $(STAMP)
 	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest -n 2 tests

@@ -39,7 +39,9 @@ def test_it(store, n):
 """
 
 
-def run_pytest(folder: Path, extra: list[str], env: dict[str, str] | None = None) -> float:
+def run_pytest(
+    folder: Path, extra: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+) -> float:
     """Seconds one whole pytest process takes on ``folder`` (no cache, fixed order)."""
     start = time.perf_counter()
     subprocess.run(
@@ -58,6 +60,7 @@ def run_pytest(folder: Path, extra: list[str], env: dict[str, str] | None = None
         check=True,
         capture_output=True,
         env=env,
+        cwd=cwd,
     )
     return time.perf_counter() - start
 

@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_container
 import bench_core
 import bench_guard
+import bench_inference
 import bench_library
 import bench_postgres
 import bench_seeds
@@ -38,6 +39,7 @@ def main() -> None:
         "postgres": {**bench_postgres.main(), "stacks": bench_postgres.stacks()},
         "templates": bench_templates.main(),
         "container": bench_container.main(),
+        "inference": bench_inference.main(),
     }
     out = Path(__file__).parent / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)

@@ -122,3 +122,28 @@ def mcp_url_2() -> Iterator[str]:
 
     with running_mcp_server("multiply") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def container() -> Any:
+    """The engine and the suite's image (tests/container_image.py, built once per machine)
+    for container-mode tests; skipped, saying why, only where no engine can run one."""
+    from container_image import usable
+
+    found = usable()
+    if isinstance(found, str):
+        pytest.skip(found)
+    return found
+
+
+@pytest.fixture
+def container_args(container: Any) -> list[str]:
+    """An inner run's options for container mode with the suite's image."""
+    engine, image = container
+    return [
+        "--llama-stack-mode=container",
+        f"--llama-stack-image={image}",
+        f"--llama-container-engine={engine.name}",
+        "-p",
+        "no:cacheprovider",
+    ]

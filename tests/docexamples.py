@@ -317,7 +317,7 @@ _MASKS = [
     (re.compile(r"/tmp/pytest-llamastate-templates-[^/\s]+"), "<templates>"),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<date>"),
     (re.compile(r"\b(?:llama-stack|ogx) \d+\.\d+\.\d+\b(?: \([^)]*\))?"), "<flavor>"),
-    (re.compile(r"\b\d+(?:\.\d+)?(?:s|ms)\b"), "<time>"),
+    (re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|m|h|d)\b"), "<time>"),
     (re.compile(r"\b\d+(?:\.\d+)?[BKMG]\b"), "<size>"),
     (re.compile(r"(?<=:)\d{4,5}\b|(?<=--port )\d+"), "<port>"),
     (re.compile(r"(?<=-)[0-9a-f]{8}\b"), "<hash>"),

@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODEL = "fake-model"
+#: The variable a run config from :func:`with_fake_model` reads the server's URL from.
+URL_VAR = "FAKE_OPENAI_URL"
 
 
 @dataclass
@@ -27,6 +29,8 @@ class FakeOpenAI:
 
     base_url: str
     tool_arguments: dict[str, Any]
+    #: The one model it lists.
+    model_id: str = MODEL
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     answers: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -104,7 +108,12 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             server.requests.append(("GET " + self.path, {}))
             if self.path.rstrip("/").endswith("/models"):
-                model = {"id": MODEL, "object": "model", "created": 0, "owned_by": "tests"}
+                model = {
+                    "id": server.model_id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "tests",
+                }
                 self._send(200, {"object": "list", "data": [model]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
@@ -131,9 +140,10 @@ def _handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running_openai_server(**tool_arguments: Any) -> Iterator[FakeOpenAI]:
-    """Serve the fake model on a free port; yields the server (``.base_url`` ends in /v1)."""
-    state = FakeOpenAI(base_url="", tool_arguments=tool_arguments)
+def running_openai_server(*, model_id: str = MODEL, **tool_arguments: Any) -> Iterator[FakeOpenAI]:
+    """Serve the fake model on a free port; yields the server (``.base_url`` ends in /v1).
+    ``model_id`` is the model it lists (a page's example asks for a real model's name)."""
+    state = FakeOpenAI(base_url="", tool_arguments=tool_arguments, model_id=model_id)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -144,3 +154,26 @@ def running_openai_server(**tool_arguments: Any) -> Iterator[FakeOpenAI]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
+
+
+def with_fake_model(config: dict[str, Any]) -> dict[str, Any]:
+    """A run config (parsed) that also serves this model: the inference API with a
+    ``remote::openai`` provider at ``${env.FAKE_OPENAI_URL}``, the model registered (a
+    test asks for ``openai/fake-model``). The variable keeps one config for every port."""
+    config = dict(config, providers=dict(config["providers"]))
+    config["apis"] = ["inference", *config["apis"]]
+    config["providers"]["inference"] = [
+        {
+            "provider_id": "openai",
+            "provider_type": "remote::openai",
+            "config": {"base_url": f"${{env.{URL_VAR}}}", "api_key": "fake"},
+        }
+    ]
+    model = {
+        "model_id": MODEL,
+        "provider_id": "openai",
+        "provider_model_id": MODEL,
+        "model_type": "llm",
+    }
+    config["registered_resources"] = {"models": [model]}
+    return config

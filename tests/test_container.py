@@ -1,5 +1,6 @@
 """Container mode against real containers: the suite's image (tests/container_image.py,
-built once per machine) on the installed engine, with inner pytest runs.
+built once per machine) on the installed engine, with inner pytest runs. Bad input is
+tests/test_container_errors.py.
 
 Skipped, saying why, only where no engine can run a container. Every container start
 costs seconds, so each inner run checks as much as one set of starts can show.
@@ -7,81 +8,27 @@ costs seconds, so each inner run checks as much as one set of starts can show.
 
 from __future__ import annotations
 
-import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from container_image import usable
+from container_helpers import FLAVOR, containers, inner_helpers, reopen, run_line
 
-from pytest_llamastate.releases import detect
-from pytest_llamastate.stack.engine import OWNER_LABEL, STORE_LABEL, Engine
-
-FLAVOR = detect()
-#: Whether the server can list tools over HTTP: OGX 1.5's route answers HTTP 500.
-SERVER_LISTS_TOOLS = not FLAVOR.tools_route_bug
-
-
-@pytest.fixture(scope="session")
-def container() -> tuple[Engine, str]:
-    found = usable()
-    if isinstance(found, str):
-        pytest.skip(found)
-    return found
-
-
-@pytest.fixture
-def args(container: tuple[Engine, str]) -> list[str]:
-    engine, image = container
-    return [
-        "--llama-stack-mode=container",
-        f"--llama-stack-image={image}",
-        f"--llama-container-engine={engine.name}",
-        "-p",
-        "no:cacheprovider",
-    ]
-
-
-def containers(engine: Engine, label: str) -> list[str]:
-    listed = engine.call("ps", "-a", "--filter", f"label={label}", "--format", "{{.Names}}")
-    return listed.stdout.split()
-
-
-def inner_helpers(pytester: pytest.Pytester, engine: Engine) -> None:
-    """Helpers for the inner tests: the container serving a store, and the toolgroups the
-    server itself knows (its tool listing; OGX's rows, its route being broken upstream)."""
-    pytester.syspathinsert()
-    pytester.makepyfile(
-        inner_helpers=f"""
-import subprocess
-
-def container_of(stack):
-    listed = subprocess.run(
-        [{engine.exe!r}, "ps", "--filter",
-         "label={STORE_LABEL}=" + str(stack.store.path), "--format", "{{{{.Names}}}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()
-    assert len(listed) == 1, listed
-    return listed[0]
-
-def served_toolgroups(stack):
-    if {SERVER_LISTS_TOOLS!r}:
-        return sorted({{t["toolgroup_id"] for t in stack.tools()}})
-    return sorted(t.identifier for t in stack.toolgroups())
-"""
-    )
+from pytest_llamastate.stack.engine import OWNER_LABEL, Engine
 
 
 @pytest.mark.both_backends
 def test_restart_keeps_the_store_and_the_next_test_starts_empty(
-    pytester: pytest.Pytester, container: tuple[Engine, str], args: list[str], mcp_url: str
+    pytester: pytest.Pytester,
+    container: tuple[Engine, str],
+    container_args: list[str],
+    mcp_url: str,
 ) -> None:
     """The seed's scenario: a toolgroup registered in one container is served by the next
     one on the same store; another test's container starts on an empty store."""
@@ -106,15 +53,29 @@ def test_restart_keeps_the_store_and_the_next_test_starts_empty(
         def test_next_container_starts_empty(llama_stack):
             assert served_toolgroups(llama_stack) == []
             assert llama_stack.toolgroups() == []
+            raise AssertionError("fail on purpose: the container's log is in the report")
         """
     )
-    result = pytester.runpytest(*args)
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines([f"*stack mode=container ({args[2].split('=')[1]} *)*"])
+    result = pytester.runpytest(*container_args)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            f"*stack mode=container ({container[0].name} {container[1]})*",
+            "E * AssertionError: fail on purpose*",
+            "*- llama stack server log (*server.log) -*",
+            "*Uvicorn running on http://*",
+        ]
+    )
+    # every container was removed at its test's teardown
+    owner = f"{OWNER_LABEL}={os.uname().nodename}:{os.getpid()}"
+    assert containers(container[0], owner) == []
 
 
 def test_a_persistent_store_is_served_again_by_the_next_run(
-    pytester: pytest.Pytester, container: tuple[Engine, str], args: list[str], mcp_url: str
+    pytester: pytest.Pytester,
+    container: tuple[Engine, str],
+    container_args: list[str],
+    mcp_url: str,
 ) -> None:
     inner_helpers(pytester, container[0])
     pytester.makepyfile(
@@ -135,15 +96,51 @@ def test_a_persistent_store_is_served_again_by_the_next_run(
     for run in ("1", "2"):
         os.environ["RUN"] = run
         try:
-            pytester.runpytest(*args, persist).assert_outcomes(passed=1)
+            pytester.runpytest(*container_args, persist).assert_outcomes(passed=1)
         finally:
             del os.environ["RUN"]
+
+
+@pytest.fixture
+def image_with_a_config(container: tuple[Engine, str], pytester: pytest.Pytester) -> Iterator[str]:
+    """The suite's image with a run config of its own at /app/config.yaml, as a team's
+    distribution image has one (built on top of it: a copy, seconds)."""
+    engine, image = container
+    context = pytester.mkdir("image-context")
+    text = "# the image's own config\n" + FLAVOR.default_config.read_text(encoding="utf-8")
+    (context / "config.yaml").write_text(text, encoding="utf-8")
+    (context / "Containerfile").write_text(f"FROM {image}\nCOPY config.yaml /app/config.yaml\n")
+    name = f"localhost/llamastate-test-config:{os.getpid()}"
+    subprocess.run([engine.exe, "build", "-q", "-t", name, str(context)], check=True)
+    yield name
+    engine.call("rmi", "-f", name)
+
+
+def test_the_image_s_own_run_config(
+    pytester: pytest.Pytester, container_args: list[str], image_with_a_config: str
+) -> None:
+    """``--llama-stack-config=image:PATH``: the config is read from the image, then served
+    from the store like any other (so keep and ``llamastate env`` reopen it too)."""
+    pytester.makepyfile(
+        """
+        def test_served_from_the_image_s_config(llama_stack):
+            text = llama_stack.store.config_path.read_text()
+            assert text.startswith("# the image's own config"), text[:80]
+            assert llama_stack.client.files.list().data == []
+        """
+    )
+    result = pytester.runpytest(
+        *container_args,
+        f"--llama-stack-image={image_with_a_config}",
+        "--llama-stack-config=image:/app/config.yaml",
+    )
+    result.assert_outcomes(passed=1)
 
 
 def test_seeds_and_a_state_template_start_the_container_s_store(
     pytester: pytest.Pytester,
     container: tuple[Engine, str],
-    args: list[str],
+    container_args: list[str],
     mcp_url: str,
     mcp_url_2: str,
 ) -> None:
@@ -172,22 +169,11 @@ def test_seeds_and_a_state_template_start_the_container_s_store(
             assert [f.filename for f in llama_stack.client.files.list().data] == ["base.txt"]
         """
     )
-    pytester.runpytest(*args).assert_outcomes(passed=1)
-
-
-def _healthy(url: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/v1/health", timeout=1) as response:
-                return bool(json.load(response).get("status") == "OK")
-        except OSError:
-            time.sleep(0.2)
-    return False
+    pytester.runpytest(*container_args).assert_outcomes(passed=1)
 
 
 def test_a_kept_store_reopens_with_the_run_line_llamastate_env_prints(
-    pytester: pytest.Pytester, container: tuple[Engine, str], args: list[str]
+    pytester: pytest.Pytester, container: tuple[Engine, str], container_args: list[str]
 ) -> None:
     pytester.makepyfile(
         """
@@ -198,41 +184,19 @@ def test_a_kept_store_reopens_with_the_run_line_llamastate_env_prints(
             llama_stack.client.files.create(file=("kept.txt", b"hello"), purpose="assistants")
         """
     )
-    pytester.runpytest(*args, "--llama-keep-store").assert_outcomes(passed=1)
+    pytester.runpytest(*container_args, "--llama-keep-store").assert_outcomes(passed=1)
     store = Path((pytester.path / "store").read_text())
-    env = subprocess.run(
-        [sys.executable, "-m", "pytest_llamastate", "env", str(store)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(line[2:] for line in env.splitlines() if line.startswith("# "))
+    line = run_line(store)
     engine, image = container
     assert line.startswith(f"{engine.name} run "), line
-    assert image in line, line
-    command = shlex.split(line)
-    port = command[command.index("--port") + 1]
-    name = f"llamastate-reopen-{os.getpid()}"
-    run = subprocess.Popen(
-        [engine.exe, command[1], "--name", name, *command[2:]],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        assert _healthy(url, 120), f"{line} did not become healthy"
-        with urllib.request.urlopen(f"{url}/v1/files", timeout=30) as response:
-            names = [f["filename"] for f in json.load(response)["data"]]
-        assert names == ["kept.txt"]
-    finally:
-        engine.call("rm", "-f", name)
-        run.wait(60)
+    assert f" {image} " in line, line
+    assert reopen(engine, line) == ["kept.txt"]
     shutil.rmtree(store)  # the runner can delete what the containers wrote
     assert not store.exists()
 
 
 def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
-    pytester: pytest.Pytester, container: tuple[Engine, str], args: list[str]
+    pytester: pytest.Pytester, container: tuple[Engine, str], container_args: list[str]
 ) -> None:
     pytester.makepyfile(
         test_hold="""
@@ -249,7 +213,7 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
     )
     engine = container[0]
     run = subprocess.Popen(
-        [sys.executable, "-m", "pytest", *args, "test_hold.py"],
+        [sys.executable, "-m", "pytest", *container_args, "test_hold.py"],
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -264,103 +228,5 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
     finally:
         run.send_signal(signal.SIGKILL)
         run.wait()
-    pytester.runpytest(*args, "test_next.py").assert_outcomes(passed=1)
+    pytester.runpytest(*container_args, "test_next.py").assert_outcomes(passed=1)
     assert containers(engine, owner) == []
-
-
-# -- bad input: one line each ---------------------------------------------------------
-
-
-def _one_line(result: pytest.RunResult, expected: str) -> None:
-    assert result.ret != 0
-    result.stderr.fnmatch_lines([f"ERROR: {expected}"])
-
-
-def test_no_image_given(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest("--llama-stack-mode=container")
-    _one_line(result, "--llama-stack-mode=container needs an image: --llama-stack-image=IMAGE*")
-
-
-def test_an_image_that_is_not_local(pytester: pytest.Pytester, args: list[str]) -> None:
-    pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest(*args, "--llama-stack-image=localhost/no-such-image:1")
-    _one_line(result, "--llama-stack-image: 'localhost/no-such-image:1' is not among *")
-
-
-def test_no_engine_installed(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytester.makepyfile("def test_x(): pass")
-    monkeypatch.setenv("PATH", str(pytester.path))
-    result = pytester.runpytest("--llama-stack-mode=container", "--llama-stack-image=any")
-    _one_line(result, "container mode needs docker or podman, and neither is on PATH*")
-
-
-def test_docker_without_a_daemon(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    fake = pytester.path / "bin" / "docker"
-    fake.parent.mkdir()
-    fake.write_text(
-        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.'"
-        " >&2\nexit 1\n"
-    )
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", str(fake.parent))
-    pytester.makepyfile("def test_x(): pass")
-    result = pytester.runpytest(
-        "--llama-stack-mode=container",
-        "--llama-stack-image=any",
-        "--llama-container-engine=docker",
-    )
-    _one_line(
-        result, "docker is installed but its daemon does not answer (Cannot connect*); start it"
-    )
-
-
-REFUSED_CONF = """
-[containers]
-default_ulimits = ["nofile=99999999999:99999999999"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-"""
-
-
-def test_an_engine_that_refuses_to_start_the_container(
-    pytester: pytest.Pytester,
-    monkeypatch: pytest.MonkeyPatch,
-    container: tuple[Engine, str],
-    args: list[str],
-) -> None:
-    """Podman refusing as it does on a host it is not set up for (an rlimit it may not
-    set): the test errors with the engine's own last line, not a timeout."""
-    if container[0].name != "podman":
-        pytest.skip("reproduces a refusal through podman's CONTAINERS_CONF")
-    conf = pytester.path / "refusing.conf"
-    conf.write_text(REFUSED_CONF)
-    monkeypatch.setenv("CONTAINERS_CONF", str(conf))
-    pytester.makepyfile("def test_x(llama_stack): pass")
-    result = pytester.runpytest(*args)
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        ["podman could not start a container of *: Error: *rlimit* (log: *server.log)"]
-    )
-
-
-def test_a_container_exiting_during_start_up_is_reported_by_its_last_line(
-    pytester: pytest.Pytester, args: list[str]
-) -> None:
-    config = FLAVOR.default_config.read_text().replace(
-        "provider_type: remote::model-context-protocol", "provider_type: remote::no-such-thing"
-    )
-    pytester.path.joinpath("broken.yaml").write_text(config)
-    pytester.makepyfile("def test_x(llama_stack): pass")
-    result = pytester.runpytest(*args, "--llama-stack-config=broken.yaml")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        [
-            "the container of * exited with code * during start-up: "
-            "*remote::no-such-thing* (log: *server.log)"
-        ]
-    )
-    assert "Traceback" not in "\n".join(line for line in result.outlines if line.startswith("E "))

@@ -7,6 +7,7 @@ the plugin's own, as a user without ``--llama-postgres-url`` gets it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -14,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -368,43 +370,104 @@ def test_the_shared_store_leak_report_sees_tables_on_postgres(
     )
 
 
+def _private_folder(project: Path, which: str) -> Path:
+    """The folder that turns 0700 mid-run: the project, or pytest's basetemp root
+    (``pytest-of-<user>``), which pytest makes private again at every session start."""
+    if which == "project":
+        return project
+    roots = [p for p in project.parents if p.name.startswith("pytest-of-")]
+    if not roots:
+        pytest.skip("the project is not under pytest's own basetemp root (--basetemp given)")
+    return roots[0]
+
+
+@pytest.mark.parametrize("private", ["project", "basetemp-root"])
 def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, private: str
 ) -> None:
-    """Postgres runs as user pgserver; the project (in pytest's basetemp) turns 0700 in the
-    middle of the run, and the server goes on. No folder above it changes mode."""
+    """Postgres runs as user pgserver, the project lives in pytest's basetemp (as in any
+    pytester-based suite), and a folder above the server's files turns 0700 in the
+    middle of the run, as pytest does to its basetemp root at every session start: the
+    server goes on, the next test gets its database, the session ends cleanly, and the
+    next run in that project finds its persistent store. No folder above changes mode."""
     if os.geteuid() != 0:
         pytest.skip("only root runs Postgres as another user")
+    folder = _private_folder(pytester.path, private)
     parents = [pytester.path, *pytester.path.parents]
     before = {p: p.stat().st_mode for p in parents}
     pytester.makepyfile(
         f"""
-        import os
+        import os, pytest
+
+        @pytest.mark.persistent("kept")
         def test_a(llama_stack, llama_store):
-            llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+            if not llama_stack.toolgroups():
+                llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
+
         def test_private():
-            os.chmod({str(pytester.path)!r}, 0o700)
+            os.chmod({str(folder)!r}, 0o700)
+
         def test_b(llama_stack, llama_store):
+            assert llama_store.database_url is not None
             llama_stack.register_toolgroup("mcp::two", mcp_endpoint="http://127.0.0.1:9/sse")
             assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::two"]
+
+        @pytest.mark.persistent("kept")
+        def test_c(llama_store):
+            assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::one"]
         """
     )
+    data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
     try:
-        result = pytester.runpytest("--llama-backend=postgres")
+        first = pytester.runpytest("--llama-backend=postgres", "-p", "no:randomly")
+        assert (folder.stat().st_mode & 0o777) == 0o700
+        # the server stopped with the run; the next one starts it again, folder private
+        again = pytester.runpytest("--llama-backend=postgres", "-p", "no:randomly")
     finally:
-        pytester.path.chmod(before[pytester.path])
-    result.assert_outcomes(passed=3)
+        folder.chmod(before[folder])
+    for result in (first, again):
+        result.assert_outcomes(passed=4)
+        assert result.ret == pytest.ExitCode.OK
+        text = result.stdout.str() + result.stderr.str()
+        assert "Traceback" not in text, text
+        assert "not dropped" not in text, text
+    deadline = time.monotonic() + 10  # the last user gone, its watchdog stops the server
+    while (data / "pgdata" / "postmaster.pid").exists():
+        assert time.monotonic() < deadline, "the throwaway server is still running"
+        time.sleep(0.1)
+    assert "PANIC" not in (data / "server.log").read_text(errors="replace")
     assert {p: p.stat().st_mode for p in parents} == before
-    link = pytester.path / ".pytest_cache/d/llamastate/.postgres/pgdata"
+    link = data / "pgdata"
     assert link.is_symlink()
-    data = link.resolve().stat()
-    assert (pwd.getpwuid(data.st_uid).pw_name, oct(data.st_mode & 0o777)) == ("pgserver", "0o700")
+    st = link.resolve().stat()
+    assert (pwd.getpwuid(st.st_uid).pw_name, oct(st.st_mode & 0o777)) == ("pgserver", "0o700")
 
 
-@pytest.mark.parametrize("mode", ["library", "server"])
+@contextlib.contextmanager
+def _admin_url(given: str | None, data: Path) -> Iterator[str]:
+    """The given server's URL, or the plugin's own server of data folder ``data``, joined
+    (started if it is down) for as long as the block runs."""
+    if given:
+        yield given
+        return
+    from pytest_llamastate.storage.postgres.server import acquire
+
+    server = acquire(data_dir=data)
+    try:
+        yield server.url
+    finally:
+        server.release()
+
+
+@pytest.mark.parametrize(
+    ("mode", "server"), [("library", "given"), ("server", "given"), ("library", "own")]
+)
 def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
-    pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
+    pytester: pytest.Pytester, postgres_url: str, mode: str, server: str
 ) -> None:
+    """A real pytest process SIGKILLed in the middle of a test: the next run drops its
+    database, whatever its basetemp still holds. On the plugin's own server (``own``) the
+    server stops with the killed run and the next run starts it again on the same data."""
     ready = pytester.path / "ready"
     pytester.makepyfile(
         test_killed=f"""
@@ -415,10 +478,13 @@ def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
         """,
         test_next="def test_it(llama_store): pass",
     )
+    given = postgres_url if server == "given" else None
+    args = ["--llama-backend=postgres", *([f"--llama-postgres-url={given}"] if given else [])]
+    env = {**os.environ, "PGPASSWORD": PostgresURL.parse(postgres_url).password}
+    data = pytester.path / ".pytest_cache/d/llamastate/.postgres"
     killed = subprocess.Popen(
-        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *on_postgres,
-         "test_killed.py"],
-        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "pytest", f"--llama-stack-mode={mode}", *args, "test_killed.py"],
+        cwd=pytester.path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -427,17 +493,25 @@ def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
             assert time.monotonic() < deadline, "the run never got to its test"
             time.sleep(0.1)
         name = ready.read_text()
-        assert name in databases(postgres_url)
+        with _admin_url(given, data) as url:
+            assert name in databases(url)
     finally:
         killed.kill()
         killed.wait(30)
-    janitor = Janitor(postgres_url, run_id="tests")
-    try:  # its stack's connections close with it (a server-mode stack's within moments)
-        deadline = time.monotonic() + 10
-        while any(i.connections for i in janitor.databases() if i.name == name):
-            assert time.monotonic() < deadline, "the killed run's database stays in use"
+    if given:
+        janitor = Janitor(given, run_id="tests")
+        try:  # its stack's connections close with it (a server-mode stack's within moments)
+            deadline = time.monotonic() + 10
+            while any(i.connections for i in janitor.databases() if i.name == name):
+                assert time.monotonic() < deadline, "the killed run's database stays in use"
+                time.sleep(0.1)
+        finally:
+            janitor.close()
+    else:  # its last user gone, the watchdog stops the server (the data stays)
+        deadline = time.monotonic() + 30
+        while (data / "pgdata" / "postmaster.pid").exists():
+            assert time.monotonic() < deadline, "the killed run's server is still running"
             time.sleep(0.1)
-    finally:
-        janitor.close()
-    pytester.runpytest(*on_postgres, "test_next.py").assert_outcomes(passed=1)
-    assert name not in databases(postgres_url)
+    pytester.runpytest(*args, "test_next.py").assert_outcomes(passed=1)
+    with _admin_url(given, data) as url:
+        assert name not in databases(url)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from docexamples import ExampleError, blocks, mask, run_page
+from openai_server import running_openai_server
 
 ROOT = Path(__file__).parent.parent
 PAGES = [
@@ -23,12 +25,27 @@ PAGES = [
 ]
 
 
+#: Pages whose examples call a model, and how many chat requests reach it: they run
+#: against the local fake model (``OPENAI_BASE_URL``, as a reader points them at theirs);
+#: the inference page records once, and its replays must not reach the model.
+MODEL_PAGES = {Path("docs/inference.md"): 1}
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.as_posix() for p in PAGES])
-def test_examples_of(page: Path, tmp_path: Path) -> None:
-    ran = run_page(ROOT / page, tmp_path)  # raises on the first example that does not work
+def test_examples_of(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ExitStack() as running:
+        model = None
+        if page in MODEL_PAGES:
+            model = running.enter_context(running_openai_server(model_id="gpt-4o-mini"))
+            monkeypatch.setenv("OPENAI_BASE_URL", model.base_url)
+            monkeypatch.setenv("OPENAI_API_KEY", "fake")
+        ran = run_page(ROOT / page, tmp_path)  # raises on the first example that fails
     examples = [b for b in blocks(ROOT / page) if b.lang in ("python", "console")]
     # A page with examples ran some of them, or says why each was skipped.
     assert ran.ran + len(ran.skipped) >= min(len(examples), 1), page
+    if model is not None:
+        chats = [r for r, _ in model.requests if r.endswith("/chat/completions")]
+        assert len(chats) == MODEL_PAGES[page], model.requests
 
 
 # --- the collector itself --------------------------------------------------------------

@@ -96,6 +96,39 @@ def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     assert "secret" not in str(info.value)
 
 
+def test_a_throwaway_server_that_panicked_is_named_by_its_log_not_a_hint_to_start_it(
+    tmp_path: Path,
+) -> None:
+    """A full disk stops Postgres (a checkpoint cannot write): the janitor's next call
+    quotes the PANIC the log got since this process joined, not an older one, and names
+    the data folder and the log (here: a real log's lines, a closed port)."""
+    log = tmp_path / "server.log"
+    old = '2026-12-05 10:00:00.000 UTC [7] PANIC:  could not open file "global/pg_control"\n'
+    log.write_text(old)
+    server = PostgresServer(
+        "postgresql://postgres:pw@127.0.0.1:1/postgres", True, tmp_path, log, None, len(old)
+    )
+    janitor = Janitor(server.url, run_id="t", explain=server.explain)
+    with pytest.raises(PostgresError) as before:
+        janitor.exists("llamastate_x")
+    assert "the server is unreachable" in str(before.value)  # the old PANIC is not ours
+    with log.open("a") as out:
+        out.write(
+            "2026-12-06 20:49:41.516 UTC [18391] PANIC:  could not write to file "
+            '"pg_logical/replorigin_checkpoint.tmp": No space left on device\n'
+            "2026-12-06 20:49:41.592 UTC [18446] FATAL:  the database system is in recovery mode\n"
+        )
+    with pytest.raises(PostgresError) as info:
+        janitor.exists("llamastate_x")
+    assert str(info.value) == (
+        "postgresql://postgres:***@127.0.0.1:1/postgres: the throwaway Postgres stopped: "
+        'PANIC: could not write to file "pg_logical/replorigin_checkpoint.tmp": No space '
+        f"left on device (data folder: {(tmp_path / 'pgdata').resolve()}; log: {log})"
+    )
+    given = PostgresServer("postgresql://postgres:pw@127.0.0.1:1/postgres", False)
+    assert given.explain(OSError("refused")) is None  # a server you run: as it is
+
+
 # -- against a real server -----------------------------------------------------------------
 
 pytest.importorskip("asyncpg")

@@ -41,10 +41,13 @@ __all__ = [
 
 
 @contextmanager
-def _as_test_error(*errors: type[Exception], doing: str = "") -> Iterator[None]:
+def _as_test_error(
+    *errors: type[Exception], doing: str = "", about: Path | None = None
+) -> Iterator[None]:
     """Turn our own errors into a test error showing only their message; with ``doing``,
     OS errors too (a full disk, a read-only one, permissions, too many open files), as
-    ``<doing>: <path>: <cause>``: the test errors, the next one runs.
+    ``<doing>: <path>: <cause>`` (``about`` when the error names no path): the test
+    errors, the next one runs.
 
     The failure is raised ``from None``: inside a context manager's ``__exit__`` the
     error is still being handled even outside the ``except`` block, so the report would
@@ -57,7 +60,7 @@ def _as_test_error(*errors: type[Exception], doing: str = "") -> Iterator[None]:
     except OSError as exc:
         if not doing:
             raise
-        problem = f"{doing}: {os_problem(exc)}"
+        problem = f"{doing}: {os_problem(exc, about)}"
     else:
         return
     raise pytest.fail.Exception(problem, pytrace=False) from None
@@ -117,6 +120,7 @@ def llama_store(
     name = request.node.stash.get(persistent_key, None)
     lease: Lease | None = None
     hook = request.node.ihook
+    doing = "make the test's store" if name is None else f"open persistent store {name!r}"
     with _as_test_error(
         SeedError,
         PersistentStoreError,
@@ -124,7 +128,7 @@ def llama_store(
         TemplateError,
         StackConfigError,
         StoreCorruptError,
-        doing="llama_store: cannot make the test's store",
+        doing=f"llama_store: cannot {doing}",
     ):
         wanted = list(llama_toolgroups)
         hook.pytest_llamastate_seeds(seeds=wanted, request=request)
@@ -161,7 +165,9 @@ def llama_store(
             yield store
     finally:
         if lease is not None:
-            with _as_test_error(PersistentStoreError):
+            with _as_test_error(
+                PersistentStoreError, doing=f"llama_store: cannot check persistent store {name!r}"
+            ):
                 try:
                     lease.release()
                 finally:
@@ -224,7 +230,9 @@ def llama_stack(
     """
     istate = item_state(request.node)
     try:
-        with _as_test_error(StackError, StackConfigError, doing="llama_stack: cannot start"):
+        with _as_test_error(
+            StackError, StackConfigError, doing="llama_stack: cannot start", about=llama_store.path
+        ):
             config = (
                 llama_stack_config
                 if isinstance(llama_stack_config, StackConfig)

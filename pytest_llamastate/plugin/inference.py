@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import pytest
 
+from ..releases import Flavor
 from ..stack.recording import INFERENCE_MODES, STARTUP_DIR, InferenceMode, Recording
 from .session import session_state
 
@@ -30,6 +31,7 @@ __all__ = ["ENV_VAR", "LlamaRecordings", "RecordedRequest", "llama_recordings"]
 #: Overrides the ini file (not the command line): what CI sets to replay.
 ENV_VAR = "LLAMASTATE_INFERENCE"
 _FIX = "--llama-inference=record-if-missing"
+_NEEDS = "recording and replay need llama-stack 0.3 or later, or OGX"
 
 Event = Literal["recorded", "replayed", "missing"]
 
@@ -135,6 +137,30 @@ def _chosen(config: pytest.Config) -> tuple[str, str]:
     return "live", "default"
 
 
+def recorder_problem(flavor: Flavor) -> str | None:
+    """Why the installed release's recorder cannot be switched on, or ``None``.
+
+    The flavor's recorder is the one of its newest lines; the release table says which
+    module the installed line has: none before llama-stack 0.2.17, and 0.2.17 to 0.2.24's
+    ``inference_recorder`` keys and stores recordings in another way the plugin does not drive.
+    """
+    recorder = flavor.recorder
+    where = f"{flavor.name} {flavor.version() or '(not installed)'}"
+    if recorder is None or flavor.recorder_module is None:
+        return f"{where} has no request recorder; {_NEEDS}"
+    if flavor.recorder_module != recorder.module:
+        return f"{where}'s request recorder ({flavor.recorder_module}) is not driven; {_NEEDS}"
+    if importlib.util.find_spec(recorder.module.split(".")[0]) is None:
+        return f"{where} is not installed"
+    for needed in recorder.needs:
+        if importlib.util.find_spec(needed) is None:
+            return (
+                f"{where}'s recorder imports {needed!r}, which is not installed: "
+                "pip install 'pytest-llamastate[inference]'"
+            )
+    return None
+
+
 @pytest.hookimpl(trylast=True)  # after the plugin's own configure made the session state
 def pytest_configure(config: pytest.Config) -> None:
     value, source = _chosen(config)
@@ -152,16 +178,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 "recordings beside the tests); use --llama-stack-mode=library or server"
             )
         flavor = settings.flavor
-        recorder = flavor.recorder
-        where = f"{flavor.name} {flavor.version() or '(not installed)'}"
-        if recorder is None or importlib.util.find_spec(recorder.module.split(".")[0]) is None:
-            raise pytest.UsageError(f"{source}={mode}: {where} has no request recorder")
-        for needed in recorder.needs:
-            if importlib.util.find_spec(needed) is None:
-                raise pytest.UsageError(
-                    f"{source}={mode}: {where}'s recorder imports {needed!r}, which is not "
-                    "installed: pip install 'pytest-llamastate[inference]'"
-                )
+        if (problem := recorder_problem(flavor)) is not None:
+            raise pytest.UsageError(f"{source}={mode}: {problem}")
         handle, events = tempfile.mkstemp(prefix="llamastate-recorder-", suffix=".jsonl")
         os.close(handle)
         recording = Recording(mode, config.rootpath, flavor, Path(events))

@@ -17,6 +17,7 @@ import pytest
 from ..releases import FLAVOR_CHOICES, LLAMA_STACK, Flavor, detect
 from ..stack import (
     ENGINE_CHOICES,
+    IMAGE_CONFIG,
     SERVER_PROCESSES,
     STACK_MODES,
     ContainerRuntime,
@@ -122,7 +123,8 @@ def addoption(parser: pytest.Parser) -> None:
     )
     twin(
         "llama_stack_config",
-        "run config for llama_stack (default: the plugin's offline minimal config)",
+        "run config for llama_stack (default: the plugin's offline minimal config); "
+        "container mode: image:PATH is the image's own file at PATH",
         metavar="PATH",
     )
     twin(
@@ -213,18 +215,18 @@ class Settings:
             raise pytest.UsageError(
                 f"{url.source} is set, but the backend is {backend}: add --llama-backend=postgres"
             )
+        mode = values.choice(values.required(config, "llama_stack_mode"), STACK_MODES)
+        container = _container(config) if mode == "container" else None
         return cls(
             store_dir=values.writable_dir(raw_dir) if raw_dir else None,
             keep=keep,
             retention_count=int(count.value),
             guard=values.choice(values.required(config, "llama_guard"), GUARD_MODES),
-            stack_mode=(
-                mode := values.choice(values.required(config, "llama_stack_mode"), STACK_MODES)
-            ),
+            stack_mode=mode,
             server_process=_server_process(config),
             backend=backend,
             storage_url=url.value if url else None,
-            stack_config=_stack_config(config, flavor, backend),
+            stack_config=_stack_config(config, flavor, backend, container),
             start_timeout=values.positive_number(
                 values.required(config, "llama_stack_start_timeout")
             ),
@@ -238,7 +240,7 @@ class Settings:
             reuse_templates=values.flag(values.required(config, "llama_reuse_templates")),
             template_cache=_cache_dir(config) / STATE_CACHE_SUBDIR,
             leaks=values.choice(values.required(config, "llama_leaks"), LEAK_MODES),
-            container=_container(config) if mode == "container" else None,
+            container=container,
         )
 
 
@@ -299,18 +301,34 @@ def _seed_file(config: pytest.Config) -> tuple[Seed, ...]:
         raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
 
 
-def _stack_config(config: pytest.Config, flavor: Flavor, storage: str) -> Path:
+def _stack_config(
+    config: pytest.Config, flavor: Flavor, storage: str, container: ContainerRuntime | None
+) -> Path:
     """The configured run config, checked now so a bad one stops the run before it starts.
 
     Without one, the flavor's own offline config for the storage backend (OGX keeps
-    prompts in SQL tables).
+    prompts in SQL tables). ``image:PATH`` (container mode) is the image's own config,
+    copied out.
     """
     if (raw := values.given(config, "llama_stack_config")) is None:
         return backend(storage).default_config(flavor)
+    path = raw.path()
+    if raw.value.startswith(IMAGE_CONFIG):
+        if container is None:
+            raise pytest.UsageError(
+                f"{raw.source}={raw.value}: the image's own config needs "
+                "--llama-stack-mode=container; give a file on this machine otherwise"
+            )
+        try:
+            path = container.config_file(
+                raw.value.removeprefix(IMAGE_CONFIG), _cache_dir(config) / "llamastate-images"
+            )
+        except EngineError as exc:
+            raise pytest.UsageError(f"{raw.source}={raw.value}: {exc}") from None
     try:
         probe = Path(tempfile.gettempdir(), "llamastate-check")
         env = {**state_env(probe), **backend(storage).probe_env()}
-        StackConfig.load(raw.path()).check_paths(probe, env)
+        StackConfig.load(path).check_paths(probe, env)
     except StackConfigError as exc:
         raise pytest.UsageError(f"{raw.source}: {exc}") from None
-    return raw.path()
+    return path

@@ -21,7 +21,7 @@ from ..state.seeds import SeedError, ToolgroupSeed
 from ..state.stackconfig import StackConfig
 from ..state.store import LlamaStore
 from .backend import Backend, StackError, StackNotInstalledError, StartSpec
-from .container import ContainerBackend, ContainerRuntime
+from .container import IMAGE_CONFIG, ContainerBackend, ContainerRuntime
 from .engine import ENGINE_CHOICES, EngineError
 from .forkserver import ForkServer
 from .library import LibraryBackend
@@ -30,6 +30,7 @@ from .server import SERVER_PROCESSES, ServerBackend, ServerProcess, log_tail, wa
 
 __all__ = [
     "ENGINE_CHOICES",
+    "IMAGE_CONFIG",
     "SERVER_PROCESSES",
     "STACK_MODES",
     "ContainerRuntime",

@@ -10,10 +10,13 @@ remove one whose pytest was killed before it could stop it.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar
 
 from ..state.store import MARKER_NAME, LlamaStore
@@ -21,7 +24,10 @@ from .backend import StartSpec
 from .engine import Engine, EngineError, find_engine, owner_labels, run_command, shown
 from .server import ExecChild, ServerBackend, failure_line, mark_start
 
-__all__ = ["ContainerBackend", "ContainerRuntime"]
+__all__ = ["IMAGE_CONFIG", "ContainerBackend", "ContainerRuntime"]
+
+#: ``--llama-stack-config=image:PATH``: the run config is the image's own file at PATH.
+IMAGE_CONFIG = "image:"
 
 #: ``docker run`` / ``podman run`` exit codes of their own, not the stack's: the engine
 #: failed (125), or its runtime could not run the command (126: refused, 127: not found).
@@ -34,6 +40,8 @@ class ContainerRuntime:
 
     engine: Engine
     image: str
+    #: Whether each store is handed back to the runner after its container stops.
+    hand_back: bool = False
 
     @classmethod
     def checked(cls, engine: str, image: str) -> ContainerRuntime:
@@ -48,18 +56,42 @@ class ContainerRuntime:
         found = find_engine(engine)
         found.check_image(image)
         found.prune()  # what runs killed before they could stop their containers left
-        return cls(found, image)
+        return cls(found, image, found.writes_as_host_root())
+
+    def config_file(self, path: str, folder: Path) -> Path:
+        """The run config ``path`` of the image (``--llama-stack-config=image:PATH``),
+        copied into ``folder`` once: from there it is a config like any other, checked,
+        copied into each store and mounted with it. Named after the image's id, so a
+        rebuilt image is read again; written whole (xdist workers copy it at once)."""
+        if not PurePosixPath(path).is_absolute():
+            raise EngineError(
+                "give the config's absolute path inside the image, "
+                f"e.g. {IMAGE_CONFIG}/app/config.yaml"
+            )
+        image_id = self.engine.call("image", "inspect", "--format", "{{.Id}}", self.image)
+        key = hashlib.sha256(f"{image_id.stdout.strip()}:{path}".encode()).hexdigest()[:16]
+        target = folder / f"{key}-{PurePosixPath(path).name}"
+        if not target.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                copied = Path(scratch, "config")
+                self.engine.copy_out(self.image, path, copied)
+                os.replace(copied, target)
+        return target
 
     def __str__(self) -> str:
         return f"{self.engine.name} {self.image}"
 
 
 class _ContainerChild(ExecChild):
-    """The engine's ``run`` in the foreground; stopping it stops (and so removes) the
-    container by name."""
+    """The engine's ``run`` in the foreground; stopping it stops and removes the container
+    by name."""
 
-    def __init__(self, engine: Engine, name: str, command: list[str], url: str, log: Path) -> None:
-        self.engine, self.name = engine, name
+    def __init__(
+        self, runtime: ContainerRuntime, name: str, command: list[str], url: str, log: Path
+    ) -> None:
+        self.runtime, self.engine, self.name = runtime, runtime.engine, name
+        self.store_path = log.parent
         super().__init__(command, url, log, log.parent)
 
     def stop(self, grace: float = 10.0) -> int | None:
@@ -68,7 +100,13 @@ class _ContainerChild(ExecChild):
                 self.engine.call("stop", "-t", f"{grace:.0f}", self.name, timeout=grace + 60)
             else:
                 self.engine.call("kill", self.name)
-        return super().stop(grace=10.0)  # the client ends with its container
+        code = super().stop(grace=10.0)  # the client ends with its container
+        # ``--rm`` removes the container after the client has gone, so not necessarily
+        # before teardown ends: removed here, a test leaves nothing when it is done.
+        self.engine.call("rm", "-f", self.name)
+        if self.runtime.hand_back:
+            self.engine.hand_back(self.runtime.image, self.store_path)
+        return code
 
 
 class ContainerBackend(ServerBackend):
@@ -96,7 +134,7 @@ class ContainerBackend(ServerBackend):
         _record(spec.store, engine, image, spec.flavor.name)
         mark_start(spec.store.log_path, "container", [shown(command)])
         return _ContainerChild(
-            engine, name, command, f"http://127.0.0.1:{port}", spec.store.log_path
+            self.runtime, name, command, f"http://127.0.0.1:{port}", spec.store.log_path
         )
 
     def _exited(self, code: int, log: Path) -> str:

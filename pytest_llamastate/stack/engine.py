@@ -49,6 +49,8 @@ STORE_LABEL = "io.github.pytest-llamastate.store"
 _ENGINE_TIMEOUT = 60.0
 #: How podman ("image not known") and docker ("No such image") say an image is not local.
 _MISSING = re.compile(r"image not known|no such (image|object)", re.IGNORECASE)
+#: How podman and docker say a path is not in a container.
+_NOT_FOUND = re.compile(r"could not be found|could not find|no such file", re.IGNORECASE)
 
 
 class EngineError(StackError):
@@ -104,22 +106,53 @@ class Engine:
             f"build it or `{self.name} pull {image}` first (container mode never pulls)"
         )
 
-    def user_flags(self) -> list[str]:
-        """Make the container write the store's files as the runner, so the runner can
-        read and delete them: rootless Podman maps root inside to the runner already
-        (``keep-id`` keeps the runner's own id too); Docker's root is the host's root,
-        so it runs as the runner's uid. As root nothing is needed."""
-        if os.getuid() == 0:
-            return []
-        if self.name == "podman":
-            return ["--userns=keep-id"]
-        return ["--user", f"{os.getuid()}:{os.getgid()}"]
+    def copy_out(self, image: str, path: str, dest: Path) -> None:
+        """Copy the file ``path`` of ``image`` to ``dest``, without running the image: a
+        container is created (never started), copied from and removed."""
+        created = self.call("create", "--pull=never", "--entrypoint=true", image)
+        if created.returncode != 0:
+            said = last_line(created.stderr, f"exit code {created.returncode}")
+            raise EngineError(f"{self.name} could not create a container of {image}: {said}")
+        cid = created.stdout.strip().splitlines()[-1]
+        try:
+            copied = self.call("cp", f"{cid}:{path}", str(dest))
+        finally:
+            self.call("rm", "-f", cid)
+        if copied.returncode != 0 and not _NOT_FOUND.search(copied.stderr):
+            said = last_line(copied.stderr, f"exit code {copied.returncode}")
+            raise EngineError(f"{self.name} could not copy {path} out of {image}: {said}")
+        if not dest.is_file():
+            raise EngineError(f"{image} has no file {path}")
+
+    def writes_as_host_root(self) -> bool:
+        """Whether what root writes inside a container is owned by the host's root, which
+        a runner that is not root cannot delete: Docker's daemon runs as root (unless
+        rootless). Rootless Podman maps root inside to the runner, and a root runner can
+        delete anything. The container keeps running as the image says (an image's
+        ``/root`` is not the runner's to enter): its files are handed back instead."""
+        if self.name != "docker" or os.getuid() == 0:
+            return False
+        info = self.call("info", "--format", "{{json .SecurityOptions}}")
+        return "rootless" not in info.stdout
+
+    def hand_back(self, image: str, folder: Path) -> None:
+        """Give the runner what a container wrote in ``folder`` (a store), with a
+        throwaway container of the same image."""
+        done = self.call(
+            "run", "--rm", "--pull=never", "--network=none", "-v", f"{folder}:/store",
+            "--entrypoint=chown", image, "-R", f"{os.getuid()}:{os.getgid()}", "/store",
+        )  # fmt: skip
+        if done.returncode != 0:
+            said = last_line(done.stderr, f"exit code {done.returncode}")
+            raise EngineError(f"could not give {folder} back to uid {os.getuid()}: {said}")
 
     def orphans(self) -> list[str]:
         """Containers of this host whose owning process is gone (a pytest killed hard)."""
+        # One label's value: podman's template has the map, docker's a method.
+        label = "index .Labels" if self.name == "podman" else ".Label"
         listed = self.call(
             "ps", "-a", "--filter", f"label={OWNER_LABEL}",
-            "--format", f'{{{{.ID}}}} {{{{index .Labels "{OWNER_LABEL}"}}}}',
+            "--format", f'{{{{.ID}}}} {{{{{label} "{OWNER_LABEL}"}}}}',
         )  # fmt: skip
         host, dead = socket.gethostname(), []
         for line in listed.stdout.splitlines():
@@ -226,7 +259,6 @@ def run_command(
         args += ["--name", name]
     for key, value in (labels or {}).items():
         args += ["--label", f"{key}={value}"]
-    args += engine.user_flags()
     args += ["-v", f"{store.path}:{mount}"]
     for key, env_value in sorted(container_env(store, flavor, config_text).items()):
         args += ["-e", key if env_value is None else f"{key}={env_value}"]

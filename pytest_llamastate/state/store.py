@@ -77,13 +77,16 @@ def is_store(path: Path) -> bool:
     return (path / MARKER_NAME).is_file()
 
 
-def os_problem(exc: OSError) -> str:
+def os_problem(exc: OSError, about: Path | None = None) -> str:
     """An OS error as one line naming the path and the cause: ``<path>: No space left on
-    device (ENOSPC)``; the path is the one the error names, else the one it was about."""
+    device (ENOSPC)``; the path is the one the error names (a copy's source and target:
+    ``<from> -> <to>``), else the one it was ``about`` (a failed write names no file)."""
     code = errno.errorcode.get(exc.errno or 0, "")
     cause = (exc.strerror or str(exc)) + (f" ({code})" if code else "")
-    where = exc.filename if exc.filename is not None else ""
-    return f"{where}: {cause}" if where else cause
+    where = exc.filename if exc.filename is not None else about
+    if where is not None and exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    return f"{where}: {cause}" if where is not None else cause
 
 
 def remove_store(path: Path, *, best_effort: bool = False) -> bool:

@@ -7,6 +7,7 @@ database, and a WAL that still holds the last commits are handled here once.
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
@@ -89,10 +90,18 @@ def checkpoint(db: Path, *, journal_delete: bool = False) -> None:
             conn.execute("PRAGMA journal_mode=DELETE")
 
 
+#: SQLite's primary result codes that say the file system failed, not the file: a full
+#: disk, a read-only one, permissions, an I/O error (``disk I/O error`` is what a WAL
+#: database gives when its ``-shm`` cannot grow on a full disk), as the OS error they are.
+_OS_RESULTS = {13: errno.ENOSPC, 8: errno.EROFS, 3: errno.EACCES, 14: errno.EACCES, 10: errno.EIO}
+
+
 def integrity_problems(dbs: Iterable[Path]) -> list[str]:
     """Checkpoint each existing database and run ``PRAGMA integrity_check``.
 
-    Returns one line per problem; empty when every database is ``ok``.
+    Returns one line per problem; empty when every database is ``ok``. A file system
+    that fails (``_OS_RESULTS``) raises ``OSError`` naming the file: a store on a full
+    disk is not a corrupt store, and must never be offered for a reset.
     """
     problems = []
     for db in dbs:
@@ -103,6 +112,9 @@ def integrity_problems(dbs: Iterable[Path]) -> list[str]:
                 conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall()]
         except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in _OS_RESULTS:
+                raise OSError(_OS_RESULTS[code], str(exc), str(db)) from exc
             rows = [str(exc)]
         if rows != ["ok"]:
             problems.append(f"{db}: {'; '.join(rows[:5])}")

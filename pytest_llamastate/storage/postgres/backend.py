@@ -91,8 +91,12 @@ class PostgresStorage:
             return SqliteStorage.for_session(spec)
         server = acquire(spec.url, data_dir=spec.data_dir)
         try:
-            owner = os.getppid() if spec.worker else os.getpid()
-            janitor = Janitor(server.url, run_id=spec.run_id, owner_pid=owner)
+            janitor = Janitor(
+                server.url,
+                run_id=spec.run_id,
+                owner_pid=os.getppid() if spec.worker else os.getpid(),
+                explain=server.explain,
+            )
             janitor.prune()  # what runs that are gone left behind
             table = metadata_kv_table(spec.config()) or kv_table(spec.flavor)
         except BaseException:

@@ -37,6 +37,7 @@ __all__ = [
     "database_url",
     "env_for",
     "explain_error",
+    "is_unreachable",
     "kv_table",
     "open_connection",
     "quote_identifier",
@@ -187,6 +188,15 @@ def _driver(url: PostgresURL) -> Any:
         ) from None
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the server cannot be reached (gone, starting, recovering)."""
+    return isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)) or type(exc).__name__ in (
+        "CannotConnectNowError",
+        "ClientCannotConnectError",
+        "ConnectionDoesNotExistError",
+    )
+
+
 def explain_error(url: PostgresURL, exc: BaseException) -> PostgresError:
     """A driver or network error as one line with the fix."""
     name = type(exc).__name__
@@ -199,11 +209,7 @@ def explain_error(url: PostgresURL, exc: BaseException) -> PostgresError:
         return PostgresError(
             f"{where} database {url.database!r} does not exist; name one that does"
         )
-    if isinstance(exc, (OSError, asyncio.TimeoutError, TimeoutError)) or name in (
-        "CannotConnectNowError",
-        "ClientCannotConnectError",
-        "ConnectionDoesNotExistError",
-    ):
+    if is_unreachable(exc):
         detail = str(exc) or name
         return PostgresError(
             f"{where} the server is unreachable ({detail}); start it or fix host and port"

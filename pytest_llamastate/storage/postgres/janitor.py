@@ -121,8 +121,17 @@ class Janitor:
     can tell databases of a run that is gone from those of one still going.
     """
 
-    def __init__(self, url: str | PostgresURL, *, run_id: str, owner_pid: int | None = None):
+    def __init__(
+        self,
+        url: str | PostgresURL,
+        *,
+        run_id: str,
+        owner_pid: int | None = None,
+        explain: Callable[[BaseException], str | None] | None = None,
+    ):
         self.url = PostgresURL.parse(url)
+        #: A throwaway server's word on a failed call (``PostgresServer.explain``).
+        self.explain = explain
         self.run_id = run_id
         self.owner_pid = owner_pid or os.getpid()
         self.owner_started = process_start(self.owner_pid)
@@ -143,6 +152,8 @@ class Janitor:
         except PostgresError:
             raise
         except Exception as exc:
+            if self.explain is not None and (said := self.explain(exc)):
+                raise PostgresError(f"{self.url.masked}: {said}") from None
             raise explain_error(self.url, exc) from None
 
     def new_name(self, worker: str = "main") -> str:

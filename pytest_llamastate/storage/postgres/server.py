@@ -23,7 +23,6 @@ module): the caller's folder keeps the locks, password, log and a link to it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import importlib.util
 import json
@@ -31,35 +30,16 @@ import os
 import secrets
 import select
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from filelock import BaseFileLock
+from . import watchdog
 
 __all__ = ["PostgresServer", "acquire", "find_binaries"]
 
-#: Same folder as the stack runner's port locks, so no worker hands our port to a stack.
-_PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
 _SUPERUSER = "postgres"
-_POLL = 0.25
-_SERVER_SETTINGS = (
-    # Throwaway servers: durability is not the point, speed of CREATE/DROP DATABASE is.
-    # A killed process loses nothing (the OS has the data); only an OS crash could.
-    "fsync=off",
-    "synchronous_commit=off",
-    "full_page_writes=off",
-    "max_connections=300",
-    "unix_socket_directories=",
-    "listen_addresses=127.0.0.1",
-)
 
 
 @dataclass
@@ -72,6 +52,35 @@ class PostgresServer:
     data_dir: Path | None = None
     log_path: Path | None = None
     _users_fd: int | None = None
+    #: How much of ``log_path`` was there when this process joined the server.
+    _log_start: int = 0
+
+    def explain(self, exc: BaseException) -> str | None:
+        """What a throwaway server adds to a failed call, naming its data folder: where its
+        disk ran full, or the last ``PANIC`` (else ``FATAL``) its log got since this
+        process joined it when it went away (a full disk stops it); else ``None``."""
+        from .client import is_unreachable
+
+        if self.log_path is None or self.data_dir is None:
+            return None
+        data = (self.data_dir / "pgdata").resolve()  # as root, a link to the server user's
+        if type(exc).__name__ == "DiskFullError":
+            return f"{exc} (data folder: {data})"
+        if not is_unreachable(exc):
+            return None
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_start)
+                lines = log.read().decode(errors="replace").splitlines()
+        except OSError:
+            return None
+        for level in ("PANIC:", "FATAL:"):
+            said = [line[line.index(level) :] for line in lines if level in line]
+            if said:
+                cause = " ".join(said[-1].split())
+                where = f"data folder: {data}; log: {self.log_path}"
+                return f"the throwaway Postgres stopped: {cause} ({where})"
+        return None
 
     def release(self) -> None:
         """Stop using the server; the last user of a throwaway server stops it."""
@@ -143,6 +152,7 @@ def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
                 bin_dir = binaries_for(bin_dir, user)
             password = _credentials(root, pgdata, bin_dir, user)
             state = _read_state(root)
+            log_start = _size(root / "server.log")
             if state is None:
                 state = _spawn_watchdog(root, pgdata, bin_dir, user, timeout)
             url = PostgresURL(_SUPERUSER, password, "127.0.0.1", int(state["port"]), "postgres")
@@ -150,7 +160,14 @@ def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
         except BaseException:
             os.close(fd)
             raise
-    return PostgresServer(str(url), True, root, root / "server.log", fd)
+    return PostgresServer(str(url), True, root, root / "server.log", fd, log_start)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read_state(root: Path) -> dict[str, int] | None:
@@ -236,7 +253,7 @@ def _spawn_watchdog(
 
     (root / "server.json").unlink(missing_ok=True)
     child = json.dumps(as_user(user))  # how the watchdog runs postgres
-    command = [sys.executable, __file__, "watch", str(root), str(pgdata), str(bin_dir), child]
+    command = [sys.executable, watchdog.__file__, str(root), str(pgdata), str(bin_dir), child]
     with (root / "server.log").open("ab") as log:
         proc = subprocess.Popen(
             command,
@@ -257,123 +274,3 @@ def _spawn_watchdog(
         raise PostgresError(f"{root}: the throwaway Postgres did not start: {cause}")
     # Not waited for: the watchdog outlives this process if other users remain.
     return {"port": int(line.split()[1]), "watchdog": proc.pid}
-
-
-# -- the watchdog (runs as ``python postgres_server.py watch ...``: stdlib and filelock) --
-
-
-def _pdeathsig(sig: int) -> None:
-    """In a child before ``exec``: get ``sig`` when the parent dies (Linux; elsewhere no-op)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG; kept across exec, set after setuid
-
-
-def _claim_port() -> tuple[int, BaseFileLock]:
-    from filelock import FileLock, Timeout
-
-    _PORT_LOCKS.mkdir(exist_ok=True)
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        lock = FileLock(str(_PORT_LOCKS / f"{port}.lock"))
-        with contextlib.suppress(Timeout):
-            lock.acquire(timeout=0)
-            return port, lock
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Fast shutdown (SIGINT: clients cut, data clean), then harder if it hangs."""
-    for sig, wait in ((signal.SIGINT, 15.0), (signal.SIGQUIT, 5.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-            return
-
-
-def _ready(pgdata: Path, port: int) -> bool:
-    try:
-        lines = (pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return False
-    if len(lines) < 8 or lines[7].strip() != "ready":
-        return False
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _wait_for_old_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
-    """Let a postmaster whose watchdog was killed finish its shutdown (its parent-death
-    signal started one) before a new one is started on the same data folder."""
-    try:
-        pid = int((pgdata / "postmaster.pid").read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            pass
-        time.sleep(0.05)
-
-
-def _watch(root: Path, pgdata: Path, bin_dir: Path, as_user: dict[str, Any]) -> int:
-    state = root / "server.json"
-    users = os.open(root / "users.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    alive = os.open(root / "watchdog.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(alive, fcntl.LOCK_EX)  # held until this process ends, however it ends
-    _wait_for_old_postmaster(pgdata)
-    stopping = False
-
-    def on_term(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    for _attempt in range(3):  # the claimed port may still be taken by a stranger
-        port, port_lock = _claim_port()
-        options = [f"-c{setting}" for setting in _SERVER_SETTINGS]
-        command = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), *options]
-        with (root / "server.log").open("ab") as log:
-            proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _pdeathsig(signal.SIGINT), **as_user,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and not _ready(pgdata, port) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if proc.poll() is None and _ready(pgdata, port):
-            break
-        _stop(proc)
-        port_lock.release()
-    else:
-        tail = (root / "server.log").read_text(errors="replace").strip().splitlines()[-1:]
-        print(f"error postgres exited: {tail[0] if tail else 'no log'}", flush=True)
-        return 1
-    state.write_text(json.dumps({"port": port, "watchdog": os.getpid(), "postmaster": proc.pid}))
-    print(f"ready {port}", flush=True)
-    sys.stdout.close()
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
-    while not stopping and proc.poll() is None:
-        time.sleep(_POLL)
-        try:
-            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue
-        break  # nobody holds a shared lock: the last user is gone
-    _stop(proc)
-    state.unlink(missing_ok=True)
-    port_lock.release()
-    os.close(users)
-    return 0
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["watch"]:
-    root_arg, pgdata_arg, bin_arg, child_arg = sys.argv[2:6]
-    sys.exit(_watch(Path(root_arg), Path(pgdata_arg), Path(bin_arg), json.loads(child_arg)))

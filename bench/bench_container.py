@@ -4,7 +4,7 @@ Per-test cycle, both ways: start to a healthy ``/v1/health``, one call (list fil
 each phase is reported too.
 ``plugin``: ``LlamaStackFactory(mode="container")`` on a fresh store (port claim, config
 written, the run line, labels, the log in the store, the client), ``close()`` (the
-container killed, removed by ``--rm``). ``bare``: the engine's ``run -d`` of the image
+container killed and removed). ``bare``: the engine's ``run -d`` of the image
 serving the same config on a store folder, polled every 50 ms, then ``kill`` and
 ``wait`` (until ``--rm`` removed it). Alternating
 in one run, median of ``ROUNDS``, after one unmeasured start of each (page cache).

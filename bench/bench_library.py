@@ -7,12 +7,17 @@ client (``client.files.list()``, through the library client's route table) and s
 
 - ``plugin``: the ``llama_stack`` fixture (its own store, library mode, default config);
 - ``bare``: the flavor's ``LlamaStackAsLibraryClient`` (OGX: ``OGXAsLibraryClient``) on
-  the same config in ``tmp_path`` with every state root pointed there, ``shutdown()``
-  after; the plugin disabled (``-p no:llamastate``), as a suite without it runs.
+  the same config in ``tmp_path`` with every state root pointed there, started and
+  stopped as that release's users do (``initialize()`` before 0.2.19, ``shutdown()`` from
+  0.4.3: the release table's ``library_start`` / ``library_stop``); the plugin disabled
+  (``-p no:llamastate``), as a suite without it runs.
 
 The four processes of a round run back to back, the sides alternating; the ratio is the
-median over rounds of each round's ratio. Run with the venv of the release to measure
-(``.venv/bin/python bench/bench_library.py``, ``.venv-ogx/bin/python ...``).
+median over rounds of each round's ratio, in wall time (what the issue asks) and in CPU
+time (user + system of the whole process; it scatters far less when other jobs share the
+cores). Run with the venv of the release to measure (``.venv/bin/python
+bench/bench_library.py``, ``.venv-ogx/bin/python ...``; an older line's venv with
+``PYTHONPATH=$PWD``). ``BENCH_ROUNDS``, ``BENCH_N1``, ``BENCH_N2`` change the sizes.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_core import run_pytest
+from bench_core import run_pytest_timed
 
-from pytest_llamastate.releases import detect
+from pytest_llamastate.releases import detect, library_shortcuts
 
-ROUNDS = 5
-N1, N2 = 5, 45
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+N1, N2 = int(os.environ.get("BENCH_N1", "5")), int(os.environ.get("BENCH_N2", "45"))
 FLAVOR = detect()
 
 PLUGIN_SUITE = """
@@ -51,9 +56,8 @@ def client(tmp_path, monkeypatch):
     for name, value in state_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     client = {client}(CONFIG)
-    yield client
-    client.shutdown()
-@pytest.mark.parametrize("n", range({tests}))
+{start}    yield client
+{stop}@pytest.mark.parametrize("n", range({tests}))
 def test_it(client, n):
     assert client.files.list() is not None
 """
@@ -70,6 +74,8 @@ def _names() -> dict[str, str]:
         "module": FLAVOR.library_module,
         "client": FLAVOR.library_client,
         "config": str(FLAVOR.default_config),
+        "start": "" if FLAVOR.library_start == "constructor" else "    client.initialize()\n",
+        "stop": "    client.shutdown()\n" if FLAVOR.library_stop == "shutdown" else "",
     }
 
 
@@ -81,8 +87,10 @@ def home_size() -> str:
 
 
 def main() -> dict[str, object]:
-    marginal: dict[str, list[float]] = {"plugin": [], "bare": []}
-    ratios: list[float] = []
+    #: Per clock (wall, cpu) and side, one more test's seconds in each round.
+    marginal = {(clock, side): [] for clock in ("wall", "cpu") for side in ("plugin", "bare")}
+    ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+    load = []
     with tempfile.TemporaryDirectory() as tmp:
         suites = {
             (side, n): _suite(Path(tmp, f"{side}{n}"), text, n)
@@ -90,23 +98,29 @@ def main() -> dict[str, object]:
             for n in (N1, N2)
         }
         for _ in range(ROUNDS):
-            this: dict[str, float] = {}
+            load.append(os.getloadavg()[0])
             for side, extra in (("bare", ["-p", "no:llamastate"]), ("plugin", [])):
-                small = run_pytest(suites[side, N1], extra)
-                large = run_pytest(suites[side, N2], extra)
-                this[side] = (large - small) / (N2 - N1)
-                marginal[side].append(this[side])
-            ratios.append(this["plugin"] / this["bare"])
-    return {
+                small = run_pytest_timed(suites[side, N1], extra)
+                large = run_pytest_timed(suites[side, N2], extra)
+                for i, clock in enumerate(("wall", "cpu")):
+                    marginal[clock, side].append((large[i] - small[i]) / (N2 - N1))
+            for clock in ratios:
+                ratios[clock].append(marginal[clock, "plugin"][-1] / marginal[clock, "bare"][-1])
+    result: dict[str, object] = {
         "release": f"{FLAVOR.name} {FLAVOR.version()}",
+        "shortcuts": sorted(library_shortcuts(FLAVOR)),
         "tests": [N1, N2],
         "rounds": ROUNDS,
-        "plugin_test_s": round(statistics.median(marginal["plugin"]), 4),
-        "bare_client_test_s": round(statistics.median(marginal["bare"]), 4),
-        "ratio": round(statistics.median(ratios), 3),
-        "ratios": [round(r, 3) for r in ratios],
+    }
+    for clock in ("wall", "cpu"):
+        result[f"{clock}_plugin_test_s"] = round(statistics.median(marginal[clock, "plugin"]), 4)
+        result[f"{clock}_bare_client_test_s"] = round(statistics.median(marginal[clock, "bare"]), 4)
+        result[f"{clock}_ratio"] = round(statistics.median(ratios[clock]), 3)
+        result[f"{clock}_ratios"] = [round(r, 3) for r in ratios[clock]]
+    return {
+        **result,
         "cpus": os.cpu_count(),
-        "load_avg_1min": round(os.getloadavg()[0], 1),
+        "load_avg_1min": [round(x, 1) for x in load],
         "home": home_size(),
     }
 

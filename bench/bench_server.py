@@ -1,8 +1,9 @@
 """Server-mode stacks forked from a zygote against a bare ``llama stack run``.
 
 Per-test cycle: start to a healthy ``/v1/health``, one more GET of it (the client call),
-stop. ``fork``: :class:`~pytest_llamastate.stack.forkserver.ForkServer` spawns, the
-child says when it listens, stopped with SIGTERM (``fork_sigterm``: uvicorn's graceful
+stop. ``fork``: on a fresh store the schema files the plugin's server backend creates
+(``shortcuts.server_schema``), then :class:`~pytest_llamastate.stack.forkserver.ForkServer`
+spawns, the child says when it listens, stopped with SIGTERM (``fork_sigterm``: uvicorn's graceful
 shutdown) or SIGKILL (``fork_sigkill``: every registry write is already committed).
 ``exec``: the CLI as a subprocess in its own group, polled every 20 ms, SIGTERM to the
 group. Alternating in one run, median of ``ROUNDS``; ``restart``: stop + spawn + ready on
@@ -24,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from pytest_llamastate.releases import detect
+from pytest_llamastate.stack import shortcuts
 from pytest_llamastate.stack.forkserver import ForkServer, ServerChild
 from pytest_llamastate.state.store import state_env
 
@@ -40,7 +42,7 @@ def _port() -> int:
 
 def _health(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=1) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/health", timeout=10) as r:
             return bool(json.load(r).get("status") == "OK")
     except OSError:
         return False
@@ -49,15 +51,17 @@ def _health(port: int) -> bool:
 def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
     store.mkdir(exist_ok=True)
     port = _port()
+    config = CONFIG / FLAVOR.config_template
     start = time.perf_counter()
-    child = server.spawn(
-        config_path=CONFIG / FLAVOR.config_template,
-        port=port,
-        env={**os.environ, **state_env(store)},
-        log_path=store / "server.log",
-        cwd=store,
-    )
-    child.wait_ready(60)
+    with shortcuts.server_schema(FLAVOR, config, store):  # as the plugin's server backend
+        child = server.spawn(
+            config_path=config,
+            port=port,
+            env={**os.environ, **state_env(store)},
+            log_path=store / "server.log",
+            cwd=store,
+        )
+        child.wait_ready(60)
     assert _health(port)
     child.stop(grace=grace)
     return time.perf_counter() - start
@@ -140,6 +144,7 @@ def main() -> dict[str, object]:
         "fork_sigterm_ratio": round(med["fork_sigterm"] / med["exec"], 3),
         "fork_sigkill_ratio": round(med["fork_sigkill"] / med["exec"], 3),
         "cpus": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 1),
     }
 
 

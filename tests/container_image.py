@@ -13,6 +13,7 @@ use instead of debootstrap (for example ``python:3.12-slim`` where a registry an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -120,7 +121,9 @@ def build(engine: Engine) -> str:
 
 
 def _remove_stale(engine: Engine, keep: str) -> None:
-    """Older builds of the recipe (other tags of the repository) are dead weight."""
+    """Older builds of the recipe (other tags of the repository) are dead weight; removing
+    them is housekeeping (a minute or more for a 1.2 GB image on a busy machine), never a
+    reason to have no image."""
     for repository in (REPOSITORY, f"{REPOSITORY}-base"):
         listed = engine.call("images", "--format", "{{.Repository}}:{{.Tag}}", repository)
         stale = [
@@ -129,7 +132,8 @@ def _remove_stale(engine: Engine, keep: str) -> None:
             if line.rpartition(":")[2] not in (keep.rpartition(":")[2], "<none>")
         ]
         if stale:
-            engine.call("rmi", *stale)
+            with contextlib.suppress(EngineError):
+                engine.call("rmi", *stale, timeout=600)
 
 
 def ensure_image(engine: Engine) -> str:

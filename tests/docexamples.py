@@ -317,10 +317,12 @@ _MASKS = [
     (re.compile(r"/tmp/pytest-llamastate-templates-[^/\s]+"), "<templates>"),
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"), "<date>"),
     (re.compile(r"\b(?:llama-stack|ogx) \d+\.\d+\.\d+\b(?: \([^)]*\))?"), "<flavor>"),
-    (re.compile(r"\b\d+(?:\.\d+)?(?:ms|s|m|h|d)\b"), "<time>"),
+    (re.compile(r"(?<=-)[0-9a-f]{8}\b"), "<hash>"),  # before times: 1234567d is a hash
+    # pytest adds "(0:01:33)" to a run over a minute (a loaded machine); `llamastate ls`
+    # shows ages as 5s, 4m, 2h, 3d.
+    (re.compile(r"\b\d+(?:\.\d+)?(?:s|ms|m|h|d)\b(?: \(\d+:\d\d:\d\d\))?"), "<time>"),
     (re.compile(r"\b\d+(?:\.\d+)?[BKMG]\b"), "<size>"),
     (re.compile(r"(?<=:)\d{4,5}\b|(?<=--port )\d+"), "<port>"),
-    (re.compile(r"(?<=-)[0-9a-f]{8}\b"), "<hash>"),
     (re.compile(r"\s+"), " "),
     (re.compile(r"^ ?([=_-])\1{2,} (.*) \1{3,} ?$"), r"\2"),  # pytest's section banners
 ]

@@ -69,6 +69,7 @@ def _dead_pid() -> int:
 def test_docker_serves_the_seed_scenario_prunes_orphans_and_reopens_a_kept_store(
     pytester: pytest.Pytester,
     container: tuple[Engine, str],
+    container_args: list[str],
     docker_host: str,
     monkeypatch: pytest.MonkeyPatch,
     mcp_url: str,
@@ -99,13 +100,8 @@ def test_docker_serves_the_seed_scenario_prunes_orphans_and_reopens_a_kept_store
             llama_stack.client.files.create(file=("d.txt", b"hi"), purpose="assistants")
         """
     )
-    result = pytester.runpytest(
-        "--llama-stack-mode=container",
-        f"--llama-stack-image={image}",
-        "--llama-keep-store",
-        "-p",
-        "no:cacheprovider",
-    )
+    auto = [a for a in container_args if not a.startswith("--llama-container-engine")]
+    result = pytester.runpytest(*auto, "--llama-keep-store")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([f"*stack mode=container (docker {image})*"])
     assert containers(docker, orphan) == []

@@ -381,6 +381,18 @@ def _private_folder(project: Path, which: str) -> Path:
     return roots[0]
 
 
+@pytest.fixture
+def parents_held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One test at a time changes and checks the modes of the folders above a project
+    (xdist workers share pytest's basetemp root)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(root.with_name(root.name + ".parents.lock"))):
+        yield
+
+
+@pytest.mark.usefixtures("parents_held")
 @pytest.mark.parametrize("private", ["project", "basetemp-root"])
 def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
     pytester: pytest.Pytester, private: str
@@ -393,6 +405,8 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
     if os.geteuid() != 0:
         pytest.skip("only root runs Postgres as another user")
     folder = _private_folder(pytester.path, private)
+    original = folder.stat().st_mode
+    folder.chmod(0o711)  # passable by anyone, until it turns private below
     parents = [pytester.path, *pytester.path.parents]
     before = {p: p.stat().st_mode for p in parents}
     pytester.makepyfile(
@@ -425,6 +439,10 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
         again = pytester.runpytest("--llama-backend=postgres", "-p", "no:randomly")
     finally:
         folder.chmod(before[folder])
+    try:
+        assert {p: p.stat().st_mode for p in parents} == before
+    finally:
+        folder.chmod(original)
     for result in (first, again):
         result.assert_outcomes(passed=4)
         assert result.ret == pytest.ExitCode.OK
@@ -436,7 +454,6 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
         assert time.monotonic() < deadline, "the throwaway server is still running"
         time.sleep(0.1)
     assert "PANIC" not in (data / "server.log").read_text(errors="replace")
-    assert {p: p.stat().st_mode for p in parents} == before
     link = data / "pgdata"
     assert link.is_symlink()
     st = link.resolve().stat()

@@ -7,6 +7,7 @@ fails, and that the ``llamastate`` help and the docs agree.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -126,6 +127,8 @@ def test_masks_hide_only_what_varies() -> None:
         "crm: built in 0.4s: /tmp/h/pytest-of-root/pytest-0/x"
     )
     assert mask("toolgroups (2):") != mask("toolgroups (3):")
+    assert mask("3 passed in 93.10s (0:01:33)") == mask("3 passed in 2.71s")
+    assert mask("crm  template  crm  4m  41.8K  1") == mask("crm  template  crm  5s  41.8K  1")
 
 
 # --- the command's help and the docs ---------------------------------------------------
@@ -149,3 +152,113 @@ def test_every_llamastate_command_is_documented_in_the_guides() -> None:
 def test_the_cli_reference_is_generated_from_the_help() -> None:
     page = (ROOT / "docs" / "reference" / "cli.md").read_text()
     assert "<!-- reference: cli -->" in page
+
+
+# --- the compatibility tables and the release table ------------------------------------
+
+_ROW = re.compile(
+    r"^\| (llama-stack|OGX) (\d+\.\d+\.\d+) \| ([^|]+) \| `([^`]+)`[^|]*\|(?: ([^|]*) \|)?", re.M
+)
+
+
+def _passing_releases() -> set[str]:
+    """The releases whose suite `make test` runs: the two main venvs and COMPAT_RELEASES."""
+    makefile = (ROOT / "Makefile").read_text()
+    main = re.findall(r"^VENV_([\w.-]+) :=", makefile, flags=re.MULTILINE)
+    compat = re.search(r"^COMPAT_RELEASES := (.*)$", makefile, flags=re.MULTILINE)
+    assert main, "the Makefile no longer names its main venvs (VENV_<release>)"
+    assert compat, "the Makefile no longer names COMPAT_RELEASES"
+    return {*main, *compat.group(1).split()}
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/compatibility.md"])
+def test_compatibility_tables_say_what_the_release_table_says(page: str) -> None:
+    """Each tested release has one row: its Python and its pins from ``releases/lines.py``
+    (or, for the newest of a flavor, the extra that installs it), and, in the README,
+    whether `make test` runs its suite; no row names a release that is not tested."""
+    from pytest_llamastate.releases.lines import TESTED
+
+    rows = {
+        (dist.lower(), version): (python.strip(), install, (suite or "").strip())
+        for dist, version, python, install, suite in _ROW.findall((ROOT / page).read_text())
+    }
+    tested = {(t.distribution, t.version): t for t in TESTED}
+    assert set(rows) == set(tested), f"{page}: rows differ from releases/lines.py TESTED"
+    passing = _passing_releases()
+    for key, (python, install, suite) in rows.items():
+        release = tested[key]
+        newest = release == [t for t in TESTED if t.distribution == key[0]][-1]
+        assert python == release.python, (page, key)
+        assert install == release.install or (newest and "pytest-llamastate[" in install), (
+            page,
+            key,
+            install,
+        )
+        if suite:
+            assert suite == ("passes" if release.slug in passing else "not yet"), (page, key)
+
+
+# --- the generated reference and what pytest knows -------------------------------------
+
+
+def test_the_options_reference_lists_every_option_pytest_has() -> None:
+    """Also the options of modules the plugin loads itself (``--llama-inference``)."""
+    spec = importlib.util.spec_from_file_location(
+        "docs_reference", ROOT / "tools" / "docs_reference.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    table = reference.options()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--help", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT / "docs",
+    )
+    flags = set(re.findall(r"^\s+(--llama-[\w-]+)", done.stdout, flags=re.MULTILINE))
+    inis = set(re.findall(r"^\s+(llama_\w+) \(", done.stdout, flags=re.MULTILINE))
+    assert flags
+    assert inis
+    assert {f for f in flags if f"`{f}" not in table} == set()
+    assert {i for i in inis if f"`{i}`" not in table} == set()
+
+
+def _slug(heading: str) -> str:
+    """A heading's anchor as GitHub and MkDocs' toc make it (for the headings used here)."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_the_readmes_links_lead_to_pages_and_headings() -> None:
+    """MkDocs checks the links of docs/ (strict); the README is not part of the site."""
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)#\s]+)?(?:#([^)\s]+))?\)", readme)
+    local = [(path, anchor) for path, anchor in links if not path.startswith("http")]
+    assert local
+    for path, anchor in local:
+        target = ROOT / path if path else ROOT / "README.md"
+        assert target.exists(), path
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", target.read_text(), flags=re.MULTILINE)
+            assert anchor in {_slug(h) for h in headings}, (path, anchor)
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """The module map for contributors: a module added without a row fails here."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    package = ROOT / "pytest_llamastate"
+    modules = [p for p in package.rglob("*.py") if p.name != "__init__.py"]
+    assert modules
+    # Named by its path under the package or under its folder (`releases/lines.py` or,
+    # in the stack/ section, `library.py`).
+    missing = [
+        str(m.relative_to(package))
+        for m in modules
+        if f"`{m.relative_to(package)}`" not in page
+        and f"`{m.name}`" not in page
+        and f"/{m.name}`" not in page
+    ]
+    assert missing == []

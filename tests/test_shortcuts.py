@@ -8,22 +8,26 @@ run four stacks: the later ones call through rebound endpoints. The plugin's own
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
 
 from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor, library_shortcuts
-from pytest_llamastate.stack import shortcuts
+from pytest_llamastate.stack import shortcuts, sqlschema
 
 skip_module_without_a_stack()
 
-#: The TLS context behind a client of the flavor's own package: the httpx transport's
-#: (llama-stack's stainless client) or the REST object's (OGX's OpenAPI client).
-TLS_CONTEXT = {
-    "llama-stack": "client._client._transport._pool._ssl_context",
-    "ogx": "client.api_client.rest_client.ssl_context",
-}[FLAVOR.name]
+#: The TLS context behind a client of the flavor's own package: the REST object's (OGX
+#: 1.5's OpenAPI client) or the httpx transport's (the stainless client of the others).
+TLS_CONTEXT = (
+    "client.api_client.rest_client.ssl_context"
+    if "lazy-rest-tls" in library_shortcuts(FLAVOR)
+    else "client._client._transport._pool._ssl_context"
+)
 
 ISOLATION = """
 import io
@@ -52,9 +56,12 @@ def test_sees_none_of_it(llama_stack):
     assert llama_stack.toolgroups() == []
     assert names(llama_stack.client) == []
 
-def test_the_route_table_was_shared():
-    from pytest_llamastate.stack.shortcuts import _ROUTE_TABLES
-    assert any(_ROUTE_TABLES._templates.values())
+def test_the_shared_pieces_were_used(request):
+    from pytest_llamastate.releases import detect, library_shortcuts
+    from pytest_llamastate.stack.shortcuts import _ROUTE_TABLES, _SCHEMAS
+    shortcuts = library_shortcuts(detect())
+    assert any(_ROUTE_TABLES._templates.values()) == ("route-table" in shortcuts)
+    assert bool(_SCHEMAS._schemas) == ("sql-schema" in shortcuts)
 """
 
 
@@ -64,21 +71,30 @@ def test_consecutive_stacks_see_nothing_of_each_other(pytester: pytest.Pytester)
 
 
 def test_the_release_table_names_this_releases_shortcuts(pytester: pytest.Pytester) -> None:
-    """Both tested releases have two; the header says which."""
-    assert len(library_shortcuts(FLAVOR)) == 2
+    """The header says which shortcuts the installed release's library stacks take."""
+    said = [shortcuts.describe_one(s) for s in sorted(library_shortcuts(FLAVOR))]
     pytester.makepyfile("def test_it(): pass")
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines([f"llamastate: library stacks on {FLAVOR.name} *: *, route table*"])
+    if said:
+        line = f"llamastate: library stacks on {FLAVOR.name} *: {', '.join(said)}"
+    else:
+        line = "llamastate: library stacks start as * own client (no shortcut known)"
+    result.stdout.fnmatch_lines([line])
+
+
+STAINLESS = {"httpx-tls", "route-table", "sql-schema", "config-once"}
+OPENAPI = {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}
 
 
 @pytest.mark.parametrize(
     ("flavor", "version", "expected"),
     [
         (LLAMA_STACK, "0.6.1", set()),
-        (LLAMA_STACK, "0.7.0", {"httpx-tls", "route-table"}),
-        (LLAMA_STACK, "0.7.3", {"httpx-tls", "route-table"}),
-        (OGX, "1.2.5", set()),
-        (OGX, "1.5.0", {"lazy-rest-tls", "route-table"}),
+        (LLAMA_STACK, "0.7.0", STAINLESS),
+        (LLAMA_STACK, "0.7.3", STAINLESS),
+        (LLAMA_STACK, "0.8.0", set()),
+        (OGX, "1.0.4", set()),
+        (OGX, "1.5.0", OPENAPI),
         (OGX, "1.6.0", set()),
     ],
 )
@@ -118,7 +134,7 @@ def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
             for name, value in state_env(tmp_path).items():
                 monkeypatch.setenv(name, value)
             lib = importlib.import_module("{FLAVOR.library_module}")
-            routes = importlib.import_module("{FLAVOR.package}.core.server.routes")
+            routes = importlib.import_module("{FLAVOR.core}.server.routes")
             assert lib.initialize_route_impls is routes.initialize_route_impls
             http = importlib.import_module("{FLAVOR.client_package}")
             with httpx.Client() as default:
@@ -172,3 +188,49 @@ def test_a_table_holding_more_than_constants_is_built_per_stack(extra: object, b
         impl, held = asyncio.run(endpoint())
         assert (impl, held, path) == (impls["api"], extra, "/v1/x")
     assert len(calls) == builds
+
+
+def _sqlite(path: Path, *script: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(";".join(script))
+        db.commit()
+
+
+def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: db.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+
+
+def test_a_fresh_store_gets_the_first_fresh_starts_schema_and_no_rows(tmp_path: Path) -> None:
+    """What the first start of a key created is read after it; a later fresh store gets
+    the same tables and indexes, empty. A store with SQLite files already, another key,
+    or no SQLite store (Postgres) get nothing."""
+    templates = sqlschema.SchemaTemplates()
+    first, later, other, used, postgres = (tmp_path / n for n in ("a", "b", "c", "d", "e"))
+    for store in (first, later, other, used, postgres):
+        store.mkdir()
+    with templates.applied(FLAVOR, "key", first):  # what a start does
+        _sqlite(
+            first / "sql.db",
+            "CREATE TABLE t (id TEXT PRIMARY KEY, x INT)",
+            "CREATE INDEX t_x ON t (x)",
+            "INSERT INTO t VALUES ('row', 1)",
+        )
+        _sqlite(first / "sub" / "kv.db", "CREATE TABLE kv (key TEXT, value TEXT)")
+        (first / "not-a-db.txt").write_text("x")
+    with templates.applied(FLAVOR, "key", later):
+        assert _rows(later / "sql.db") == {"t": []}
+        assert _rows(later / "sub" / "kv.db") == {"kv": []}
+        with contextlib.closing(sqlite3.connect(later / "sql.db")) as db:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        assert {"t", "t_x"} <= names
+    assert not (later / "not-a-db.txt").exists()
+    with templates.applied(FLAVOR, "another key", other):
+        assert list(other.iterdir()) == []
+    _sqlite(used / "mine.db", "CREATE TABLE mine (x INT)")
+    with templates.applied(FLAVOR, "key", used):
+        assert sorted(p.name for p in used.iterdir()) == ["mine.db"]
+    with templates.applied(FLAVOR, "key", None):
+        assert list(postgres.iterdir()) == []

@@ -3,8 +3,9 @@
 A page asks for a part with an HTML comment on a line of its own, e.g.
 ``<!-- reference: options -->``; the comment is replaced by what the installed plugin says:
 
-- ``options``: every command-line option and ini key, from the plugin's ``pytest_addoption``
-  run on a fresh pytest ``Parser``;
+- ``options``: every command-line option and ini key, from the ``pytest_addoption`` of the
+  plugin's module and of the modules it loads (``pytest_plugins``), run on a fresh
+  pytest ``Parser``;
 - ``markers``: what ``pytest --markers`` lists with the plugin and not without it;
 - ``fixtures``: the plugin's section of ``pytest --fixtures -v``;
 - ``hooks``: the hookspecs the plugin adds (``pytest_addhooks``), signature and docstring;
@@ -19,6 +20,7 @@ break the build; a part that cannot be made fails it (``mkdocs build --strict``)
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import os
 import re
@@ -60,6 +62,13 @@ def _plugin() -> ModuleType:
     return module
 
 
+def _plugin_modules() -> list[ModuleType]:
+    """The plugin's module and those it loads with ``pytest_plugins`` (each may add options)."""
+    plugin = _plugin()
+    names = getattr(plugin, "pytest_plugins", [])
+    return [plugin, *(importlib.import_module(name) for name in names)]
+
+
 def _run(*args: str) -> str:
     """Run a command in an empty folder (no ini file, no conftest) and return its stdout."""
     with tempfile.TemporaryDirectory() as folder:
@@ -78,7 +87,9 @@ def _cell(text: object) -> str:
 @functools.cache
 def options() -> str:
     parser = pytest.Parser(_ispytest=True)
-    _plugin().pytest_addoption(parser=parser)
+    for module in _plugin_modules():
+        if hasattr(module, "pytest_addoption"):
+            module.pytest_addoption(parser=parser)
     flags = {
         arg.names()[-1].removeprefix("--").replace("-", "_"): arg
         for group in parser._groups

@@ -1,7 +1,8 @@
 """The release table: what differs between Llama Stack's release lines and OGX (its new name).
 
 :mod:`.lines` holds the facts as a timeline per release line (stdlib only: the Makefile
-reads the pins from it); :mod:`.flavor` resolves them, once, for the installed release.
+reads the pins from it); :mod:`.flavor` resolves them, once, for the installed release;
+:mod:`.shortcuts` says which library-client shortcuts each release allows.
 Nothing else in the package asks which release is installed.
 """
 
@@ -15,17 +16,17 @@ from .flavor import (
     FlavorChoice,
     FlavorName,
     Recorder,
-    Shortcut,
     by_name,
     detect,
     import_quietly,
     installed_versions,
-    library_shortcuts,
 )
+from .shortcuts import LIBRARY_SHORTCUTS, Shortcut, library_shortcuts, sql_store_module
 
 __all__ = [
     "FLAVORS",
     "FLAVOR_CHOICES",
+    "LIBRARY_SHORTCUTS",
     "LLAMA_STACK",
     "OGX",
     "PROCESS_STATE",
@@ -39,4 +40,5 @@ __all__ = [
     "import_quietly",
     "installed_versions",
     "library_shortcuts",
+    "sql_store_module",
 ]

@@ -11,6 +11,7 @@ Nothing here imports either package (that takes seconds, and a run that only use
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import warnings
 from collections.abc import Coroutine, Iterator, Mapping
@@ -20,9 +21,8 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, Literal
 
-from packaging.version import Version
-
 from . import lines as release_lines
+from .lines import Recorder
 
 __all__ = [
     "FLAVORS",
@@ -43,25 +43,6 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
-
-
-@dataclass(frozen=True)
-class Recorder:
-    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
-    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
-
-    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
-    module: str
-    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
-    context_module: str
-    #: Where recordings go (the recorder's default is inside its own source tree).
-    dir_var: str
-    #: The header a server restores the test id from (``{"__test_id": ...}``).
-    header: str
-    #: Variable and value a server needs to read that header (llama-stack only).
-    server_var: tuple[str, str] | None
-    #: Modules the recorder imports when recording or replaying, and the extra that has them.
-    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,14 +96,13 @@ class Flavor:
     toolgroup_api: bool
     tools_path: str
     namespaced_keys: bool
-    recorder_module: str | None
+    tool_name_key: str
+    recorder: Recorder | None
     limits: tuple[str, ...]
     #: The installed release this was resolved for (``None``: not installed, newest line).
     release: str | None = None
     #: Deprecation warnings (regexes) the stack's own MCP client raises on every call.
     mcp_client_warnings: tuple[str, ...] = ()
-    #: The request recorder of the installed release (None where it has none).
-    recorder: Recorder | None = None
 
     def at(self, release: str | None) -> Flavor:
         """This flavor with every line-specific fact of ``release`` (``None``: newest)."""
@@ -183,10 +163,7 @@ class Flavor:
 
     def version(self) -> str | None:
         """The installed version, or ``None``: metadata only, nothing imported."""
-        try:
-            return metadata.version(self.distribution)
-        except metadata.PackageNotFoundError:
-            return None
+        return _installed_version(self.distribution)
 
     def installed(self) -> bool:
         return self.version() is not None
@@ -259,15 +236,6 @@ LLAMA_STACK = Flavor(
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
     **release_lines.line_facts("llama-stack", None),
-    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
-    recorder=Recorder(
-        module="llama_stack.testing.api_recorder",
-        context_module="llama_stack.core.testing_context",
-        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
-        header="X-LlamaStack-Provider-Data",
-        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
-        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
-    ),
 )
 
 OGX = Flavor(
@@ -291,15 +259,6 @@ OGX = Flavor(
     postgres_kv_expiration="TIMESTAMPTZ",
     install_hint="pip install 'pytest-llamastate[ogx]'",
     **release_lines.line_facts("ogx", None),
-    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
-    recorder=Recorder(
-        module="ogx.testing.api_recorder",
-        context_module="ogx.core.testing_context",
-        dir_var="OGX_TEST_RECORDING_DIR",
-        header="X-OGX-Provider-Data",
-        server_var=None,
-        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
-    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
@@ -354,6 +313,16 @@ def by_name(name: str) -> Flavor:
     raise ValueError(f"unknown flavor {name!r}; allowed: {', '.join(FLAVOR_CHOICES)}")
 
 
+@functools.cache
+def _installed_version(distribution: str) -> str | None:
+    """Read once per process: a library stack asks several times per start, and reading
+    the metadata costs milliseconds; what is installed does not change under a run."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def installed_versions() -> str:
     """``llama-stack=0.7.3,ogx=None``: what stored state depends on (registry keys and
     table shapes change between releases), for fingerprints of persistent stores and
@@ -370,31 +339,3 @@ def import_quietly(name: str) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return importlib.import_module(name)
-
-
-# -- Library-client shortcuts per release (issue 23; applied by stack/shortcuts.py) --------
-
-#: What the plugin's library clients may skip on a release (``stack/shortcuts.py`` says
-#: what each one does): ``httpx-tls`` (stainless client: one TLS context per process),
-#: ``lazy-rest-tls`` (OpenAPI client: a TLS context only when used), ``route-table``
-#: (the route table built once per config, rebound per stack).
-Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table"]
-
-#: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
-#: gets the last row at or below it. Only releases whose internals were read and whose
-#: suite passed with them are listed: any other runs its client as its users do.
-LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
-    "llama-stack": (("0.7", frozenset({"httpx-tls", "route-table"})), ("0.8", frozenset())),
-    "ogx": (("1.5", frozenset({"lazy-rest-tls", "route-table"})), ("1.6", frozenset())),
-}
-
-
-def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
-    """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
-    if (installed := flavor.version()) is None:
-        return frozenset()
-    found: frozenset[Shortcut] = frozenset()
-    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
-        if Version(installed) >= Version(first):
-            found = shortcuts
-    return found

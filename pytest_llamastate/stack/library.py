@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import os
 import warnings
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..releases import PROCESS_STATE, Flavor, import_quietly
@@ -23,6 +24,7 @@ from ..state.seeds import ToolgroupSeed
 from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .engines import EngineTracker
+from .forkserver import rebase_config_dirs
 
 __all__ = ["LibraryBackend", "process_state"]
 
@@ -85,6 +87,9 @@ def _new_client(spec: StartSpec) -> Any:
             f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}"
         ) from None
     _reset_globals(flavor)
+    # Its folders were computed from the environment at import, before this store existed
+    # (0.2.24's prompts.db under DISTRIBS_BASE_DIR would land in ~/.llama).
+    rebase_config_dirs(flavor.core)
     created: list[asyncio.AbstractEventLoop] = []
     new_event_loop = asyncio.new_event_loop
 
@@ -106,7 +111,7 @@ def _new_client(spec: StartSpec) -> Any:
         with (
             environ.patched(under_test),
             warnings.catch_warnings(),
-            shortcuts.applied(flavor, spec.config.path),
+            shortcuts.applied(flavor, spec.config.path, _sqlite_store(spec)),
         ):
             warnings.simplefilter("ignore")
             client = getattr(library_client, flavor.library_client)(str(spec.config_path))
@@ -120,6 +125,11 @@ def _new_client(spec: StartSpec) -> Any:
             if loop is not getattr(client, "loop", None) and not loop.is_running():
                 loop.close()
     return client
+
+
+def _sqlite_store(spec: StartSpec) -> Path | None:
+    """The store's folder when its state is in SQLite files there (not on Postgres)."""
+    return spec.store.path if spec.store.database is None else None
 
 
 def _initialize(flavor: Flavor, client: Any) -> None:
@@ -210,6 +220,7 @@ class LibraryBackend:
             if self._flavor.library_stop == "shutdown":
                 atexit.unregister(client.shutdown)
             _reset_globals(self._flavor)
+            rebase_config_dirs(self._flavor.core)  # back to the process's own
 
     def release(self) -> None:
         self.stop()
@@ -248,8 +259,9 @@ class LibraryBackend:
         # llama-stack (and OGX) leave the group's tools in the class-level index.
         index = type(routing)
         for tool in index.toolgroups_to_tools.pop(toolgroup_id, []):
-            if index.tool_to_toolgroup.get(tool.name) == toolgroup_id:
-                del index.tool_to_toolgroup[tool.name]
+            name = getattr(tool, self._flavor.tool_name_key)  # type: ignore[union-attr]
+            if index.tool_to_toolgroup.get(name) == toolgroup_id:
+                del index.tool_to_toolgroup[name]
 
     def tools(self, toolgroup_id: str | None) -> list[dict[str, Any]]:
         """The handler behind the list-tools route, called directly: OGX 1.5's route

@@ -33,6 +33,7 @@ from filelock import FileLock, Timeout
 from ..releases import Flavor, import_quietly
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
+from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .forkserver import ChildExitedError, ForkServer, ForkServerError
 
@@ -251,10 +252,13 @@ class ServerBackend:
             self._port = claim_port()
         port = self._port[0]
         log = spec.store.log_path
-        self._child = child = self._spawn(spec, port)
-        _live[child.pid] = child
+        sqlite = spec.store.path if spec.store.database is None else None
+        schema = self._process == "fork"  # exec: the exact CLI path, nothing added
         try:
-            child.wait_ready(spec.start_timeout)
+            with shortcuts.server_schema(spec.flavor, spec.config.path, sqlite if schema else None):
+                self._child = child = self._spawn(spec, port)
+                _live[child.pid] = child
+                child.wait_ready(spec.start_timeout)
         except ChildExitedError as exc:
             self.stop()
             raise StackError(f"{self._exited(exc.returncode, log)} (log: {log})") from None
@@ -272,7 +276,8 @@ class ServerBackend:
                 f"{exc.name} is not installed: {spec.flavor.install_hint}"
             ) from None
         self.base_url = f"http://127.0.0.1:{port}"
-        self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
+        with shortcuts.http_client(spec.flavor):
+            self.client = getattr(client_module, spec.flavor.client_class)(base_url=self.base_url)
         if spec.recording is not None:  # the test id travels in a header
             spec.recording.stamp(self.client)
 

@@ -17,10 +17,15 @@ attributes of the stack's and its client's modules (restored afterwards, even on
   configuration (OGX's OpenAPI client); a library client never uses it.
 - ``route-table``: the route table is built once per (config, release, implementation
   classes) and every later stack gets a copy whose endpoints call its own implementations.
+- ``sql-schema``: a fresh store's SQLite files get the schema the first fresh start of
+  the config created, in one script, and its SQL stores skip what that covers
+  (:mod:`.sqlschema`; on OGX 1.5 most of what was left of a start).
+- ``config-once``: the run config's YAML is parsed once per text; each stack gets a copy.
 
-Each stack still has its own store, providers, routing tables and event loop: only the
-shape of the route table and an unused TLS context are shared. Which shortcut a release
-allows is release data (``flavor.library_shortcuts``); a route table whose endpoints hold
+Each stack still has its own store, files, providers, routing tables and event loop: only
+the shape of the route table and of the SQL schema, a parsed config and an unused TLS
+context are shared. Which shortcut a release allows is release data
+(``releases/shortcuts.py``); a route table whose endpoints hold
 anything but their implementation and plain constants is never shared (built as usual).
 A client built by the user, or any httpx client, is never touched.
 """
@@ -28,21 +33,25 @@ A client built by the user, or any httpx client, is never touched.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ..releases import Flavor, Shortcut, import_quietly, library_shortcuts
+from .sqlschema import SchemaTemplates
 
-__all__ = ["applied", "describe"]
+__all__ = ["applied", "describe", "describe_one", "http_client", "server_schema"]
 
 #: What each shortcut tells a user in the header.
 _SAYS: dict[Shortcut, str] = {
     "httpx-tls": "one TLS context per process",
     "lazy-rest-tls": "no TLS context",
     "route-table": "route table built once per config",
+    "sql-schema": "SQLite schema created in one script",
+    "config-once": "config parsed once",
 }
 
 #: Closure values an endpoint may share with every stack: they hold nothing of one.
@@ -56,28 +65,69 @@ def describe(flavor: Flavor) -> str:
     release = f"{flavor.name} {flavor.version()}"
     if not (shortcuts := library_shortcuts(flavor)):
         return f"llamastate: library stacks start as {release}'s own client (no shortcut known)"
-    said = ", ".join(_SAYS[s] for s in sorted(shortcuts))
+    said = ", ".join(describe_one(s) for s in sorted(shortcuts))
     return f"llamastate: library stacks on {release}: {said}"
 
 
+def describe_one(shortcut: Shortcut) -> str:
+    """What one shortcut tells a user in the header."""
+    return _SAYS[shortcut]
+
+
 @contextlib.contextmanager
-def applied(flavor: Flavor, config: Path) -> Iterator[None]:
-    """The release's shortcuts, while the plugin builds one library client for ``config``."""
+def applied(flavor: Flavor, config: Path, store: Path | None) -> Iterator[None]:
+    """The release's shortcuts, while the plugin builds one library client for ``config``
+    on ``store`` (``None``: the store's state is not in SQLite files there)."""
     shortcuts = library_shortcuts(flavor)
     with contextlib.ExitStack() as stack:
+        if "sql-schema" in shortcuts:
+            key = (flavor.name, flavor.version(), config)
+            stack.enter_context(_SCHEMAS.applied(flavor, key, store))
         if "httpx-tls" in shortcuts:
-            base = import_quietly(f"{flavor.client_package}._base_client")
-            for name in ("SyncHttpxClientWrapper", "AsyncHttpxClientWrapper"):
-                wrapper = getattr(base, name)
-                stack.enter_context(_swapped(base, name, _with_shared_tls(wrapper)))
+            stack.enter_context(_shared_tls(flavor))
         if "lazy-rest-tls" in shortcuts:
             rest = import_quietly(f"{flavor.client_package}.rest")
             stack.enter_context(_swapped(rest, "RESTClientObject", _lazy_rest(rest)))
+        if "config-once" in shortcuts:
+            module = import_quietly(flavor.library_module)
+            stack.enter_context(_swapped(module, "yaml", _ParsedOnce(module.yaml)))
         if "route-table" in shortcuts:
             module = import_quietly(flavor.library_module)
             build = module.initialize_route_impls
             reuse = functools.partial(_ROUTE_TABLES.table, build, (flavor.name, config))
             stack.enter_context(_swapped(module, "initialize_route_impls", reuse))
+        yield
+
+
+@contextlib.contextmanager
+def http_client(flavor: Flavor) -> Iterator[None]:
+    """While the plugin builds the HTTP client of a server stack: ``httpx-tls`` when the
+    release allows it (the one TLS context is httpx's default, so the client trusts what
+    it would have trusted; the lazy REST context would be built by its first request)."""
+    shared = "httpx-tls" in library_shortcuts(flavor)
+    with _shared_tls(flavor) if shared else contextlib.nullcontext():
+        yield
+
+
+@contextlib.contextmanager
+def _shared_tls(flavor: Flavor) -> Iterator[None]:
+    base = import_quietly(f"{flavor.client_package}._base_client")
+    with contextlib.ExitStack() as stack:
+        for name in ("SyncHttpxClientWrapper", "AsyncHttpxClientWrapper"):
+            wrapper = getattr(base, name)
+            stack.enter_context(_swapped(base, name, _with_shared_tls(wrapper)))
+        yield
+
+
+@contextlib.contextmanager
+def server_schema(flavor: Flavor, config: Path, store: Path | None) -> Iterator[None]:
+    """While a forked server of ``config`` starts on ``store`` (``None``: not SQLite files
+    there) and until it is ready: ``sql-schema``'s files, when the release allows it. The
+    server's own SQL stores run as usual; they find their tables and write no DDL."""
+    if "sql-schema" not in library_shortcuts(flavor):
+        yield
+        return
+    with _SCHEMAS.prepared(("server", flavor.name, flavor.version(), config), store):
         yield
 
 
@@ -128,6 +178,31 @@ def _lazy_rest(rest: types.ModuleType) -> type:
             return getattr(self, name)
 
     return LazyRESTClientObject
+
+
+# -- the config ------------------------------------------------------------------------
+
+
+class _ParsedOnce:
+    """``yaml`` as the library client's module sees it while the plugin builds a client:
+    ``safe_load`` of a text parsed before returns a copy of what it returned then (pure
+    Python YAML takes ~10 ms for the minimal config; the text is the same every test,
+    the ``${env.X}`` in it are resolved after, per stack)."""
+
+    _parsed: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, yaml: types.ModuleType) -> None:
+        self._yaml = yaml
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._yaml, name)
+
+    def safe_load(self, stream: Any) -> Any:
+        if not isinstance(stream, str):
+            return self._yaml.safe_load(stream)
+        if stream not in self._parsed:
+            self._parsed[stream] = self._yaml.safe_load(stream)
+        return copy.deepcopy(self._parsed[stream])
 
 
 # -- the route table ---------------------------------------------------------------------
@@ -181,6 +256,7 @@ class _RouteTables:
 
 
 _ROUTE_TABLES = _RouteTables()
+_SCHEMAS = SchemaTemplates()
 
 
 def _shareable(table: RouteTable, impls: Mapping[int, Any]) -> bool:

@@ -65,6 +65,12 @@ class StoreTables(Protocol):
         ...
 
     @property
+    def sqlite_folder(self) -> Path | None:
+        """The folder whose SQLite files are the tables (``None``: not SQLite files), for
+        what works on such files only (the schema shortcut)."""
+        ...
+
+    @property
     def title(self) -> str:
         """How ``llamastate show`` heads the tables: ``SQLite``, ``database <name>``."""
         ...

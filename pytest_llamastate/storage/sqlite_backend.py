@@ -47,6 +47,10 @@ class SqliteTables:
     open_hint: ClassVar[str] = ""
 
     @property
+    def sqlite_folder(self) -> Path:
+        return self.folder
+
+    @property
     def kvstore_path(self) -> Path:
         return kvstore_path(self.folder)
 

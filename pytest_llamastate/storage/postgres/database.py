@@ -40,6 +40,7 @@ class StoreDatabase:
     backend: ClassVar[str] = "postgres"
     #: ``kv_postgres`` prefixes keys with the metadata namespace in every flavor.
     prefixes_keys: ClassVar[bool] = True
+    sqlite_folder: ClassVar[Path | None] = None
 
     @property
     def name(self) -> str:

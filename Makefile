@@ -17,16 +17,22 @@ OGX_STAMP := $(OGX_VENV)/.installed
 # Every tested release line, each in a venv of its own, pinned the way
 # docs/compatibility.md tells users to pin them (pip does not: llama-stack's API and client
 # packages float to the newest release, and mcp 2 breaks llama-stack and OGX 0.8). The list,
-# the pins and each one's Python come from the plugin's release table (releases/lines.py).
+# the pins and each one's Python come from the plugin's release table (releases/tested.py).
 # llama-stack 0.7.3 and OGX 1.5.0 are the two venvs above; the others live in .venvs/.
-RELEASES := $(shell python3 pytest_llamastate/releases/lines.py slugs)
+RELEASES := $(shell python3 pytest_llamastate/releases/tested.py slugs)
 VENV_llama-stack-0.7.3 := $(VENV)
 VENV_ogx-1.5.0 := $(OGX_VENV)
 OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
 RELEASE_STAMPS := $(OLD_RELEASES:%=.venvs/%/.installed)
-# The older lines whose compatibility suite passes today (docs/compatibility.md says which
-# do not yet, and why); `make test` runs these.
-COMPAT_RELEASES := llama-stack-0.3.5 llama-stack-0.4.7 llama-stack-0.6.1 ogx-0.8.0 ogx-1.0.4
+# The older lines whose compatibility suite `make test` runs: all of them (docs/compatibility.md).
+COMPAT_RELEASES := $(OLD_RELEASES)
+# A release venv whose packages no longer satisfy its pins (the table changed since it was
+# built) loses its stamp, so that it is built again.
+ifneq ($(filter venvs test test-compat,$(MAKECMDGOALS)),)
+$(foreach r,$(OLD_RELEASES),$(if $(wildcard .venvs/$(r)/.installed),$(shell \
+	.venvs/$(r)/bin/python pytest_llamastate/releases/tested.py check $(r) >&2 \
+	|| rm -f .venvs/$(r)/.installed)))
+endif
 
 $(STAMP): pyproject.toml
 	rm -rf $(VENV)
@@ -47,10 +53,10 @@ venvs: $(STAMP) $(OGX_STAMP) $(RELEASE_STAMPS)
 
 .venvs/%/.installed: pyproject.toml
 	rm -rf .venvs/$*
-	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases/lines.py python $*))" -m venv .venvs/$*
+	"$$(.ci/find-python $(shell python3 pytest_llamastate/releases/tested.py python $*))" -m venv .venvs/$*
 	.venvs/$*/bin/python -m pip install -q --upgrade pip
 	.venvs/$*/bin/python -m pip install -q -e '.[postgres,dev]' \
-		$(shell python3 pytest_llamastate/releases/lines.py pins $*)
+		$(shell python3 pytest_llamastate/releases/tested.py pins $*)
 	touch $@
 
 lint: $(STAMP)

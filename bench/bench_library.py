@@ -7,11 +7,14 @@ client (``client.files.list()``, through the library client's route table) and s
 
 - ``plugin``: the ``llama_stack`` fixture (its own store, library mode, default config);
 - ``bare``: the flavor's ``LlamaStackAsLibraryClient`` (OGX: ``OGXAsLibraryClient``) on
-  the same config in ``tmp_path`` with every state root pointed there, ``shutdown()``
-  after; the plugin disabled (``-p no:llamastate``), as a suite without it runs.
+  the same config in ``tmp_path`` with every state root pointed there, started and
+  stopped as that release's users do (``initialize()`` before 0.2.19, ``shutdown()`` from
+  0.4.3: the release table's ``library_start`` / ``library_stop``); the plugin disabled
+  (``-p no:llamastate``), as a suite without it runs.
 
 The four processes of a round run back to back, the sides alternating; the ratio is the
-median over rounds of each round's ratio, in wall time (what the issue asks) and in CPU
+median over rounds of each round's ratio (and the ratio of the sides' median costs, which
+a loaded machine scatters less), in wall time (what the issue asks) and in CPU
 time (user + system of the whole process; it scatters far less when other jobs share the
 cores). Run with the venv of the release to measure (``.venv/bin/python
 bench/bench_library.py``, ``.venv-ogx/bin/python ...``; an older line's venv with
@@ -54,9 +57,8 @@ def client(tmp_path, monkeypatch):
     for name, value in state_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     client = {client}(CONFIG)
-    yield client
-    client.shutdown()
-@pytest.mark.parametrize("n", range({tests}))
+{start}    yield client
+{stop}@pytest.mark.parametrize("n", range({tests}))
 def test_it(client, n):
     assert client.files.list() is not None
 """
@@ -73,6 +75,8 @@ def _names() -> dict[str, str]:
         "module": FLAVOR.library_module,
         "client": FLAVOR.library_client,
         "config": str(FLAVOR.default_config),
+        "start": "" if FLAVOR.library_start == "constructor" else "    client.initialize()\n",
+        "stop": "    client.shutdown()\n" if FLAVOR.library_stop == "shutdown" else "",
     }
 
 
@@ -113,6 +117,11 @@ def main() -> dict[str, object]:
         result[f"{clock}_plugin_test_s"] = round(statistics.median(marginal[clock, "plugin"]), 4)
         result[f"{clock}_bare_client_test_s"] = round(statistics.median(marginal[clock, "bare"]), 4)
         result[f"{clock}_ratio"] = round(statistics.median(ratios[clock]), 3)
+        result[f"{clock}_ratio_of_medians"] = round(
+            statistics.median(marginal[clock, "plugin"])
+            / statistics.median(marginal[clock, "bare"]),
+            3,
+        )
         result[f"{clock}_ratios"] = [round(r, 3) for r in ratios[clock]]
     return {
         **result,

@@ -187,9 +187,9 @@ REBASE = """
 import os, sys
 sys.path.insert(0, {tests!r})
 import test_forkserver as t
-from {package}.core.utils import config_dirs, config_resolution
+from {core}.utils import config_dirs, config_resolution
 os.environ[{var!r}] = {new!r}
-t.forkserver._rebase_config_dirs({package!r})
+t.forkserver.rebase_config_dirs({core!r})
 print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 """
 
@@ -198,7 +198,7 @@ def test_config_folder_constants_follow_the_childs_environment(tmp_path: Path) -
     """Imported in the zygote, they must still name the store's config folder."""
     new = str(tmp_path / "new")
     script = REBASE.format(
-        tests=str(Path(__file__).parent), package=FLAVOR.package, var=FLAVOR.config_dir_var, new=new
+        tests=str(Path(__file__).parent), core=FLAVOR.core, var=FLAVOR.config_dir_var, new=new
     )
     env = {**os.environ, FLAVOR.config_dir_var: str(tmp_path / "old")}
     out = subprocess.run(

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata, resources
@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import lines as release_lines
+from .lines import Recorder
 
 __all__ = [
     "FLAVORS",
     "FLAVOR_CHOICES",
     "LLAMA_STACK",
     "OGX",
-    "PROCESS_STATE",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
@@ -42,25 +42,6 @@ __all__ = [
 FlavorName = Literal["llama-stack", "ogx"]
 FlavorChoice = Literal["auto", "llama-stack", "ogx"]
 FLAVOR_CHOICES: tuple[FlavorChoice, ...] = ("auto", "llama-stack", "ogx")
-
-
-@dataclass(frozen=True)
-class Recorder:
-    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
-    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
-
-    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
-    module: str
-    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
-    context_module: str
-    #: Where recordings go (the recorder's default is inside its own source tree).
-    dir_var: str
-    #: The header a server restores the test id from (``{"__test_id": ...}``).
-    header: str
-    #: Variable and value a server needs to read that header (llama-stack only).
-    server_var: tuple[str, str] | None
-    #: Modules the recorder imports when recording or replaying, and the extra that has them.
-    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,21 +88,20 @@ class Flavor:
     logging_hook: str | None
     list_tools_request: bool
     threaded_loop: bool
-    mcp_cache: bool
+    process_state: tuple[str, ...]
     config_template: str
     run_args: tuple[str, ...]
     server_flags: tuple[str, ...]
     toolgroup_api: bool
     tools_path: str
     namespaced_keys: bool
-    recorder_module: str | None
+    tool_name_key: str
+    recorder: Recorder | None
     limits: tuple[str, ...]
     #: The installed release this was resolved for (``None``: not installed, newest line).
     release: str | None = None
     #: Deprecation warnings (regexes) the stack's own MCP client raises on every call.
     mcp_client_warnings: tuple[str, ...] = ()
-    #: The request recorder of the installed release (None where it has none).
-    recorder: Recorder | None = None
 
     def at(self, release: str | None) -> Flavor:
         """This flavor with every line-specific fact of ``release`` (``None``: newest)."""
@@ -254,15 +234,6 @@ LLAMA_STACK = Flavor(
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
     **release_lines.line_facts("llama-stack", None),
-    # -- the request recorder (0.3 to 0.7; 0.2.17-0.2.24 had testing/inference_recorder.py) --
-    recorder=Recorder(
-        module="llama_stack.testing.api_recorder",
-        context_module="llama_stack.core.testing_context",
-        dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
-        header="X-LlamaStack-Provider-Data",
-        server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
-        needs=("ollama",),  # 0.7.3 patches the Ollama client too; only [starter] installs it
-    ),
 )
 
 OGX = Flavor(
@@ -286,45 +257,9 @@ OGX = Flavor(
     postgres_kv_expiration="TIMESTAMPTZ",
     install_hint="pip install 'pytest-llamastate[ogx]'",
     **release_lines.line_facts("ogx", None),
-    # -- the request recorder (OGX 1.5 reads the test id from the header in every mode) --
-    recorder=Recorder(
-        module="ogx.testing.api_recorder",
-        context_module="ogx.core.testing_context",
-        dir_var="OGX_TEST_RECORDING_DIR",
-        header="X-OGX-Provider-Data",
-        server_var=None,
-        needs=("aiohttp", "chardet", "pypdf"),  # it patches aiohttp and the PDF processor
-    ),
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
-
-# -- Process-level state of each release (issue 18) --------------------------------------
-
-#: What a release keeps at class or module level that carries one library stack's state
-#: into the next stack of the same process: ``module:attribute.path`` under the flavor's
-#: package, each a container the library backend empties before and after every stack.
-#: Found by reading each release's routing tables, registries and provider modules (class
-#: attributes, module globals, caches); a stack's own start resets the rest (storage
-#: backends, the job runtime, tenancy). An entry a release lacks has nothing to clear.
-PROCESS_STATE: Mapping[FlavorName, tuple[str, ...]] = {
-    "llama-stack": (
-        # 0.7.3: providers whose models were listed once per process, not per stack: a
-        # later stack on a fresh store lists none of their models (OGX 1.5: per stack).
-        "core.routing_tables.models:ModelsRoutingTable.listed_providers",
-        # Tools per toolgroup id, listed once: a later stack's toolgroup of the same id
-        # (another endpoint) would list the first one's tools.
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
-        # The MCP transport found per URL; a later test may reuse a port for another server.
-        "providers.utils.tools.mcp:protocol_cache",
-    ),
-    "ogx": (
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
-        "providers.utils.tools.mcp:protocol_cache",
-    ),
-}
 
 
 def detect(choice: str = "auto") -> Flavor:

@@ -7,162 +7,46 @@ the CLI and its flags, the toolgroup API. Each move is one line of a timeline be
 release that made it; the installed release (read from package metadata, never by trying
 imports) picks every fact at once. Supporting the next release is adding a line.
 
-Stdlib only, no relative imports: the Makefile runs this file to learn how each tested
-release is installed (``python pytest_llamastate/releases/lines.py pins llama-stack-0.2.12``),
-so the pins users are told and the pins the suite runs on are one list.
+Stdlib only (and :mod:`.tested`, the releases the suite runs on): importing it costs nothing.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .tested import TESTED, Tested, Version, parse_version
+
 __all__ = [
     "LINE_FIELDS",
     "REGISTRY_FILES",
-    "TESTED",
     "TIMELINES",
-    "Tested",
-    "Version",
+    "Recorder",
     "line_facts",
-    "parse_version",
     "support_problem",
-    "tested_release",
 ]
-
-Version = tuple[int, ...]
-
-
-def parse_version(text: str) -> Version:
-    """``(0, 2, 12)`` from ``0.2.12`` (a pre-release or local suffix is ignored)."""
-    found = re.match(r"\d+(?:\.\d+)*", text)
-    return tuple(int(part) for part in found.group().split(".")) if found else ()
 
 
 @dataclass(frozen=True)
-class Tested:
-    """One release the compatibility suite runs on, installed as its users install it."""
+class Recorder:
+    """A release's request recorder (``testing/api_recorder.py``): where it is, how it is
+    switched on, and how a test's id reaches it. Read by ``inference``; nothing else."""
 
-    distribution: str
-    version: str
-    #: The Python minor version it runs on in the suite (its users' oldest).
-    python: str
-    #: What to ``pip install`` besides pytest-llamastate, space-separated: pip alone does
-    #: not pin the stack's API and client packages (they float to the newest, which the
-    #: stack cannot import), nor ``mcp<2`` (mcp 2 breaks llama-stack's and OGX 0.8's MCP
-    #: client).
-    pins: tuple[str, ...]
+    #: The recorder module; ``ResponseStorage`` and ``normalize_inference_request`` live there.
+    module: str
+    #: ``set_test_context`` / ``reset_test_context`` / ``get_test_context`` live here.
+    context_module: str
+    #: Where recordings go (the recorder's default is inside its own source tree).
+    dir_var: str
+    #: The header a server restores the test id from (``{"__test_id": ...}``).
+    header: str
+    #: Variable and value a server needs to read that header (llama-stack only).
+    server_var: tuple[str, str] | None
+    #: Modules the recorder imports when recording or replaying, and the extra that has them.
+    needs: tuple[str, ...] = ()
 
-    @property
-    def install(self) -> str:
-        """The shell command that installs it: ``pip install llama-stack==0.2.12 ...``."""
-        return "pip install " + " ".join(f"'{p}'" if "<" in p else p for p in self.pins)
-
-    @property
-    def slug(self) -> str:
-        """``llama-stack-0.2.12``: the name of its venv and its stamp in the Makefile."""
-        return f"{self.distribution}-{self.version}"
-
-
-TESTED: tuple[Tested, ...] = (
-    Tested(
-        "llama-stack",
-        "0.2.12",
-        "3.11",
-        (
-            "llama-stack==0.2.12",
-            "llama-stack-client==0.2.12",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "llama-stack",
-        "0.2.24",
-        "3.12",
-        (
-            "llama-stack==0.2.24",
-            "llama-stack-client==0.2.23",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "llama-stack",
-        "0.3.5",
-        "3.12",
-        (
-            "llama-stack==0.3.5",
-            "llama-stack-client==0.3.5",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "llama-stack",
-        "0.4.7",
-        "3.12",
-        (
-            "llama-stack==0.4.7",
-            "llama-stack-api==0.4.7",
-            "llama-stack-client==0.4.7",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "llama-stack",
-        "0.6.1",
-        "3.12",
-        (
-            "llama-stack==0.6.1",
-            "llama-stack-api==0.6.1",
-            "llama-stack-client==0.6.1",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "llama-stack",
-        "0.7.3",
-        "3.12",
-        (
-            "llama-stack==0.7.3",
-            "llama-stack-api==0.7.3",
-            "llama-stack-client==0.7.3",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "ogx",
-        "0.8.0",
-        "3.12",
-        (
-            "ogx==0.8.0",
-            "ogx-api==0.8.0",
-            "ogx-client==0.8.0",
-            "mcp<2",
-        ),
-    ),
-    Tested(
-        "ogx",
-        "1.0.4",
-        "3.12",
-        (
-            "ogx==1.0.4",
-            "ogx-api==1.0.4",
-            "ogx-client==1.0.4",
-        ),
-    ),
-    Tested(
-        "ogx",
-        "1.5.0",
-        "3.12",
-        (
-            "ogx==1.5.0",
-            "ogx-api==1.5.0",
-            "ogx-client==1.5.0",
-        ),
-    ),
-)
 
 #: The registry database of a store, by the name releases give it: the plugin's configs and
 #: llama-stack 0.3+ say ``kvstore.db``, 0.2's distributions ``registry.db``.
@@ -184,14 +68,16 @@ LINE_FIELDS: Mapping[str, str] = {
     "logging_hook": "the library client's module-level logging set-up, silenced while it starts",
     "list_tools_request": "whether ``list_tools`` takes a ``ListToolsRequest`` (else a keyword)",
     "threaded_loop": "whether the library client's loop runs in a thread of its own",
-    "mcp_cache": "whether the MCP client keeps a per-URL ``protocol_cache`` to clear",
+    "process_state": "what the line keeps at class or module level that one library stack "
+    "would carry into the next: ``module:attribute.path``, each emptied around every stack",
     "config_template": "the plugin's offline run config for the line (in ``configs/``)",
     "run_args": "the CLI's words before the config path",
     "server_flags": "flags the server needs after ``--port``",
     "toolgroup_api": "whether the release serves ``/v1/toolgroups`` and ``client.toolgroups``",
     "tools_path": "the HTTP route that lists tools",
     "namespaced_keys": "whether the SQLite kvstore prefixes keys with the store's namespace",
-    "recorder_module": "the request recorder's module (None: the release has none)",
+    "tool_name_key": "the key naming a tool in the list-tools answer",
+    "recorder": "the request recorder (:class:`Recorder`; None: none the plugin can drive)",
     "limits": "what the plugin cannot do on this line, one sentence each",
 }
 
@@ -200,6 +86,19 @@ def _api_types(package: str) -> tuple[tuple[str, str], ...]:
     """Every API type from one package (llama-stack 0.4+, OGX)."""
     return tuple((name, package) for name in ("Api", "URL", "ListToolsRequest"))
 
+
+# Process-level state, found by reading each line's routing tables, registries and provider
+# modules (``core.``: the line's core package; what is left alone and why: reliability.md).
+#: Tools per toolgroup id, listed once: a later stack's same toolgroup id lists them. Every line.
+_TOOL_INDEX = (
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+)
+#: Providers whose models were listed, once per process (llama-stack 0.2.16 on, OGX until
+#: 1.4 made it per stack): a later stack on a fresh store lists none of their models.
+_LISTED_MODELS = ("core.routing_tables.models:ModelsRoutingTable.listed_providers",)
+#: The MCP transport found per URL (0.2.16 on): a later test may reuse the port for another.
+_MCP_TRANSPORTS = ("providers.utils.tools.mcp:protocol_cache",)
 
 #: ``(first release, facts that changed there)``, oldest first; a fact holds until a later
 #: line changes it. The first line of each sets every field of ``LINE_FIELDS``.
@@ -222,24 +121,25 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": None,
                 "list_tools_request": False,
                 "threaded_loop": False,
-                "mcp_cache": False,
+                "process_state": _TOOL_INDEX,
                 "config_template": "minimal-0.2.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
                 "toolgroup_api": True,
                 "tools_path": "/v1/tools",
                 "namespaced_keys": False,
-                "recorder_module": None,
+                "tool_name_key": "identifier",  # a tool was a Resource (``Tool``) up to 0.2
+                # 0.2.17-0.2.24 had testing/inference_recorder.py, without a test context.
+                "recorder": None,
                 "limits": (
                     "no Postgres stores (the plugin's Postgres configs use the 0.3+ storage "
                     "section)",
-                    "state templates are not built (llama_template needs the 0.3+ storage "
-                    "section)",
+                    "record or replay inference (no request recorder before 0.3)",
                 ),
             },
         ),
-        ((0, 2, 17), {"core": "llama_stack.core", "mcp_cache": True, "library_start": "initialize",
-                      "recorder_module": "llama_stack.testing.inference_recorder"}),
+        ((0, 2, 16), {"process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS}),
+        ((0, 2, 17), {"core": "llama_stack.core", "library_start": "initialize"}),
         ((0, 2, 19), {"library_start": "constructor"}),
         (
             (0, 3, 0),
@@ -247,7 +147,16 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "format": "0.3 storage section",
                 "logging_hook": "setup_logging",
                 "config_template": "minimal-0.3.yaml",
-                "recorder_module": "llama_stack.testing.api_recorder",
+                "tool_name_key": "name",
+                "recorder": Recorder(
+                    module="llama_stack.testing.api_recorder",
+                    context_module="llama_stack.core.testing_context",
+                    dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
+                    header="X-LlamaStack-Provider-Data",
+                    server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
+                    # 0.7.3 patches the Ollama client too; only [starter] installs it.
+                    needs=("ollama",),
+                ),
                 "limits": (),
             },
         ),
@@ -288,14 +197,23 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": "setup_logging",
                 "list_tools_request": True,
                 "threaded_loop": False,
-                "mcp_cache": True,
+                "process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS,
                 "config_template": "minimal.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
                 "toolgroup_api": False,
                 "tools_path": "/v1/tools",
                 "namespaced_keys": False,
-                "recorder_module": "ogx.testing.api_recorder",
+                "tool_name_key": "name",
+                # OGX 1.5 reads the test id from the header in every mode.
+                "recorder": Recorder(
+                    module="ogx.testing.api_recorder",
+                    context_module="ogx.core.testing_context",
+                    dir_var="OGX_TEST_RECORDING_DIR",
+                    header="X-OGX-Provider-Data",
+                    server_var=None,
+                    needs=("aiohttp", "chardet", "pypdf"),  # aiohttp and the PDF processor
+                ),
                 "limits": (),
             },
         ),
@@ -311,6 +229,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
             },
         ),
         ((1, 1, 0), {"server_flags": ("--insecure",)}),
+        ((1, 4, 0), {"process_state": _TOOL_INDEX + _MCP_TRANSPORTS}),
     ),
 }  # fmt: skip
 
@@ -358,29 +277,3 @@ def newer_than_tested(distribution: str, version: str) -> str | None:
     """The newest tested release, when ``version`` is newer (it runs, but untested)."""
     newest = _tested(distribution)[-1]
     return newest.version if parse_version(version) > parse_version(newest.version) else None
-
-
-def tested_release(slug: str) -> Tested:
-    """The tested release named ``llama-stack-0.2.12``."""
-    for tested in TESTED:
-        if tested.slug == slug:
-            return tested
-    raise KeyError(f"no tested release {slug!r}; known: {', '.join(t.slug for t in TESTED)}")
-
-
-def _main(argv: list[str]) -> int:
-    """``pins SLUG`` / ``python SLUG`` / ``slugs``: facts the Makefile builds venvs from."""
-    if argv[:1] == ["slugs"]:
-        print(" ".join(t.slug for t in TESTED))
-        return 0
-    if len(argv) == 2 and argv[0] in ("pins", "python"):
-        tested = tested_release(argv[1])
-        words = [f"'{p}'" for p in tested.pins] if argv[0] == "pins" else [tested.python]
-        print(" ".join(words))
-        return 0
-    print("usage: releases.py slugs | pins SLUG | python SLUG", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -205,9 +205,11 @@ class LlamaStack:
 
     def tools(self, toolgroup_id: str | None = None) -> list[dict[str, Any]]:
         """The tools of every toolgroup (or of one), as the stack's list-tools API returns
-        them: ``GET /v1/tools`` (OGX: ``/v1/admin/tools``) as plain dicts."""
+        them: ``GET /v1/tools`` (OGX: ``/v1/admin/tools``) as plain dicts, each with its
+        ``name`` (llama-stack 0.2 calls it ``identifier`` only)."""
         self._require_running()
-        return self._backend.tools(toolgroup_id)
+        key = self.flavor.tool_name_key
+        return [{"name": tool[key], **tool} for tool in self._backend.tools(toolgroup_id)]
 
     def invoke_tool(self, tool_name: str, /, **arguments: Any) -> Any:
         """Call a tool as an agent would, and return what it answered.

@@ -27,23 +27,23 @@ class EngineTracker:
         self._restore: tuple[Any, Any] | None = None
         if flavor.sqlalchemy_module is None:
             return
-        store_class = import_quietly(flavor.sqlalchemy_module).SqlAlchemySqlStoreImpl
-        original = store_class.create_engine
+        module = import_quietly(flavor.sqlalchemy_module)
+        original = module.create_async_engine
         engines = self.engines
 
-        def create_engine(store: Any) -> Any:
-            engine = original(store)
+        def create_async_engine(*args: Any, **kwargs: Any) -> Any:
+            engine = original(*args, **kwargs)
             engines.append(engine)
             return engine
 
-        store_class.create_engine = create_engine
-        self._restore = (store_class, original)
+        module.create_async_engine = create_async_engine
+        self._restore = (module, original)
 
     def dispose(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close every recorded engine's connections on the stack's (idle) ``loop``."""
         if self._restore is not None:
-            store_class, original = self._restore
-            store_class.create_engine = original
+            module, original = self._restore
+            module.create_async_engine = original
             self._restore = None
         engines, self.engines[:] = list(self.engines), []
 

@@ -41,7 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..releases import Flavor
 
-__all__ = ["ChildExitedError", "ForkServer", "ForkServerError", "ServerChild"]
+__all__ = ["ChildExitedError", "ForkServer", "ForkServerError", "ServerChild", "rebase_config_dirs"]
 
 #: Seconds the zygote may take to import the stack, or to answer a fork request.
 _ZYGOTE_TIMEOUT = 120.0
@@ -152,7 +152,7 @@ class ForkServer:
         if self._proc is not None:
             return
         flags = ["-P"] if sys.version_info >= (3, 11) else []  # not this folder on sys.path
-        command = [sys.executable, *flags, __file__, _entry_point(self.flavor), self.flavor.package]
+        command = [sys.executable, *flags, __file__, _entry_point(self.flavor), self.flavor.core]
         env = {k: v for k, v in os.environ.items() if k != self.flavor.inference_mode_var}
         env["_LLAMASTATE_PARENT"] = str(os.getpid())
         self._stderr.seek(0)
@@ -251,25 +251,25 @@ def _import_quietly(names: list[str]) -> None:
                     importlib.import_module(name)
 
 
-def _rebase_config_dirs(package: str) -> None:
-    """Point the config-folder constants at this child's ``*_CONFIG_DIR``.
+def rebase_config_dirs(core: str) -> None:
+    """Point the config-folder constants at the ``*_CONFIG_DIR`` of the environment now.
 
-    llama-stack computes them from the environment at import, which happened in the
-    zygote; ``from config_dirs import X`` copied them into other modules, so every
-    module attribute equal to an old value is replaced."""
-    if (module := sys.modules.get(f"{package}.core.utils.config_dirs")) is None:
+    llama-stack computes them from the environment at import (in the zygote, or before a
+    library stack's store existed); ``from config_dirs import X`` copied them into other
+    modules, so every module attribute equal to an old value is replaced."""
+    if (module := sys.modules.get(f"{core}.utils.config_dirs")) is None:
         return
     old = {k: v for k, v in vars(module).items() if isinstance(v, Path)}
     new = vars(importlib.reload(module))
     moved = {old[k]: new[k] for k in old if new.get(k) != old[k]}
     for name, mod in list(sys.modules.items()):
-        if moved and (name == package or name.startswith(f"{package}.")):
+        if moved and name.partition(".")[0] == core.partition(".")[0]:
             for attr, value in list(vars(mod).items()):
                 if isinstance(value, Path) and value in moved:
                     setattr(mod, attr, moved[value])
 
 
-def _child(request: dict[str, Any], report: int, zygote: int, package: str) -> None:
+def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None:
     """Become the server ``request`` asks for; never returns."""
     code = 1
     try:
@@ -287,7 +287,7 @@ def _child(request: dict[str, Any], report: int, zygote: int, package: str) -> N
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        _rebase_config_dirs(package)
+        rebase_config_dirs(core)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
         _report_ready_after_startup(report)
@@ -324,15 +324,13 @@ def _report_ready_after_startup(report: int) -> None:
 class _Zygote:
     """Import once, then fork a child per JSON request on stdin; report on stdout."""
 
-    def __init__(self, entry: str, package: str) -> None:
+    def __init__(self, entry: str, core: str) -> None:
         _die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
-        _import_quietly(
-            ["uvicorn.server", entry.partition(":")[0], f"{package}.core.server.server"]
-        )
+        _import_quietly(["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"])
         gc.freeze()  # keep the children's garbage collector off the shared pages
-        self.entry, self.package, self.pid = entry, package, os.getpid()
+        self.entry, self.core, self.pid = entry, core, os.getpid()
         self.out = os.fdopen(1, "wb", buffering=0)
         self.children: set[int] = set()
         self.reports: dict[int, tuple[int, bytearray]] = {}  # read end: (pid, its words)
@@ -389,7 +387,7 @@ class _Zygote:
             self.say({"id": request["id"], "error": str(exc)})
             return
         if pid == 0:
-            _child(request, report_w, self.pid, self.package)
+            _child(request, report_w, self.pid, self.core)
         os.close(report_w)
         self.children.add(pid)
         self.reports[report_r] = (pid, bytearray())

@@ -17,13 +17,14 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..releases import PROCESS_STATE, Flavor, import_quietly
+from ..releases import Flavor, import_quietly
 from ..state import environ, live
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
 from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .engines import EngineTracker
+from .forkserver import rebase_config_dirs
 
 __all__ = ["LibraryBackend", "process_state"]
 
@@ -33,9 +34,9 @@ _UNDER_TEST = "PYTEST_CURRENT_TEST"
 
 
 def process_state(flavor: Flavor) -> dict[str, Any]:
-    """Each container of ``PROCESS_STATE`` the installed release has, by its entry."""
+    """Each container of the line's ``process_state`` (release table), by its entry."""
     found = {}
-    for entry in PROCESS_STATE[flavor.name]:
+    for entry in flavor.process_state:
         module, _, path = entry.partition(":")
         # ``core`` is ``distribution`` up to llama-stack 0.2.16: the release table says where.
         core, _, rest = module.partition(".")
@@ -50,7 +51,7 @@ def process_state(flavor: Flavor) -> dict[str, Any]:
 
 def _reset_globals(flavor: Flavor) -> None:
     """Clear what one in-process stack leaves for the next: every container the release
-    keeps at class or module level (``PROCESS_STATE``: listed models, the tool index, the
+    keeps at class or module level (``process_state``: listed models, the tool index, the
     MCP transport per URL). ``Stack.initialize`` re-registers the storage backends itself.
     """
     for state in process_state(flavor).values():
@@ -86,6 +87,9 @@ def _new_client(spec: StartSpec) -> Any:
             f"{flavor.name} is not installed ({exc.name} missing): {flavor.install_hint}"
         ) from None
     _reset_globals(flavor)
+    # Its folders were computed from the environment at import, before this store existed
+    # (0.2.24's prompts.db under DISTRIBS_BASE_DIR would land in ~/.llama).
+    rebase_config_dirs(flavor.core)
     created: list[asyncio.AbstractEventLoop] = []
     new_event_loop = asyncio.new_event_loop
 
@@ -216,6 +220,7 @@ class LibraryBackend:
             if self._flavor.library_stop == "shutdown":
                 atexit.unregister(client.shutdown)
             _reset_globals(self._flavor)
+            rebase_config_dirs(self._flavor.core)  # back to the process's own
 
     def release(self) -> None:
         self.stop()
@@ -254,8 +259,9 @@ class LibraryBackend:
         # llama-stack (and OGX) leave the group's tools in the class-level index.
         index = type(routing)
         for tool in index.toolgroups_to_tools.pop(toolgroup_id, []):
-            if index.tool_to_toolgroup.get(tool.name) == toolgroup_id:
-                del index.tool_to_toolgroup[tool.name]
+            name = getattr(tool, self._flavor.tool_name_key)  # type: ignore[union-attr]
+            if index.tool_to_toolgroup.get(name) == toolgroup_id:
+                del index.tool_to_toolgroup[name]
 
     def tools(self, toolgroup_id: str | None) -> list[dict[str, Any]]:
         """The handler behind the list-tools route, called directly: OGX 1.5's route

@@ -3,8 +3,8 @@
 A test of an agent needs a toolgroup whose tools exist. Writing, starting, port-managing and
 stopping an MCP server is the same sixty lines in every suite, so the plugin serves the
 functions itself: the installed ``mcp`` package's FastMCP (mcp 1.x; ``MCPServer`` in mcp
-2.x, which OGX needs) over streamable HTTP, in a thread of this process, so the functions
-run here and every call they get is recorded.
+2.x, which OGX needs) over streamable HTTP (and SSE for old clients), in a thread of this
+process, so the functions run here and every call they get is recorded.
 
 Markers are evaluated when a test module is imported, long before any server should run,
 so :func:`mcp_tools` returns a :class:`~.seeds.LazySeed`: checked at collection, turned
@@ -158,7 +158,29 @@ def _app(functions: Sequence[Callable[..., Any]], calls: list[McpCall]) -> Any:
         server = Recording("pytest-llamastate", log_level="WARNING")
     for fn in functions:
         server.add_tool(fn)
-    return server.streamable_http_app()
+    return _both_transports(server.streamable_http_app(), server.sse_app())
+
+
+def _both_transports(streamable: Any, sse: Any) -> Any:
+    """One endpoint (``/mcp``) for the MCP clients of every release: streamable HTTP, and
+    the older SSE transport for llama-stack up to 0.2.15, whose client speaks nothing else.
+
+    An SSE client opens the endpoint with a ``GET`` and no ``mcp-session-id`` (a
+    streamable-HTTP client's ``GET`` always carries one) and posts to ``/messages/``.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers", ()))
+            opens_sse = scope["method"] == "GET" and b"mcp-session-id" not in headers
+            if scope["path"] == "/mcp" and opens_sse:
+                scope = {**scope, "path": "/sse"}
+            if scope["path"] in ("/sse", "/messages/"):
+                await sse(scope, receive, send)
+                return
+        await streamable(scope, receive, send)
+
+    return app
 
 
 @dataclass

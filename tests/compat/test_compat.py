@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pytest_llamastate.releases import detect
-from pytest_llamastate.releases.lines import TESTED
+from pytest_llamastate.releases.tested import TESTED
 
 FLAVOR = detect()
 VERSION = FLAVOR.version()

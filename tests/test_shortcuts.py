@@ -93,7 +93,8 @@ OPENAPI = {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}
 @pytest.mark.parametrize(
     ("flavor", "version", "expected"),
     [
-        (LLAMA_STACK, "0.4.7", set()),
+        (LLAMA_STACK, "0.3.5", set()),
+        (LLAMA_STACK, "0.4.7", STAINLESS),
         (LLAMA_STACK, "0.6.1", STAINLESS),
         (LLAMA_STACK, "0.7.3", STAINLESS),
         (LLAMA_STACK, "0.8.0", set()),

@@ -29,7 +29,7 @@ Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table", "sql-schema", "c
 #: gets the last row at or below it.
 LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
     "llama-stack": (
-        ("0.6", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
+        ("0.4", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("0.8", frozenset()),
     ),
     "ogx": (

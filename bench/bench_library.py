@@ -13,7 +13,8 @@ client (``client.files.list()``, through the library client's route table) and s
   (``-p no:llamastate``), as a suite without it runs.
 
 The four processes of a round run back to back, the sides alternating; the ratio is the
-median over rounds of each round's ratio, in wall time (what the issue asks) and in CPU
+median over rounds of each round's ratio (and the ratio of the sides' median costs, which
+a loaded machine scatters less), in wall time (what the issue asks) and in CPU
 time (user + system of the whole process; it scatters far less when other jobs share the
 cores). Run with the venv of the release to measure (``.venv/bin/python
 bench/bench_library.py``, ``.venv-ogx/bin/python ...``; an older line's venv with
@@ -116,6 +117,11 @@ def main() -> dict[str, object]:
         result[f"{clock}_plugin_test_s"] = round(statistics.median(marginal[clock, "plugin"]), 4)
         result[f"{clock}_bare_client_test_s"] = round(statistics.median(marginal[clock, "bare"]), 4)
         result[f"{clock}_ratio"] = round(statistics.median(ratios[clock]), 3)
+        result[f"{clock}_ratio_of_medians"] = round(
+            statistics.median(marginal[clock, "plugin"])
+            / statistics.median(marginal[clock, "bare"]),
+            3,
+        )
         result[f"{clock}_ratios"] = [round(r, 3) for r in ratios[clock]]
     return {
         **result,

@@ -7,7 +7,10 @@ spawns, the child says when it listens, stopped with SIGTERM (``fork_sigterm``: 
 shutdown) or SIGKILL (``fork_sigkill``: every registry write is already committed).
 ``exec``: the CLI as a subprocess in its own group, polled every 20 ms, SIGTERM to the
 group. Alternating in one run, median of ``ROUNDS``; ``restart``: stop + spawn + ready on
-the same store. The first stack (the zygote starts, imports and learns) is reported apart.
+the same store; ``fork_no_schema``: a SIGKILL cycle without the schema files (as before).
+``*_child_cpu_s``: the CPU the forked child used up to its stop (``/proc``; it scatters
+less than wall time on a shared machine). The first stack (the zygote starts, imports and
+learns) is reported apart.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pytest_llamastate.stack import shortcuts
 from pytest_llamastate.stack.forkserver import ForkServer, ServerChild
 from pytest_llamastate.state.store import state_env
 
-ROUNDS = 10
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 FLAVOR = detect()
 CONFIG = Path(__file__).resolve().parent.parent / "pytest_llamastate" / "configs"
 
@@ -48,12 +51,25 @@ def _health(port: int) -> bool:
         return False
 
 
-def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` used so far (Linux ``/proc``; 0 else)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _fork_cycle(
+    server: ForkServer, store: Path, grace: float, schema: bool = True
+) -> tuple[float, float]:
+    """Wall seconds of one cycle, and the CPU seconds its child used up to the stop."""
     store.mkdir(exist_ok=True)
     port = _port()
     config = CONFIG / FLAVOR.config_template
     start = time.perf_counter()
-    with shortcuts.server_schema(FLAVOR, config, store):  # as the plugin's server backend
+    # As the plugin's server backend does (``schema=False``: as it did before).
+    with shortcuts.server_schema(FLAVOR, config, store if schema else None):
         child = server.spawn(
             config_path=config,
             port=port,
@@ -63,8 +79,9 @@ def _fork_cycle(server: ForkServer, store: Path, grace: float) -> float:
         )
         child.wait_ready(60)
     assert _health(port)
+    cpu = _cpu_s(child.pid)
     child.stop(grace=grace)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu
 
 
 def _restart(server: ForkServer, store: Path) -> float:
@@ -120,18 +137,19 @@ def _exec_cycle(store: Path) -> float:
 def main() -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-server-"))
     server = ForkServer(FLAVOR)
-    first = _fork_cycle(server, tmp / "first", 10)  # zygote start, import, learning
+    first = _fork_cycle(server, tmp / "first", 10)[0]  # zygote start, import, learning
     runs: dict[str, list[float]] = {
-        "exec": [],
-        "fork_sigterm": [],
-        "fork_sigkill": [],
-        "restart": [],
+        k: [] for k in ("exec", "fork_sigterm", "fork_sigkill", "fork_no_schema", "restart")
     }
+    cpu: dict[str, list[float]] = {"fork_sigkill": [], "fork_no_schema": []}
     try:
         for n in range(ROUNDS):
             runs["exec"].append(_exec_cycle(tmp / f"exec{n}"))
-            runs["fork_sigterm"].append(_fork_cycle(server, tmp / f"term{n}", 10))
-            runs["fork_sigkill"].append(_fork_cycle(server, tmp / f"kill{n}", 0))
+            runs["fork_sigterm"].append(_fork_cycle(server, tmp / f"term{n}", 10)[0])
+            for name, schema in (("fork_sigkill", True), ("fork_no_schema", False)):
+                wall, used = _fork_cycle(server, tmp / f"{name}{n}", 0, schema)
+                runs[name].append(wall)
+                cpu[name].append(used)
             runs["restart"].append(_restart(server, tmp / f"restart{n}"))
     finally:
         server.close()
@@ -141,6 +159,7 @@ def main() -> dict[str, object]:
         "rounds": ROUNDS,
         "first_fork_stack_s": round(first, 3),
         **{f"{k}_s": round(v, 3) for k, v in med.items()},
+        **{f"{k}_child_cpu_s": round(statistics.median(v), 3) for k, v in cpu.items()},
         "fork_sigterm_ratio": round(med["fork_sigterm"] / med["exec"], 3),
         "fork_sigkill_ratio": round(med["fork_sigkill"] / med["exec"], 3),
         "cpus": os.cpu_count(),

@@ -1,8 +1,12 @@
 """Library stacks built with the release's shortcuts are as isolated as ones built without.
 
-The route table is shared from the second stack of a config on, so the isolation tests
-run four stacks: the later ones call through rebound endpoints. The plugin's own calls
-(``toolgroups()``) skip the routes; ``client.files`` goes through them.
+The route table and the SQLite schema are shared from the second stack of a config on, so
+the isolation test runs five stacks: the later ones call through rebound endpoints into
+files tables created from the first one's schema. The plugin's own calls
+(``toolgroups()``) skip the routes; ``client.files`` goes through them. Every test here
+runs with whichever flavor and release is installed: ``make test`` runs it with
+llama-stack 0.7 and OGX 1.5; an older line's venv runs it as
+``PYTHONPATH=$PWD .venvs/<release>/bin/pytest tests/test_shortcuts.py``.
 """
 
 from __future__ import annotations
@@ -89,11 +93,13 @@ OPENAPI = {"lazy-rest-tls", "route-table", "sql-schema", "config-once"}
 @pytest.mark.parametrize(
     ("flavor", "version", "expected"),
     [
-        (LLAMA_STACK, "0.6.1", set()),
-        (LLAMA_STACK, "0.7.0", STAINLESS),
+        (LLAMA_STACK, "0.3.5", set()),
+        (LLAMA_STACK, "0.4.7", STAINLESS),
+        (LLAMA_STACK, "0.6.1", STAINLESS),
         (LLAMA_STACK, "0.7.3", STAINLESS),
         (LLAMA_STACK, "0.8.0", set()),
-        (OGX, "1.0.4", set()),
+        (OGX, "0.8.0", set()),
+        (OGX, "1.0.4", STAINLESS),
         (OGX, "1.5.0", OPENAPI),
         (OGX, "1.6.0", set()),
     ],

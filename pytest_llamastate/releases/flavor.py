@@ -14,7 +14,7 @@ import asyncio
 import functools
 import importlib
 import warnings
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata, resources
@@ -29,7 +29,6 @@ __all__ = [
     "FLAVOR_CHOICES",
     "LLAMA_STACK",
     "OGX",
-    "PROCESS_STATE",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
@@ -89,7 +88,7 @@ class Flavor:
     logging_hook: str | None
     list_tools_request: bool
     threaded_loop: bool
-    mcp_cache: bool
+    process_state: tuple[str, ...]
     config_template: str
     run_args: tuple[str, ...]
     server_flags: tuple[str, ...]
@@ -179,13 +178,14 @@ class Flavor:
             *self.server_flags,
         ]
 
-    def registry_namespace(self, configured: str | None, *, postgres: bool = False) -> str | None:
+    def registry_namespace(self, configured: str | None, *, prefixed: bool = False) -> str | None:
         """The prefix of registry keys for a run config whose metadata namespace is
         ``configured`` (``None`` when the config names none), or ``None`` for no prefix.
 
-        ``kv_postgres`` prefixes keys in both flavors; llama-stack's ``kv_sqlite`` does not.
+        ``prefixed``: the storage backend's kv table prefixes keys in both flavors (as
+        ``kv_postgres`` does); llama-stack's ``kv_sqlite`` does not.
         """
-        if not (self.namespaced_keys or postgres):
+        if not (self.namespaced_keys or prefixed):
             return None
         return configured or self.default_namespace
 
@@ -261,33 +261,6 @@ OGX = Flavor(
 )
 
 FLAVORS: tuple[Flavor, ...] = (LLAMA_STACK, OGX)
-
-# -- Process-level state of each release (issue 18) --------------------------------------
-
-#: What a release keeps at class or module level that carries one library stack's state
-#: into the next stack of the same process: ``module:attribute.path`` under the flavor's
-#: package, each a container the library backend empties before and after every stack.
-#: Found by reading each release's routing tables, registries and provider modules (class
-#: attributes, module globals, caches); a stack's own start resets the rest (storage
-#: backends, the job runtime, tenancy). An entry a release lacks has nothing to clear.
-PROCESS_STATE: Mapping[FlavorName, tuple[str, ...]] = {
-    "llama-stack": (
-        # 0.7.3: providers whose models were listed once per process, not per stack: a
-        # later stack on a fresh store lists none of their models (OGX 1.5: per stack).
-        "core.routing_tables.models:ModelsRoutingTable.listed_providers",
-        # Tools per toolgroup id, listed once: a later stack's toolgroup of the same id
-        # (another endpoint) would list the first one's tools.
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
-        # The MCP transport found per URL; a later test may reuse a port for another server.
-        "providers.utils.tools.mcp:protocol_cache",
-    ),
-    "ogx": (
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
-        "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
-        "providers.utils.tools.mcp:protocol_cache",
-    ),
-}
 
 
 def detect(choice: str = "auto") -> Flavor:

@@ -68,7 +68,8 @@ LINE_FIELDS: Mapping[str, str] = {
     "logging_hook": "the library client's module-level logging set-up, silenced while it starts",
     "list_tools_request": "whether ``list_tools`` takes a ``ListToolsRequest`` (else a keyword)",
     "threaded_loop": "whether the library client's loop runs in a thread of its own",
-    "mcp_cache": "whether the MCP client keeps a per-URL ``protocol_cache`` to clear",
+    "process_state": "what the line keeps at class or module level that one library stack "
+    "would carry into the next: ``module:attribute.path``, each emptied around every stack",
     "config_template": "the plugin's offline run config for the line (in ``configs/``)",
     "run_args": "the CLI's words before the config path",
     "server_flags": "flags the server needs after ``--port``",
@@ -85,6 +86,19 @@ def _api_types(package: str) -> tuple[tuple[str, str], ...]:
     """Every API type from one package (llama-stack 0.4+, OGX)."""
     return tuple((name, package) for name in ("Api", "URL", "ListToolsRequest"))
 
+
+# Process-level state, found by reading each line's routing tables, registries and provider
+# modules (``core.``: the line's core package; what is left alone and why: reliability.md).
+#: Tools per toolgroup id, listed once: a later stack's same toolgroup id lists them. Every line.
+_TOOL_INDEX = (
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.toolgroups_to_tools",
+    "core.routing_tables.toolgroups:ToolGroupsRoutingTable.tool_to_toolgroup",
+)
+#: Providers whose models were listed, once per process (llama-stack 0.2.16 on, OGX until
+#: 1.4 made it per stack): a later stack on a fresh store lists none of their models.
+_LISTED_MODELS = ("core.routing_tables.models:ModelsRoutingTable.listed_providers",)
+#: The MCP transport found per URL (0.2.16 on): a later test may reuse the port for another.
+_MCP_TRANSPORTS = ("providers.utils.tools.mcp:protocol_cache",)
 
 #: ``(first release, facts that changed there)``, oldest first; a fact holds until a later
 #: line changes it. The first line of each sets every field of ``LINE_FIELDS``.
@@ -107,7 +121,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": None,
                 "list_tools_request": False,
                 "threaded_loop": False,
-                "mcp_cache": False,
+                "process_state": _TOOL_INDEX,
                 "config_template": "minimal-0.2.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
@@ -124,8 +138,8 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 ),
             },
         ),
-        ((0, 2, 17), {"core": "llama_stack.core", "mcp_cache": True,
-                      "library_start": "initialize"}),
+        ((0, 2, 16), {"process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS}),
+        ((0, 2, 17), {"core": "llama_stack.core", "library_start": "initialize"}),
         ((0, 2, 19), {"library_start": "constructor"}),
         (
             (0, 3, 0),
@@ -183,7 +197,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": "setup_logging",
                 "list_tools_request": True,
                 "threaded_loop": False,
-                "mcp_cache": True,
+                "process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS,
                 "config_template": "minimal.yaml",
                 "run_args": ("stack", "run"),
                 "server_flags": (),
@@ -215,6 +229,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
             },
         ),
         ((1, 1, 0), {"server_flags": ("--insecure",)}),
+        ((1, 4, 0), {"process_state": _TOOL_INDEX + _MCP_TRANSPORTS}),
     ),
 }  # fmt: skip
 

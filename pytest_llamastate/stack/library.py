@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..releases import PROCESS_STATE, Flavor, import_quietly
+from ..releases import Flavor, import_quietly
 from ..state import environ, live
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
@@ -34,9 +34,9 @@ _UNDER_TEST = "PYTEST_CURRENT_TEST"
 
 
 def process_state(flavor: Flavor) -> dict[str, Any]:
-    """Each container of ``PROCESS_STATE`` the installed release has, by its entry."""
+    """Each container of the line's ``process_state`` (release table), by its entry."""
     found = {}
-    for entry in PROCESS_STATE[flavor.name]:
+    for entry in flavor.process_state:
         module, _, path = entry.partition(":")
         # ``core`` is ``distribution`` up to llama-stack 0.2.16: the release table says where.
         core, _, rest = module.partition(".")
@@ -51,7 +51,7 @@ def process_state(flavor: Flavor) -> dict[str, Any]:
 
 def _reset_globals(flavor: Flavor) -> None:
     """Clear what one in-process stack leaves for the next: every container the release
-    keeps at class or module level (``PROCESS_STATE``: listed models, the tool index, the
+    keeps at class or module level (``process_state``: listed models, the tool index, the
     MCP transport per URL). ``Stack.initialize`` re-registers the storage backends itself.
     """
     for state in process_state(flavor).values():
@@ -128,8 +128,8 @@ def _new_client(spec: StartSpec) -> Any:
 
 
 def _sqlite_store(spec: StartSpec) -> Path | None:
-    """The store's folder when its state is in SQLite files there (not on Postgres)."""
-    return spec.store.path if spec.store.database is None else None
+    """The folder of the store's SQLite files, when its tables are such files."""
+    return spec.store.tables.sqlite_folder
 
 
 def _initialize(flavor: Flavor, client: Any) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pytest_llamastate import LlamaStackFactory, LlamaStore, ToolgroupSeed
 from pytest_llamastate.state.seed_rows import TemplateCache
 from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
+from pytest_llamastate.storage.sqlite_backend import SqliteStorage
 
 TOOLGROUPS = 50
 COPY_ROUNDS = 200
@@ -27,13 +28,15 @@ def main() -> dict[str, float]:
     )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        cache = TemplateCache(root / "templates")
-        cache.template(seeds)  # built once per run; the per-test cost is the copy
+        rows = TemplateCache(root / "templates").rows(seeds)
+        assert rows is not None
+        storage = SqliteStorage(root / "templates")
+        storage.template(rows)  # built once per run; the per-test cost is the copy
         copies = []
         for n in range(COPY_ROUNDS):
             store = LlamaStore.create(root / f"copy{n}")
             start = time.perf_counter()
-            cache.apply(seeds, store)
+            storage.create(store.path, rows, None)
             copies.append(time.perf_counter() - start)
         factory = LlamaStackFactory("library", DEFAULT_CONFIG)
         registers = []

@@ -21,8 +21,8 @@ from typing import Any
 from pytest_llamastate import LlamaStack, LlamaStackFactory, llama_template
 from pytest_llamastate.releases import detect
 from pytest_llamastate.stack import StackMode
+from pytest_llamastate.stack.state_templates import StateTemplates
 from pytest_llamastate.state.seed_rows import TemplateCache
-from pytest_llamastate.state.state_templates import StateTemplates
 from pytest_llamastate.state.store_factory import LlamaStoreFactory
 
 COPY_ROUNDS = 200

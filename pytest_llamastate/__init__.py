@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from .plugin.soak import restart_cycles
 from .stack import LlamaStack, LlamaStackFactory, StackError, StackNotInstalledError
+from .stack.state_templates import LlamaTemplate, TemplateError, llama_template
 from .state.leaks import LlamaSharedStoreLeakWarning, LlamaStoreLeakWarning
 from .state.mcptools import McpCall, McpServer, McpTools, McpToolsError, mcp_tools
 from .state.registry import RegistryDiff, RegistrySnapshot, StoreCorruptError, ToolgroupRecord
 from .state.seeds import SeedError, ToolgroupSeed
 from .state.stackconfig import StackConfig, StackConfigError
-from .state.state_templates import LlamaTemplate, TemplateError, llama_template
 from .state.store import LlamaStore, NotAStoreError
 from .state.store_factory import LlamaStoreFactory
 

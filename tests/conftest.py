@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 #: ``LLAMASTATE_TEST_BACKEND=postgres`` runs the tests marked ``both_backends`` (and not
 #: ``sqlite_only``) with every inner pytest run on Postgres: `make test` does it once more.
+#: ``toy`` runs them on the toy backend of ``toy_storage`` (``test_toy_storage`` does).
 BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
 #: ``LLAMASTATE_TEST_SERVER_PROCESS=exec`` runs the server-mode tests (their id says
 #: "server") with every inner run's servers started by the CLI: `make test` does it too.
@@ -45,14 +46,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if BACKEND != "postgres" and not SERVER_PROCESS:
+    if BACKEND == "sqlite" and not SERVER_PROCESS:
         return
     chosen = [
         i
         for i in items
         if (
             i.get_closest_marker("both_backends") and not i.get_closest_marker("sqlite_only")
-            if BACKEND == "postgres"
+            if BACKEND != "sqlite"
             else "server" in i.nodeid and "forkserver" not in i.nodeid
         )
     ]
@@ -75,6 +76,14 @@ def postgres_url() -> Iterator[str]:
 def inner_args(request: pytest.FixtureRequest) -> list[str]:
     """What an inner pytest run needs to run as this suite is set to (none by default)."""
     args = [f"--llama-server-process={SERVER_PROCESS}"] if SERVER_PROCESS else []
+    if BACKEND == "toy":  # the module adds its line to the table: in subprocesses too
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.syspath_prepend(str(Path(__file__).parent))  # and PYTHONPATH for them
+        path = os.pathsep.join(
+            filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
+        )
+        monkeypatch.setenv("PYTHONPATH", path)
+        return [*args, "-p", "toy_storage", "--llama-backend=toy"]
     if BACKEND != "postgres":
         return args
     from pytest_llamastate.storage.postgres.client import PostgresURL
@@ -87,7 +96,7 @@ def inner_args(request: pytest.FixtureRequest) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def _inner_runs_as_the_suite_is_set(request: pytest.FixtureRequest) -> None:
-    if (BACKEND != "postgres" and not SERVER_PROCESS) or "pytester" not in request.fixturenames:
+    if (BACKEND == "sqlite" and not SERVER_PROCESS) or "pytester" not in request.fixturenames:
         return
     pytester: pytest.Pytester = request.getfixturevalue("pytester")
     args = request.getfixturevalue("inner_args")

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_llamastate import LlamaStore
 from pytest_llamastate.releases import detect
-from pytest_llamastate.state.registry import write_entries
+from pytest_llamastate.storage.sqlite import write_entries
 
 KEY = "distributions:registry:v10::"
 
@@ -25,7 +25,7 @@ KEY = "distributions:registry:v10::"
 # mcp::one to another endpoint; the model is the same in both.
 SUITE = f"""
 import json, sqlite3
-from pytest_llamastate.state.registry import write_entries
+from pytest_llamastate.storage.sqlite import write_entries
 
 def tg(name, uri, args=None):
     return json.dumps({{"identifier": name, "provider_id": "model-context-protocol",

@@ -121,8 +121,8 @@ def test_a_kept_database_outlives_the_run_and_the_summary_says_how_to_open_it(
     )
     [path] = [line.split(": ", 1)[1] for line in result.outlines if "::test_bad: " in line]
     store = LlamaStore.open(Path(path))
-    assert store.database is not None
-    assert store.database.name in databases(postgres_url)
+    assert store.database_url is not None
+    assert store.tables.name in databases(postgres_url)
     assert [t.identifier for t in store.toolgroups()] == ["mcp::seeded"]
     # and the command line reads it like any store
     show = subprocess.run(
@@ -132,7 +132,7 @@ def test_a_kept_database_outlives_the_run_and_the_summary_says_how_to_open_it(
     assert show.returncode == 0, show.stderr
     doc = json.loads(show.stdout)
     assert [t["identifier"] for t in doc["toolgroups"]] == ["mcp::seeded"]
-    assert doc["marker"]["database"]["database"] == store.database.name
+    assert doc["marker"]["database"]["database"] == store.tables.name
     assert "***" in doc["marker"]["database"]["url"]  # never the password
 
 
@@ -171,14 +171,14 @@ def test_a_persistent_database_survives_runs_and_reset_drops_it(
     persist = pytester.path / ".pytest_cache/d/llamastate"
     store = LlamaStore.open(persist / "soak")
     assert {t.identifier for t in store.toolgroups()} == {"mcp::t0", "mcp::t1"}
-    assert store.database is not None
+    assert store.database_url is not None
     reset = subprocess.run(
         [sys.executable, "-m", "pytest_llamastate", "reset", "soak", "--yes", "--persist-dir", str(persist)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert reset.returncode == 0, reset.stderr
-    assert f"dropped database {store.database.name}" in reset.stdout
-    assert store.database.name not in databases(postgres_url)
+    assert f"dropped database {store.tables.name}" in reset.stdout
+    assert store.tables.name not in databases(postgres_url)
 
 
 @pytest.mark.parametrize(
@@ -339,7 +339,7 @@ def test_a_persistent_stores_integrity_check_reads_its_database(
 
         @pytest.mark.persistent("vanishing")
         def test_drops_its_database(llama_store):
-            db = llama_store.database
+            db = llama_store.tables
             janitor = Janitor(db.url.with_database("postgres"), run_id="tests")
             assert janitor.drop(db.name)
             janitor.close()
@@ -422,7 +422,7 @@ def test_as_root_the_throwaway_server_needs_no_way_through_the_users_folders(
             os.chmod({str(folder)!r}, 0o700)
 
         def test_b(llama_stack, llama_store):
-            assert llama_store.database is not None
+            assert llama_store.database_url is not None
             llama_stack.register_toolgroup("mcp::two", mcp_endpoint="http://127.0.0.1:9/sse")
             assert [t.identifier for t in llama_store.toolgroups()] == ["mcp::two"]
 
@@ -490,7 +490,7 @@ def test_a_sigkilled_runs_databases_are_gone_after_the_next_run(
         test_killed=f"""
         import pathlib, time
         def test_hang(llama_stack, llama_store):
-            pathlib.Path({str(ready)!r}).write_text(llama_store.database.name)
+            pathlib.Path({str(ready)!r}).write_text(llama_store.tables.name)
             time.sleep(300)
         """,
         test_next="def test_it(llama_store): pass",

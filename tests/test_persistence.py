@@ -144,7 +144,7 @@ def test_a_store_broken_during_the_test_fails_its_integrity_check(
 
         @pytest.mark.persistent("fragile")
         def test_it(llama_store):
-            from pytest_llamastate.state.registry import write_entries
+            from pytest_llamastate.storage.sqlite import write_entries
             write_entries(llama_store.kvstore_path, {"k": "v"})
             with open(llama_store.kvstore_path, "r+b") as db:
                 db.seek(100)
@@ -189,7 +189,8 @@ def test_restart_cycles_names_what_went_missing(tmp_path: Path) -> None:
         def lose(s: LlamaStack, cycle: int) -> None:
             s.register_toolgroup("mcp::lost", mcp_endpoint="http://127.0.0.1:9/y")
             # Delete the row behind the stack's back, as a broken store would.
-            from pytest_llamastate.state.registry import installed_format, write_entries
+            from pytest_llamastate.state.registry import installed_format
+            from pytest_llamastate.storage.sqlite import write_entries
 
             write_entries(
                 store.kvstore_path, {installed_format().key("tool_group", "mcp::lost"): None}

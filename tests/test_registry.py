@@ -8,9 +8,10 @@ import pytest
 from flavors import KEY, skip_module_without_a_stack
 
 from pytest_llamastate import LlamaStore
-from pytest_llamastate.state.registry import installed_format, write_entries
+from pytest_llamastate.state.registry import installed_format
 from pytest_llamastate.state.seed_rows import TemplateCache
 from pytest_llamastate.state.seeds import ToolgroupSeed
+from pytest_llamastate.storage.sqlite import write_entries
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends

@@ -111,7 +111,7 @@ def test_two_seed_sets_do_not_see_each_other(pytester: pytest.Pytester) -> None:
 
         @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})
         def test_a_again_after_a_write(llama_store):
-            from pytest_llamastate.state.registry import write_entries
+            from pytest_llamastate.storage.sqlite import write_entries
             write_entries(llama_store.kvstore_path, {"extra": "x"})
 
         @pytest.mark.llama_toolgroups({"toolgroup_id": "mcp::a", "mcp_endpoint": "http://h/a"})

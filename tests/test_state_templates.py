@@ -61,7 +61,7 @@ def content(client, file_id):
 
 
 def conversation_ids(store):  # the API lists none: read the ids from the SQL tables
-    if store.database is None:
+    if store.database_url is None:
         return [r[0] for r in sqlite3.connect(store.sqlstore_path).execute(
             "SELECT id FROM openai_conversations")]
     from pytest_llamastate.storage.postgres.client import with_connection
@@ -69,18 +69,18 @@ def conversation_ids(store):  # the API lists none: read the ids from the SQL ta
     async def ids(conn):
         return [r[0] for r in await conn.fetch("SELECT id FROM openai_conversations")]
 
-    return with_connection(store.database.url, ids)
+    return with_connection(store.tables.url, ids)
 
 
 def prompt_texts(stack):
     c = stack.client
     listed = c.prompts.list()
     texts = [p.prompt for p in getattr(listed, "data", listed)]
-    if texts or stack.store.database is None:
+    if texts or stack.store.database_url is None:
         return texts
     # llama-stack 0.7.3 lists no prompt on kv_postgres (its key-range query sees the
     # namespaced keys): find them in the rows, then read each through the API
-    ids = {k.split(":")[3] for k, _ in stack.store.database.rows() if k.startswith("prompts:prompts:v1:")}
+    ids = {k.split(":")[3] for k, _ in stack.store.tables.rows() if k.startswith("prompts:prompts:v1:")}
     return [c.prompts.retrieve(i).prompt for i in sorted(ids)]
 
 
@@ -107,10 +107,10 @@ def check_copy(request, llama_store):
     for path in llama_store.path.rglob("*"):
         if path.is_file():
             assert needle not in path.read_bytes(), path
-    if llama_store.database is not None:  # and not in the copied database
+    if llama_store.database_url is not None:  # and not in the copied database
         from pytest_llamastate.storage.postgres.tables import text_columns_with
 
-        assert text_columns_with(llama_store.database.url, needle.decode()) == []
+        assert text_columns_with(llama_store.tables.url, needle.decode()) == []
 
 
 def test_first_sees_the_template_and_changes_it(llama_stack, request):

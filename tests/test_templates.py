@@ -12,6 +12,7 @@ from pytest_llamastate import LlamaStore
 from pytest_llamastate.state.registry import read_entries
 from pytest_llamastate.state.seed_rows import TemplateCache
 from pytest_llamastate.state.seeds import SeedError, ToolgroupSeed
+from pytest_llamastate.storage.sqlite_backend import SqliteStorage
 
 skip_module_without_a_stack()
 pytestmark = pytest.mark.both_backends
@@ -35,14 +36,18 @@ def test_seed_rows_equal_the_rows_the_stack_writes_itself(llama_stack_factory, t
 
 
 def test_a_template_is_built_once_per_run_and_shared(tmp_path: Path) -> None:
-    """Two caches on one root, like two xdist workers: the second copies, never rebuilds."""
-    seeds = (ToolgroupSeed("mcp::a", mcp_endpoint="http://h/a"),)
-    first, second = TemplateCache(tmp_path), TemplateCache(tmp_path)
+    """Two storages on one root, like two xdist workers: the second copies, never rebuilds."""
+    seeds = TemplateCache(tmp_path).rows((ToolgroupSeed("mcp::a", mcp_endpoint="http://h/a"),))
+    assert seeds is not None
+    first, second = SqliteStorage(tmp_path), SqliteStorage(tmp_path)
     template = first.template(seeds)
     inode = template.stat().st_ino
     assert second.template(seeds) == template
     assert template.stat().st_ino == inode
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".db", ".lock"]
+    store = LlamaStore.create(tmp_path / "s")
+    second.create(store.path, seeds, None)
+    assert [t.identifier for t in store.toolgroups()] == ["mcp::a"]
 
 
 def test_seeding_a_store_under_a_running_stack_is_refused(

@@ -47,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,7 @@ from ..releases import detect
 from ..stack.engine import container_run_line
 from ..state.registry import RegistryEntry, StoreCorruptError
 from ..state.store import MARKER_NAME, LlamaStore, is_store, remove_store
-from ..storage.postgres.backend import reachable
-from ..storage.postgres.client import PostgresError
-from ..storage.postgres.janitor import Janitor
+from ..storage.base import StorageError
 from . import command_line, inspection
 
 __all__ = ["main"]
@@ -83,7 +82,8 @@ def _checked(path: Path) -> Path:
 
 def _open(path: Path, resources: ExitStack) -> LlamaStore:
     """The store at ``path``, its database within reach until the command ends."""
-    return resources.enter_context(reachable(LlamaStore.open(_checked(path))))
+    store = LlamaStore.open(_checked(path))
+    return replace(store, tables=resources.enter_context(store.tables.reachable()))
 
 
 # --- ls --------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         kind, label, created = inspection.marker(path)
         try:
             toolgroups = str(len(_open(path, args.resources).toolgroups()))
-        except (StoreCorruptError, PostgresError):
+        except (StoreCorruptError, StorageError):
             toolgroups = "?"  # one damaged store must not hide the others; show says why
         age = inspection.age(created, now)
         cells = [
@@ -145,8 +145,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"label:    {doc['label']}")
     print(f"created:  {when}")
     for name, value in doc["marker"].items():
-        if name == "database" and store.database is not None:  # where it is now
-            value = store.database.url.masked
+        if name == "database" and store.tables.location:  # where it is now
+            value = store.tables.location
         if name not in ("kind", "label", "created"):
             print(f"{name + ':':<9} {value}")
     print(f"toolgroups ({len(doc['toolgroups'])}):")
@@ -164,8 +164,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"kv namespaces ({len(doc['kv_namespaces'])}):")
     for namespace, count in doc["kv_namespaces"].items():
         print(f"  {namespace}: {count} rows")
-    where = f"database {store.database.name}" if store.database else "SQLite"
-    print(f"{where} tables ({len(doc['sql_tables'])}):")
+    print(f"{store.tables.title} tables ({len(doc['sql_tables'])}):")
     for table, count in doc["sql_tables"].items():
         print(f"  {table}: {count} rows")
     return 0
@@ -271,16 +270,11 @@ def cmd_reset(args: argparse.Namespace) -> int:
         print("nothing reset", file=sys.stderr)
         return 1
     for path in paths:
-        database = _open(path, args.resources).database
+        tables = _open(path, args.resources).tables
         if remove_store(path):  # checked again right before: never delete an unmarked folder
             print(f"removed {path}")
-        if database is not None:
-            admin = Janitor(database.url.with_database("postgres"), run_id="llamastate-reset")
-            try:
-                if admin.drop(database.name):
-                    print(f"dropped database {database.name}")
-            finally:
-                admin.close()
+        for line in tables.drop():
+            print(line)
     return 0
 
 
@@ -305,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with ExitStack() as args.resources:
             return COMMANDS[args.command](args)
-    except (CliError, StoreCorruptError, PostgresError) as exc:
+    except (CliError, StoreCorruptError, StorageError) as exc:
         problem = str(exc)
     except BrokenPipeError:  # `llamastate ls | head`: the reader is gone, not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llamastate",
         description="Inspect and manage pytest-llamastate stores. Reads a store's files (or its "
-        "Postgres database) directly and never imports Llama Stack, so it works on a CI "
+        "own database) directly and never imports Llama Stack, so it works on a CI "
         "artifact or a store made by another release.",
         epilog="exit codes: 0 success (diff: no differences); 1 diff found differences, or "
         "reset was not confirmed; 2 bad input, reported as one line on stderr naming the "
@@ -50,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
         "what a store holds",
         "Its kind, label, creation time and other marker data (e.g. the template it "
         "started from), its toolgroups, the other registry entries by type, and the SQL "
-        "tables with their row counts (sql_store.db, or the store's Postgres database).",
+        "tables with their row counts (sql_store.db, or the store's own database).",
     )
     show.add_argument("store", type=Path, metavar="STORE")
     show.add_argument(
@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
         "reset",
         "delete persistent stores",
         "Asks first (no answer is no). Deletes only folders with the plugin's marker that "
-        "are persistent stores; on Postgres, drops their databases too.",
+        "are persistent stores; a store with a database of its own loses that too.",
     )
     reset.add_argument("names", nargs="*", metavar="NAME", help="persistent store names")
     reset.add_argument("--all", action="store_true", help="every persistent store")

@@ -19,8 +19,6 @@ from ..state.persistent import CACHE_SUBDIR
 from ..state.registry import ToolgroupRecord
 from ..state.seed_rows import STATE_CACHE_SUBDIR
 from ..state.store import LlamaStore, is_store
-from ..storage.postgres.tables import table_counts
-from ..storage.sqlite import connect, quoted, table_names
 
 __all__ = [
     "PERSIST_DIR",
@@ -32,11 +30,8 @@ __all__ = [
     "human_size",
     "marker",
     "size",
-    "sql_tables",
 ]
 
-#: The table of every ``kv_sqlite`` file, whatever the namespace.
-_KV_TABLE = "kvstore"
 #: Kinds ``ls`` lists; "run" and "base" folders only hold stores, so it looks inside them.
 _LISTED_KINDS = ("test", "persistent", "template")
 #: The persistent stores of the project in the current folder, by pytest's default cache.
@@ -54,39 +49,6 @@ def marker(path: Path) -> tuple[str, str, float | None]:
     if isinstance(created, bool) or not isinstance(created, int | float):
         created = None
     return str(data.get("kind", "")), str(data.get("label", "")), created
-
-
-def sql_tables(folder: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """What ``llamastate show`` lists of a store's SQLite files (every ``*.db`` in it, for a
-    run config may give a provider a file of its own): rows per kv namespace (a key's first
-    ``:`` segment) over every ``kvstore`` table, and rows per other table, named
-    ``file:table`` outside ``sql_store.db``."""
-    kv: dict[str, int] = {}
-    tables: dict[str, int] = {}
-    for db in sorted(folder.glob("*.db")):
-        if not _is_sqlite(db):
-            continue  # Milvus Lite's file, say
-        with connect(db) as conn:
-            for name in table_names(conn):
-                if name == _KV_TABLE:
-                    for prefix, count in conn.execute(
-                        f"SELECT substr(key, 1, instr(key || ':', ':') - 1), COUNT(*) "
-                        f"FROM {_KV_TABLE} GROUP BY 1"
-                    ):
-                        kv[str(prefix)] = kv.get(str(prefix), 0) + int(count)
-                    continue
-                label = name if db.name == "sql_store.db" else f"{db.name}:{name}"
-                row = conn.execute(f"SELECT COUNT(*) FROM {quoted(name)}").fetchone()
-                tables[label] = int(row[0])
-    return dict(sorted(kv.items())), tables
-
-
-def _is_sqlite(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(16) == b"SQLite format 3\0"
-    except OSError:
-        return False
 
 
 def size(path: Path) -> int:
@@ -164,7 +126,7 @@ def describe(store: LlamaStore) -> dict[str, Any]:
         (ToolgroupRecord.from_entry(e) for e in entries if e.type == "tool_group"),
         key=lambda t: t.identifier,
     )
-    kv, tables = table_counts(store.database.url) if store.database else sql_tables(store.path)
+    kv, tables = store.tables.table_counts()
     registry: dict[str, list[str]] = {}
     for entry in entries:
         registry.setdefault(entry.type, []).append(entry.identifier)

@@ -15,6 +15,7 @@ import pytest
 
 from ..releases import installed_versions
 from ..stack import LlamaStack, LlamaStackFactory, StackError
+from ..stack.state_templates import TemplateError
 from ..state import environ
 from ..state.mcptools import McpServer, McpToolsError
 from ..state.persistent import Lease, PersistentStoreError, fingerprint
@@ -22,10 +23,9 @@ from ..state.registry import RegistrySnapshot, StoreCorruptError
 from ..state.seed_rows import BuiltTemplate
 from ..state.seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
 from ..state.stackconfig import StackConfig, StackConfigError
-from ..state.state_templates import TemplateError
 from ..state.store import LlamaStore, os_problem
 from ..state.store_factory import LlamaStoreFactory
-from ..storage.postgres.client import PostgresError
+from ..storage.base import StorageError
 from .session import item_state, marker_seeds_key, persistent_key, session_state, template_key
 
 __all__ = [
@@ -124,7 +124,7 @@ def llama_store(
     with _as_test_error(
         SeedError,
         PersistentStoreError,
-        PostgresError,
+        StorageError,
         TemplateError,
         StackConfigError,
         StoreCorruptError,

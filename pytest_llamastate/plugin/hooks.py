@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from ..stack import LlamaStackFactory, shortcuts
+from ..stack.state_templates import StateTemplates, llama_template
 from ..state import environ
 from ..state.guard import HomeGuard, real_state_homes
 from ..state.leaks import (
@@ -28,11 +29,10 @@ from ..state.leaks import (
 from ..state.mcptools import stop_shared_servers
 from ..state.persistent import PersistentStores
 from ..state.seed_rows import TemplateCache
-from ..state.stackconfig import StackConfigError
-from ..state.state_templates import StateTemplates, llama_template
+from ..state.stackconfig import StackConfig, StackConfigError
 from ..state.store_factory import LlamaStoreFactory, make_run_dir
-from ..storage.postgres.backend import PostgresStores
-from ..storage.postgres.client import PostgresError
+from ..storage.backends import backend
+from ..storage.base import SessionSpec, Storage, StorageError
 from . import hookspecs, markers, options
 from .fixtures import (
     llama_mcp_server,
@@ -47,7 +47,6 @@ from .fixtures import (
 from .options import Settings
 from .reports import (
     basetemp_note,
-    database_header,
     describe_store,
     kept_entry,
     kept_lines,
@@ -98,36 +97,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", marker)
     workerinput: dict[str, Any] = getattr(config, "workerinput", {})
     # xdist hands every worker of a run the same id; a run without workers makes its own.
-    persistent = PersistentStores(
-        settings.persist_dir,
-        workerinput.get("testrunuid") or uuid.uuid4().hex,
-        settings.reset_persistent,
-        settings.persist_lock_timeout,
-    )
+    run_id = workerinput.get("testrunuid") or uuid.uuid4().hex
     templates = TemplateCache(
         Path(workerinput[TEMPLATES_KEY])
         if TEMPLATES_KEY in workerinput
         else TemplateCache.new_root(),
         settings.flavor,
         settings.stack_config,
-        postgres=settings.backend == "postgres",
     )
-    databases = None
-    if settings.backend == "postgres":
-        try:
-            databases = PostgresStores.for_session(
-                url=settings.postgres_url,
-                data_dir=settings.persist_dir / ".postgres",
-                flavor=settings.flavor,
-                templates=templates,
-                run_id=persistent.run_id,
-                worker=workerinput.get("workerid"),
-                controller=xdist_controller(config),
-                config=settings.stack_config,
-            )
-        except (PostgresError, StackConfigError) as exc:
-            raise pytest.UsageError(f"--llama-backend=postgres: {exc}") from None
-        persistent.databases = databases
+    storage = _storage(config, settings, templates.root, run_id, workerinput.get("workerid"))
+    templates.prefixed = storage.prefixes_keys
+    persistent = PersistentStores(
+        settings.persist_dir,
+        run_id,
+        storage,
+        settings.reset_persistent,
+        settings.persist_lock_timeout,
+    )
     base: Path | None = None
     if settings.store_dir is not None:
         if RUN_DIR_KEY in workerinput:
@@ -150,11 +136,11 @@ def pytest_configure(config: pytest.Config) -> None:
         settings.reuse_templates,
         guard,
         settings.guard == "warn",
-        databases,
+        storage,
     )
     config.stash[session_key] = SessionState(
         settings,
-        LlamaStoreFactory(settings.keep, templates, base, databases),
+        LlamaStoreFactory(settings.keep, templates, base, storage),
         guard,
         stacks,
         persistent,
@@ -162,6 +148,27 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "llamastate-xdist")
+
+
+def _storage(
+    config: pytest.Config, settings: Settings, templates: Path, run_id: str, worker: str | None
+) -> Storage:
+    """The session's storage backend, as ``--llama-backend`` chooses; a backend that cannot
+    be used stops the run with one line."""
+    spec = SessionSpec(
+        flavor=settings.flavor,
+        run_id=run_id,
+        worker=worker,
+        controller=xdist_controller(config),
+        templates=templates,
+        data_dir=settings.persist_dir / f".{settings.backend}",
+        config=lambda: StackConfig.load(settings.stack_config).data,
+        url=settings.storage_url,
+    )
+    try:
+        return backend(settings.backend).for_session(spec)
+    except (StorageError, StackConfigError) as exc:
+        raise pytest.UsageError(f"--llama-backend={settings.backend}: {exc}") from None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -197,7 +204,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"llamastate: stores in {where}, keep={s.keep}, guard={s.guard}, "
         f"stack mode={s.stack_mode}{how.get(s.stack_mode, '')}, {flavor}",
         f"llamastate: persistent stores in {s.persist_dir}{reset}",
-        *database_header(state.factory.databases),
+        *state.factory.storage.header(),
         *(f"llamastate: {line}" for line in s.flavor.header_notes()),
         *([shortcuts.describe(s.flavor)] if s.flavor.installed() else []),
     ]
@@ -335,18 +342,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     failed = session.testsfailed > 0 or exitstatus not in (0, pytest.ExitCode.NO_TESTS_COLLECTED)
     kept = [(s.label, *kept_entry(s)) for s in state.factory.finish(failed=failed)]
     state.kept.extend(kept)
-    if (databases := state.factory.databases) is not None:
-        try:
-            if not hasattr(session.config, "workerinput"):
-                databases.drop_templates()  # under xdist, the next run prunes them
-        except PostgresError as exc:  # the server died with the run: one line, like the rest
-            if reporter := session.config.pluginmanager.get_plugin("terminalreporter"):
-                reporter.write_line(
-                    f"llamastate: seed templates not dropped (the next run drops them): {exc}",
-                    yellow=True,
-                )
-        finally:
-            databases.close()
+    try:
+        # Under xdist, the next run prunes what the workers' storage leaves.
+        state.factory.storage.close(last=not hasattr(session.config, "workerinput"))
+    except StorageError as exc:  # the server died with the run: one line, like the rest
+        if reporter := session.config.pluginmanager.get_plugin("terminalreporter"):
+            reporter.write_line(
+                f"llamastate: seed templates not dropped (the next run drops them): {exc}",
+                yellow=True,
+            )
     workeroutput: dict[str, Any] | None = getattr(session.config, "workeroutput", None)
     if workeroutput is not None:
         workeroutput[KEPT_KEY] = kept

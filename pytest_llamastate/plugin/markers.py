@@ -11,9 +11,9 @@ import types
 
 import pytest
 
+from ..stack.state_templates import TemplateError, find_templates, pick
 from ..state.persistent import check_name
 from ..state.seeds import SeedError, merge_seeds, parse_seeds
-from ..state.state_templates import TemplateError, find_templates, pick
 from .session import marker_seeds_key, persistent_key, template_key
 
 __all__ = ["MARKERS", "parse"]

@@ -10,7 +10,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -35,14 +35,12 @@ from ..state.seeds import Seed, SeedError, load_seed_file
 from ..state.stackconfig import StackConfig, StackConfigError
 from ..state.store import state_env
 from ..state.store_factory import KEEP_POLICIES, KeepPolicy
+from ..storage.backends import BACKENDS, DEFAULT, backend
 from . import values
 
-__all__ = ["BACKENDS", "Backend", "Settings", "addoption"]
+__all__ = ["Settings", "addoption"]
 
 _T = TypeVar("_T", bound=str)
-
-Backend = Literal["sqlite", "postgres"]
-BACKENDS: tuple[Backend, ...] = ("sqlite", "postgres")
 
 
 def addoption(parser: pytest.Parser) -> None:
@@ -114,7 +112,7 @@ def addoption(parser: pytest.Parser) -> None:
         "llama_backend",
         "where stores keep their registry and SQL tables: sqlite (files in the store, "
         "default) or postgres (a database per store)",
-        default="sqlite",
+        default=DEFAULT,
         metavar="BACKEND",
     )
     twin(
@@ -183,8 +181,9 @@ class Settings:
     guard: GuardMode
     stack_mode: StackMode
     server_process: ServerProcess
-    backend: Backend
-    postgres_url: str | None
+    #: The storage backend's name (``storage.backends``), and the server it was given.
+    backend: str
+    storage_url: str | None
     stack_config: Path
     start_timeout: float
     seeds: tuple[Seed, ...]
@@ -210,11 +209,11 @@ class Settings:
         if not count.value.strip().isdigit():
             raise pytest.UsageError(f"{count.source}: {count.value!r} is not a whole number >= 0")
         flavor = detect(values.choice(values.required(config, "llama_flavor"), FLAVOR_CHOICES))
-        backend = values.choice(values.required(config, "llama_backend"), BACKENDS)
+        backend = values.choice(values.required(config, "llama_backend"), tuple(BACKENDS))
         url = values.given(config, "llama_postgres_url")
         if url is not None and backend != "postgres":
             raise pytest.UsageError(
-                f"{url.source} is set, but the backend is sqlite: add --llama-backend=postgres"
+                f"{url.source} is set, but the backend is {backend}: add --llama-backend=postgres"
             )
         mode = values.choice(values.required(config, "llama_stack_mode"), STACK_MODES)
         container = _container(config) if mode == "container" else None
@@ -226,7 +225,7 @@ class Settings:
             stack_mode=mode,
             server_process=_server_process(config),
             backend=backend,
-            postgres_url=url.value if url else None,
+            storage_url=url.value if url else None,
             stack_config=_stack_config(config, flavor, backend, container),
             start_timeout=values.positive_number(
                 values.required(config, "llama_stack_start_timeout")
@@ -302,26 +301,17 @@ def _seed_file(config: pytest.Config) -> tuple[Seed, ...]:
         raise pytest.UsageError(f"llama_toolgroups_file: {exc}") from None
 
 
-#: What a Postgres store's variables look like, to check a config before any store exists.
-_PROBE_DATABASE = {
-    "POSTGRES_HOST": "127.0.0.1",
-    "POSTGRES_PORT": "5432",
-    "POSTGRES_DB": "llamastate_check",
-    "POSTGRES_USER": "llamastate",
-    "POSTGRES_PASSWORD": "",
-}
-
-
 def _stack_config(
-    config: pytest.Config, flavor: Flavor, backend: Backend, container: ContainerRuntime | None
+    config: pytest.Config, flavor: Flavor, storage: str, container: ContainerRuntime | None
 ) -> Path:
     """The configured run config, checked now so a bad one stops the run before it starts.
 
-    Without one, the flavor's own offline config for the backend (OGX keeps prompts in
-    SQL tables). ``image:PATH`` (container mode) is the image's own config, copied out.
+    Without one, the flavor's own offline config for the storage backend (OGX keeps
+    prompts in SQL tables). ``image:PATH`` (container mode) is the image's own config,
+    copied out.
     """
     if (raw := values.given(config, "llama_stack_config")) is None:
-        return flavor.default_postgres_config if backend == "postgres" else flavor.default_config
+        return backend(storage).default_config(flavor)
     path = raw.path()
     if raw.value.startswith(IMAGE_CONFIG):
         if container is None:
@@ -337,7 +327,7 @@ def _stack_config(
             raise pytest.UsageError(f"{raw.source}={raw.value}: {exc}") from None
     try:
         probe = Path(tempfile.gettempdir(), "llamastate-check")
-        env = {**state_env(probe), **(_PROBE_DATABASE if backend == "postgres" else {})}
+        env = {**state_env(probe), **backend(storage).probe_env()}
         StackConfig.load(path).check_paths(probe, env)
     except StackConfigError as exc:
         raise pytest.UsageError(f"{raw.source}: {exc}") from None

@@ -15,12 +15,10 @@ from ..stack.server import log_tail
 from ..state.persistent import Lease
 from ..state.registry import RegistrySnapshot, StoreCorruptError
 from ..state.store import LlamaStore
-from ..storage.postgres.backend import PostgresStores
-from ..storage.postgres.client import PostgresError, PostgresURL
+from ..storage.base import StorageError
 
 __all__ = [
     "basetemp_note",
-    "database_header",
     "describe_store",
     "kept_entry",
     "kept_lines",
@@ -41,15 +39,15 @@ def describe_store(
     try:
         toolgroups = ", ".join(t.identifier for t in store.toolgroups()) or "none"
         changes = (initial or RegistrySnapshot()).diff(store.snapshot())
-    except (StoreCorruptError, PostgresError) as exc:
+    except (StoreCorruptError, StorageError) as exc:
         lines.append(f"registry unreadable: {exc}")
     else:
         lines.append(f"toolgroups: {toolgroups}")
         lines.append("registry changes in this test:" if changes else str(changes))
         lines += [f"  {line}" for line in changes.lines()]
     lines.append(f"inspect: llamastate show {store.path}")
-    if store.database is not None:
-        lines.append(f"database: {store.database.psql}")
+    if store.tables.open_hint:
+        lines.append(f"database: {store.tables.open_hint}")
     return "\n".join(lines)
 
 
@@ -60,7 +58,7 @@ def server_log_section(log_path: Path) -> tuple[str, str]:
 
 def kept_entry(store: LlamaStore) -> tuple[str, str]:
     """A kept store for the summary: its folder, and how to open its database."""
-    return str(store.path), store.database.psql if store.database else ""
+    return str(store.path), store.tables.open_hint
 
 
 def kept_lines(kept: list[tuple[str, str, str]], note: str | None) -> list[str]:
@@ -111,13 +109,3 @@ def template_lines(events: Iterable[Sequence[Any]]) -> list[str]:
         how = f"{status} in {float(seconds):.2f}s" if status != "reused" else "reused"
         lines.append(f"{name}: {how}{f' ({reason})' if reason else ''}: {path}")
     return lines
-
-
-def database_header(databases: PostgresStores | None) -> list[str]:
-    """The header line that says where Postgres stores get their databases (none on SQLite)."""
-    if databases is None:
-        return []
-    server = databases.server
-    url = PostgresURL.parse(server.url).masked
-    how = f"a throwaway server in {server.data_dir}" if server.started else "a given server"
-    return [f"llamastate: backend=postgres, a database per store on {url} ({how})"]

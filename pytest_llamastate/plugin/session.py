@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from ..stack import LlamaStack, LlamaStackFactory
+from ..stack.state_templates import LlamaTemplate, StateTemplates, TemplateEvent
 from ..state.environ import Saved
 from ..state.guard import HomeGuard, Mark
 from ..state.leaks import StoreState
 from ..state.persistent import Lease, PersistentStores
 from ..state.registry import RegistrySnapshot
 from ..state.seeds import Seed
-from ..state.state_templates import LlamaTemplate, StateTemplates, TemplateEvent
 from ..state.store import LlamaStore
 from ..state.store_factory import LlamaStoreFactory
 from .options import Settings

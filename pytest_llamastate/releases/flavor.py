@@ -178,13 +178,14 @@ class Flavor:
             *self.server_flags,
         ]
 
-    def registry_namespace(self, configured: str | None, *, postgres: bool = False) -> str | None:
+    def registry_namespace(self, configured: str | None, *, prefixed: bool = False) -> str | None:
         """The prefix of registry keys for a run config whose metadata namespace is
         ``configured`` (``None`` when the config names none), or ``None`` for no prefix.
 
-        ``kv_postgres`` prefixes keys in both flavors; llama-stack's ``kv_sqlite`` does not.
+        ``prefixed``: the storage backend's kv table prefixes keys in both flavors (as
+        ``kv_postgres`` does); llama-stack's ``kv_sqlite`` does not.
         """
-        if not (self.namespaced_keys or postgres):
+        if not (self.namespaced_keys or prefixed):
             return None
         return configured or self.default_namespace
 

@@ -64,7 +64,7 @@ class StartSpec:
             return installed_format(
                 self.flavor,
                 self.config.metadata_namespace,
-                postgres=self.store.database is not None,
+                prefixed=self.store.tables.prefixes_keys,
             )
         except ModuleNotFoundError as exc:
             raise StackNotInstalledError(str(exc)) from None

@@ -128,8 +128,8 @@ def _new_client(spec: StartSpec) -> Any:
 
 
 def _sqlite_store(spec: StartSpec) -> Path | None:
-    """The store's folder when its state is in SQLite files there (not on Postgres)."""
-    return spec.store.path if spec.store.database is None else None
+    """The folder of the store's SQLite files, when its tables are such files."""
+    return spec.store.tables.sqlite_folder
 
 
 def _initialize(flavor: Flavor, client: Any) -> None:

@@ -252,7 +252,7 @@ class ServerBackend:
             self._port = claim_port()
         port = self._port[0]
         log = spec.store.log_path
-        sqlite = spec.store.path if spec.store.database is None else None
+        sqlite = spec.store.tables.sqlite_folder
         schema = self._process == "fork"  # exec: the exact CLI path, nothing added
         try:
             with shortcuts.server_schema(spec.flavor, spec.config.path, sqlite if schema else None):

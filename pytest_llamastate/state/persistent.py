@@ -18,7 +18,7 @@ from typing import Literal
 
 from filelock import FileLock, Timeout
 
-from ..storage.postgres.backend import PostgresStores
+from ..storage.base import Storage
 from .seed_rows import TemplateCache
 from .seeds import Seed, ToolgroupSeed, seed_set_key
 from .store import LlamaStore, is_store, remove_store
@@ -103,10 +103,10 @@ class PersistentStores:
 
     root: Path
     run_id: str
+    #: Where each store's tables live.
+    storage: Storage
     reset: frozenset[str] = frozenset()
     lock_timeout: float = 600.0
-    #: On the Postgres backend: where each store's named database lives.
-    databases: PostgresStores | None = None
 
     def path(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -141,13 +141,11 @@ class PersistentStores:
             ) from None
         try:
             status = self._prepare(name, path, fingerprint)
-            store = LlamaStore(path, name, seeds, kind="persistent")
-            made = status != "reused"
-            if self.databases is not None:
-                store, made = self.databases.attach_persistent(store, fresh=made)
-            if made:
-                templates.apply(seeds, store)
-            elif refresh:
+            tables, made = self.storage.persistent(
+                path, name, fresh=status != "reused", seeds=templates.rows(seeds)
+            )
+            store = LlamaStore(path, name, seeds, kind="persistent").on(tables)
+            if not made and refresh:
                 present = {tg.identifier for tg in store.toolgroups()}
                 templates.apply(tuple(s for s in refresh if s.toolgroup_id in present), store)
         except BaseException:

@@ -13,7 +13,6 @@ installed.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import Flavor, detect, import_quietly
-from ..storage.sqlite import StoreCorruptError, connect
+from ..storage.sqlite import StoreCorruptError, kv_rows
 
 __all__ = [
+    "REGISTRY_MARK",
     "RegistryDiff",
     "RegistryEntry",
     "RegistryFormat",
@@ -33,12 +33,11 @@ __all__ = [
     "installed_format",
     "parse_entries",
     "read_entries",
-    "read_keys",
-    "write_entries",
 ]
 
 _PREFIX = "distributions:registry"
-_TABLE = "kvstore"
+#: What every registry key contains, whatever its version and namespace.
+REGISTRY_MARK = _PREFIX + ":"
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,17 @@ class RegistryFormat:
 
 
 def installed_format(
-    flavor: Flavor | None = None, namespace: str | None = None, *, postgres: bool = False
+    flavor: Flavor | None = None, namespace: str | None = None, *, prefixed: bool = False
 ) -> RegistryFormat:
     """The key format of the installed ``flavor`` (default: detected), read from its source.
 
     ``namespace`` is the run config's ``storage.stores.metadata.namespace`` (``None``: the
-    config names none); it only shapes keys of a flavor (or, ``postgres``, a kv backend)
+    config names none); it only shapes keys of a flavor (or, ``prefixed``, a kv backend)
     that prefixes them. Raises ``ModuleNotFoundError`` when the flavor is not installed:
     writing rows in a guessed format would produce a store that no stack reads.
     """
     flavor = flavor or detect()
-    return _installed_format(flavor, flavor.registry_namespace(namespace, postgres=postgres))
+    return _installed_format(flavor, flavor.registry_namespace(namespace, prefixed=prefixed))
 
 
 @cache
@@ -159,44 +158,14 @@ class ToolgroupRecord:
         )
 
 
-def _select(db: Path, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
-    """Rows of a query on ``db``'s kvstore table; none when the file or table does not exist."""
-    if not db.exists():
-        return []
-    with connect(db) as conn:
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:
-            if "no such table" in str(exc):
-                return []
-            raise StoreCorruptError(f"{db}: cannot read the {what} ({exc})") from None
-
-
 def read_entries(db: Path) -> list[RegistryEntry]:
-    """Every registry row of ``db``, sorted by key; ``[]`` when the file does not exist."""
-    rows = _select(
-        db,
-        f"SELECT key, value FROM {_TABLE} WHERE instr(key, ?) > 0 ORDER BY key",
-        (_PREFIX + ":",),
-        "registry",
-    )
-    return parse_entries(rows)
+    """Every registry row of the SQLite file ``db``, sorted by key; ``[]`` when missing."""
+    return parse_entries(kv_rows(db, REGISTRY_MARK))
 
 
 def parse_entries(rows: Iterable[tuple[str, str]]) -> list[RegistryEntry]:
     """The registry rows among ``(key, value)`` rows of any kv table, in their order."""
     return [e for key, value in rows if (e := RegistryEntry.parse(key, value)) is not None]
-
-
-def read_keys(db: Path, prefix: str = "") -> list[str]:
-    """Every key of ``db``'s kvstore table starting with ``prefix``, sorted."""
-    rows = _select(
-        db,
-        f"SELECT key FROM {_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
-        (len(prefix), prefix),
-        "keys",
-    )
-    return [str(key) for (key,) in rows]
 
 
 @dataclass(frozen=True)
@@ -254,24 +223,3 @@ class RegistrySnapshot:
                 if before[k].value != after[k].value
             ),
         )
-
-
-def write_entries(db: Path, rows: Mapping[str, str | None]) -> None:
-    """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction.
-
-    The table is created as the stack itself creates it, so a store seeded before any
-    stack ever ran is one the stack opens as its own.
-    """
-    with connect(db, readonly=False) as conn, conn:
-        conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {_TABLE} "
-            "(key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMP)"
-        )
-        for key, value in rows.items():
-            if value is None:
-                conn.execute(f"DELETE FROM {_TABLE} WHERE key = ?", (key,))
-            else:
-                conn.execute(
-                    f"INSERT OR REPLACE INTO {_TABLE} (key, value, expiration) VALUES (?, ?, NULL)",
-                    (key, value),
-                )

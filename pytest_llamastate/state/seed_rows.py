@@ -10,9 +10,8 @@ found once when the template is sealed and rewritten in each copy.
 
 Llama Stack 0.7 has no API that registers a toolgroup ahead of a stack (the routes were
 removed, and ``tool_groups:`` in a run config is emptied by a validator), so seeds become
-registry rows, written the way the installed stack writes them. Each distinct seed set is
-built once into a template database and copied per test, like pytest-postgresql's
-template databases: a copy costs a file copy, not a stack start.
+registry rows, written the way the installed stack writes them; the storage backend
+copies each distinct seed set from a template of its own (``storage``).
 """
 
 from __future__ import annotations
@@ -27,13 +26,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-
-from filelock import FileLock
+from typing import Any
 
 from ..releases import Flavor, detect
-from ..storage.sqlite import checkpoint, connect, quoted, table_names
+from ..storage.base import SeedRows, StateCopy
+from ..storage.sqlite import checkpoint, connect, is_sqlite, quoted, table_names
 from . import live
-from .registry import RegistryFormat, installed_format, write_entries
+from .registry import RegistryFormat, installed_format
 from .seeds import SeedError, ToolgroupSeed, seed_set_key
 from .stackconfig import StackConfig
 from .store import MARKER_NAME, LlamaStore
@@ -52,11 +51,10 @@ __all__ = [
 #: Where ``--llama-reuse-templates`` keeps built state templates in pytest's cache folder
 #: (under ``d/``, so ``--cache-clear`` removes them).
 STATE_CACHE_SUBDIR = Path("d") / "llamastate-templates"
-_SQLITE_HEADER = b"SQLite format 3\x00"
 
 #: A text column that holds the template's folder: (database file name, table, column).
 Reference = tuple[str, str, str]
-#: The "file name" of a reference in a Postgres store's database.
+#: The "file name" of a reference in the tables a storage backend keeps outside the folder.
 IN_DATABASE = "<database>"
 
 
@@ -85,9 +83,7 @@ def seal(folder: Path) -> tuple[Reference, ...]:
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name in _not_state(store):
             continue
-        with path.open("rb") as f:
-            is_db = f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
-        if is_db and path.parent == folder:
+        if path.parent == folder and is_sqlite(path):
             checkpoint(path, journal_delete=True)
             with connect(path, readonly=False) as conn:
                 conn.execute("VACUUM")
@@ -126,20 +122,25 @@ class BuiltTemplate:
     path: Path
     fingerprint: str
     references: tuple[Reference, ...] = ()
-    #: On Postgres, the template database each store's database is created from.
-    database: str = ""
+    #: Its marker: where the storage backend keeps its tables outside the folder.
+    marker: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_marker(cls, path: Path, marker: Mapping[str, object]) -> BuiltTemplate:
+    def from_marker(cls, path: Path, marker: Mapping[str, Any]) -> BuiltTemplate:
         refs = marker.get("references")
-        db = marker.get("database")
         return cls(
             str(marker.get("label", "")),
             path,
             str(marker.get("fingerprint_id", "")),
             tuple((str(d), str(t), str(c)) for d, t, c in refs) if isinstance(refs, list) else (),
-            str(db.get("database", "")) if isinstance(db, Mapping) else "",
+            marker,
         )
+
+    def state_copy(self) -> StateCopy:
+        """What the storage backend copies: the tables outside the folder (the folder's
+        files are copied by :meth:`copy_into`)."""
+        outside = [(table, column) for db, table, column in self.references if db == IN_DATABASE]
+        return StateCopy(self.path, self.marker, outside)
 
     @cached_property
     def _layout(self) -> tuple[list[str], list[str]]:
@@ -163,7 +164,7 @@ class BuiltTemplate:
             shutil.copyfile(self.path / rel, store.path / rel)
         by_db: dict[str, list[tuple[str, str]]] = {}
         for db, table, column in self.references:
-            if db != IN_DATABASE:  # rewritten in the copied database (``databases``)
+            if db != IN_DATABASE:  # the backend rewrites those (``state_copy``)
                 by_db.setdefault(db, []).append((table, column))
         old, new = str(self.path), str(store.path)
         for db, columns in by_db.items():
@@ -191,21 +192,21 @@ def seed_rows(seeds: Iterable[ToolgroupSeed], fmt: RegistryFormat) -> dict[str, 
 
 @dataclass
 class TemplateCache:
-    """One template ``kvstore.db`` per distinct seed set, shared by every xdist worker.
+    """Seed rows in the installed stack's format, and the run's folder for templates.
 
-    ``root`` is chosen by the controller and handed to the workers; it is created on the
-    first template built, so runs without seeds touch nothing. Rows are written in the
-    format of ``flavor`` (default: detected) for the metadata namespace of ``config``
-    (OGX only reads keys under it); the config is read when the first template is built.
+    ``root`` is chosen by the controller and handed to the workers (the storage backend
+    builds one template of each seed set there, the state templates live under it); it is
+    created on first use, so runs without seeds touch nothing. Rows are written in the
+    format of ``flavor`` (default: detected) for the metadata namespace of ``config`` (OGX
+    only reads keys under it); the config is read when the first rows are made.
     """
 
     root: Path
     flavor: Flavor | None = None
     config: Path | None = None
-    #: Whether stores are on Postgres, whose kv tables prefix keys in every flavor.
-    postgres: bool = False
+    #: Whether the storage backend's kv tables prefix keys in every flavor.
+    prefixed: bool = False
     _format: RegistryFormat | None = field(default=None, repr=False)
-    _built: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @classmethod
     def new_root(cls) -> Path:
@@ -217,36 +218,25 @@ class TemplateCache:
         if self._format is None:
             flavor = self.flavor or detect()
             namespace = None
-            if self.config is not None and (flavor.namespaced_keys or self.postgres):
+            if self.config is not None and (flavor.namespaced_keys or self.prefixed):
                 namespace = StackConfig.load(self.config).metadata_namespace
             try:
-                self._format = installed_format(flavor, namespace, postgres=self.postgres)
+                self._format = installed_format(flavor, namespace, prefixed=self.prefixed)
             except ModuleNotFoundError as exc:
                 raise SeedError(f"seeds need a stack to take their format from: {exc}") from None
         return self._format
 
-    def template(self, seeds: tuple[ToolgroupSeed, ...]) -> Path:
-        """The template database for ``seeds``, built on first use (once per run, locked)."""
+    def rows(self, seeds: tuple[ToolgroupSeed, ...]) -> SeedRows | None:
+        """The rows of ``seeds``, keyed by everything that shapes them (so workers never
+        share a wrong template); ``None`` for no seeds."""
+        if not seeds:
+            return None
         fmt = self.format
-        # Everything that shapes the rows names the file: workers never share a wrong one.
         shape = re.sub(r"\W", "_", f"{fmt.core}-{fmt.version}-{fmt.namespace or ''}")
-        key = f"{shape}-{seed_set_key(seeds)}"
-        if key in self._built:
-            return self._built[key]
-        db = self.root / f"{key}.db"
-        self.root.mkdir(mode=0o700, exist_ok=True)
-        with FileLock(str(self.root / f"{key}.lock")):
-            if not db.exists():
-                partial = db.with_suffix(".partial")
-                partial.unlink(missing_ok=True)
-                write_entries(partial, seed_rows(seeds, fmt))
-                checkpoint(partial, journal_delete=True)
-                partial.rename(db)
-        self._built[key] = db
-        return db
+        return SeedRows(f"{shape}-{seed_set_key(seeds)}", seed_rows(seeds, fmt))
 
     def apply(self, seeds: tuple[ToolgroupSeed, ...], store: LlamaStore) -> None:
-        """Put ``seeds`` into a store: a copy of the template when it has no registry yet.
+        """Write ``seeds``'s rows into a store that exists already.
 
         Refused while a stack runs on the store: its registry caches what it read, so
         rows written under it would not be seen (or would be overwritten).
@@ -258,9 +248,6 @@ class TemplateCache:
                 f"{store.path}: a stack is running on this store "
                 f"({stack.label or 'no label'}); seed it before the stack starts"
             )
-        if store.database is None and not store.kvstore_path.exists():
-            shutil.copyfile(self.template(seeds), store.kvstore_path)
-            return
         store.write_registry(seed_rows(seeds, self.format))
 
     def remove(self) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import LLAMA_STACK
+from ..storage.backends import check_block
+from ..storage.base import StorageConfigError
 
 __all__ = ["DEFAULT_CONFIG", "StackConfig", "StackConfigError", "env_references", "resolve_env"]
 
@@ -26,14 +28,6 @@ DEFAULT_CONFIG = LLAMA_STACK.default_config
 _PATH_KEYS = frozenset({"db_path", "storage_dir", "external_providers_dir"})
 #: ``path`` is a file path only inside a provider's config (qdrant).
 _PROVIDER_PATH_KEYS = _PATH_KEYS | {"path"}
-_SHARED_BACKENDS = ("kv_redis", "kv_mongodb")
-_POSTGRES_BACKENDS = ("kv_postgres", "sql_postgres")
-#: What a Postgres backend must name as the store does: key, variable, stack's default.
-_POSTGRES_KEYS = (
-    ("db", "POSTGRES_DB", "llamastack"),
-    ("host", "POSTGRES_HOST", "localhost"),
-    ("port", "POSTGRES_PORT", "5432"),
-)
 # ``:=`` and ``:+`` since llama-stack 0.2.13; ``:`` and ``+`` alone before.
 _ENV_REF = re.compile(r"\$\{env\.([A-Z0-9_]+)(?:(:=|:\+|:|\+)([^}]*))?\}")
 #: Top-level sections that hold a stack's state: ``storage`` from 0.3, the flat
@@ -187,7 +181,7 @@ class StackConfig:
         if not inside:
             raise StackConfigError(
                 f"{self.path}: no storage backend writes into the store (no sqlite db_path, "
-                "no Postgres backend on the store's database); add db_path: "
+                "no database backend on the store's own); add db_path: "
                 "${env.SQLITE_STORE_DIR}/kvstore.db"
             )
 
@@ -199,53 +193,20 @@ class StackConfig:
         return {str(k): v for k, v in backends.items() if isinstance(v, Mapping)}
 
     def _check_databases(self, environ: Mapping[str, str], store_env: Mapping[str, str]) -> int:
-        """Refuse a database backend that is not the store's own; count those that are.
-
-        A Postgres backend must name the store's database, server and port (the
-        ``POSTGRES_*`` variables the store sets), or tests would share one table; Redis
-        and MongoDB cannot be isolated per store at all.
-        """
+        """Refuse a database backend that is not the store's own (each storage backend
+        checks the blocks of its types); count those that are."""
         own = 0
         for name, backend in self._backends().items():
-            kind, where = str(backend.get("type", "")), f"{self.path}: storage.backends.{name}"
-            if kind in _SHARED_BACKENDS:
-                raise StackConfigError(
-                    f"{where} is {kind}, which pytest-llamastate does not isolate (every test "
-                    "would share its state); use kv_sqlite, or kv_postgres with --llama-backend"
-                    "=postgres"
+            try:
+                own += check_block(
+                    f"{self.path}: storage.backends.{name}",
+                    backend,
+                    lambda raw: resolve_env(raw, environ),
+                    store_env,
                 )
-            if kind not in _POSTGRES_BACKENDS:
-                continue
-            if "POSTGRES_DB" not in store_env:
-                raise StackConfigError(
-                    f"{where} is {kind}, but the test's store is on SQLite, so tests would "
-                    "share that database: run with --llama-backend=postgres (or use "
-                    "kv_sqlite/sql_sqlite)"
-                )
-            for key, variable, default in _POSTGRES_KEYS:
-                raw = str(backend.get(key, default))
-                try:
-                    value = resolve_env(raw, environ)
-                except KeyError as exc:
-                    value = f"${{env.{exc.args[0]}}} (unset)"
-                if value != store_env[variable]:
-                    raise StackConfigError(
-                        f"{where}.{key} = {value!r} is not the test's own database "
-                        f"{key} {store_env[variable]!r}, so state would leak between tests; "
-                        f"use ${{env.{variable}}}"
-                    )
-            own += 1
+            except StorageConfigError as exc:
+                raise StackConfigError(str(exc)) from None
         return own
-
-    @property
-    def postgres_kv_table(self) -> str | None:
-        """The ``table_name`` of the metadata store's backend, where a Postgres store's
-        registry rows are (``None``: unnamed, the flavor's default)."""
-        stores = (self.data.get("storage") or {}).get("stores")
-        metadata = stores.get("metadata") if isinstance(stores, Mapping) else None
-        backend = self._backends().get(str((metadata or {}).get("backend", "")), {})
-        name = backend.get("table_name")
-        return str(name) if name else None
 
     def write_to(self, target: Path) -> Path:
         """Copy the config into a store (``stack.yaml``): what ran is kept with its state.

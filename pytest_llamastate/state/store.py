@@ -19,20 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import FLAVORS
-from ..releases.lines import REGISTRY_FILES
-from ..storage import sqlite
-from ..storage.postgres import tables
-from ..storage.postgres.client import StoreDatabase
+from ..storage.backends import reopen
+from ..storage.base import Row, StoreTables
+from ..storage.sqlite_backend import SqliteTables, kvstore_path
 from . import environ
-from .registry import (
-    RegistryEntry,
-    RegistrySnapshot,
-    ToolgroupRecord,
-    parse_entries,
-    read_entries,
-    read_keys,
-    write_entries,
-)
+from .registry import REGISTRY_MARK, RegistryEntry, RegistrySnapshot, ToolgroupRecord, parse_entries
 from .seeds import ToolgroupSeed
 
 __all__ = [
@@ -45,8 +36,6 @@ __all__ = [
     "remove_store",
     "state_env",
 ]
-
-Row = tuple[Any, ...]
 
 #: Written into every folder the plugin creates; nothing without it is ever deleted.
 MARKER_NAME = ".llamastate.json"
@@ -127,22 +116,22 @@ class LlamaStore:
     seeds: tuple[ToolgroupSeed, ...] = field(default=(), repr=False, compare=False)
     #: What the store is for: ``test`` (made for a test or a fixture), ``persistent``.
     kind: str = field(default="test", compare=False)
-    #: On the Postgres backend, the store's own database (``None``: SQLite files).
-    database: StoreDatabase | None = field(default=None, repr=False, compare=False)
+    #: Where the store's tables live (``None``: SQLite files in the folder), as the
+    #: storage backend made them.
+    tables: StoreTables = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
     #: The state template the store started as a copy of (``""``: none).
     template: str = field(default="", compare=False)
     env: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        env = state_env(self.path)
-        if self.database is not None:
-            env.update(self.database.url.env())
-        object.__setattr__(self, "env", env)
+        if self.tables is None:
+            object.__setattr__(self, "tables", SqliteTables(self.path))
+        object.__setattr__(self, "env", {**state_env(self.path), **self.tables.env})
 
     @property
     def database_url(self) -> str | None:
-        """``postgresql://...`` of the store's database (``psql "<url>"``); ``None`` on SQLite."""
-        return str(self.database.url) if self.database is not None else None
+        """The URL of the store's database (``psql "<url>"``); ``None`` for SQLite files."""
+        return self.tables.database_url
 
     @classmethod
     def create(cls, path: Path, *, label: str = "", kind: str = "test", **extra: Any) -> LlamaStore:
@@ -159,11 +148,13 @@ class LlamaStore:
             raise
         return cls(path, label, kind=kind)
 
-    def with_database(self, database: StoreDatabase) -> LlamaStore:
-        """This store on its own database; the marker records where (not the password)."""
-        marker = {**self.read_marker(self.path), "database": database.describe()}
-        (self.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
-        return replace(self, database=database)
+    def on(self, tables: StoreTables) -> LlamaStore:
+        """This store with its tables where the storage backend made them; the marker
+        records where, when that is outside the folder (never a password)."""
+        if fields := tables.marker():
+            marker = {**self.read_marker(self.path), **fields}
+            (self.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
+        return replace(self, tables=tables)
 
     @classmethod
     def open(cls, path: Path) -> LlamaStore:
@@ -171,12 +162,11 @@ class LlamaStore:
         if not is_store(path):
             raise NotAStoreError(f"{path} is not a pytest-llamastate store (no {MARKER_NAME})")
         marker = cls.read_marker(path)
-        db = marker.get("database")
         return cls(
             path,
             str(marker.get("label", "")),
             kind=str(marker.get("kind", "test")),
-            database=StoreDatabase.from_marker(db) if isinstance(db, dict) else None,
+            tables=reopen(path, marker),
             template=str(marker.get("template", "")),
         )
 
@@ -186,20 +176,14 @@ class LlamaStore:
 
     @property
     def kvstore_path(self) -> Path:
-        """The registry database (toolgroups, models, vector stores, ...): ``kvstore.db``,
+        """The registry's SQLite file (toolgroups, models, vector stores, ...): ``kvstore.db``,
         or a llama-stack 0.2 distribution's ``registry.db`` when only that one is there."""
-        paths = [self.path / name for name in REGISTRY_FILES]
-        return next((p for p in paths if p.exists()), paths[0])
+        return kvstore_path(self.path)
 
     @property
     def sqlstore_path(self) -> Path:
         """The SQL store (conversations, responses, files metadata, ...)."""
         return self.path / "sql_store.db"
-
-    @property
-    def databases(self) -> list[Path]:
-        """Every database file of the store, for integrity checks."""
-        return [self.kvstore_path, self.sqlstore_path]
 
     @property
     def config_path(self) -> Path:
@@ -225,10 +209,8 @@ class LlamaStore:
     # -- reading the store without a stack ------------------------------------------------
 
     def entries(self) -> list[RegistryEntry]:
-        """Every registry row, sorted by key: from ``kvstore.db``, or the store's database."""
-        if self.database is not None:
-            return parse_entries(self.database.rows())
-        return read_entries(self.kvstore_path)
+        """Every registry row, sorted by key, wherever the store's tables are."""
+        return parse_entries(self.tables.kv_rows(REGISTRY_MARK))
 
     def toolgroups(self) -> list[ToolgroupRecord]:
         """The toolgroups registered in this store, read straight from its registry."""
@@ -236,42 +218,26 @@ class LlamaStore:
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key of the registry's table starting with ``prefix``, sorted."""
-        if self.database is not None:
-            return [key for key, _ in self.database.rows() if key.startswith(prefix)]
-        return read_keys(self.kvstore_path, prefix)
+        return self.tables.keys(prefix)
 
     def snapshot(self) -> RegistrySnapshot:
         """The registry as it is now; ``later.diff(earlier)`` tells what changed."""
         return RegistrySnapshot({e.key: e for e in self.entries()})
 
     def table_rows(self) -> dict[str, frozenset[Row]]:
-        """Every row of every table of the store, by ``<file>:<table>`` (its database's
-        tables by name): what a shared store's leak report compares. Registry rows are
-        included; :attr:`registry_table` names the table holding them."""
-        if self.database is not None:
-            return tables.table_rows(self.database.url)
-        return {
-            f"{db.name}:{table}": rows
-            for db in self.databases
-            for table, rows in sqlite.table_rows(db).items()
-        }
+        """Every row of every table of the store: what a shared store's leak report
+        compares. Registry rows are included; :attr:`registry_table` names their table."""
+        return self.tables.table_rows()
 
     @property
     def registry_table(self) -> str:
         """The key of the registry's table in :meth:`table_rows`."""
-        if self.database is not None:
-            return self.database.kv_table.lower()
-        return f"{self.kvstore_path.name}:kvstore"
+        return self.tables.registry_table
 
     def integrity_problems(self) -> list[str]:
         """One line per reason a stack could not use the store's tables again."""
-        if self.database is not None:
-            return tables.integrity_problems(self.database.url)
-        return sqlite.integrity_problems(self.databases)
+        return self.tables.integrity_problems()
 
     def write_registry(self, rows: Mapping[str, str | None]) -> None:
         """Insert, replace (JSON text) or delete (``None``) registry rows in one transaction."""
-        if self.database is not None:
-            self.database.write(rows)
-        else:
-            write_entries(self.kvstore_path, rows)
+        self.tables.write_registry(rows)

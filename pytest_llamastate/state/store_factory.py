@@ -18,7 +18,8 @@ from typing import Literal
 
 from filelock import FileLock
 
-from ..storage.postgres.backend import PostgresStores
+from ..storage.base import Storage
+from ..storage.sqlite_backend import SqliteStorage
 from .seed_rows import BuiltTemplate, TemplateCache
 from .seeds import ToolgroupSeed, parse_seeds, resolve_seeds
 from .store import MARKER_NAME, LlamaStore, remove_store
@@ -66,11 +67,10 @@ class _Reaper:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
 
-    def put(self, store: LlamaStore, databases: PostgresStores | None) -> None:
+    def put(self, store: LlamaStore, storage: Storage) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="llamastate-reaper")
-        if databases is not None and store.database is not None:
-            self._pool.submit(databases.drop, store)
+        self._pool.submit(storage.drop, store.tables)
         self._pool.submit(remove_store, store.path, best_effort=True)
 
     def join(self) -> None:
@@ -95,13 +95,17 @@ class LlamaStoreFactory:
     keep_policy: KeepPolicy
     templates: TemplateCache
     base: Path | None = None
-    #: On the Postgres backend: where stores get their databases.
-    databases: PostgresStores | None = None
+    #: Where stores' tables live (default: SQLite files in their folders).
+    storage: Storage = None  # type: ignore[assignment]
     _default_base: Callable[[], Path] | None = field(default=None, repr=False)
     _base_ready: bool = field(default=False, repr=False)
     _counts: dict[str, int] = field(default_factory=dict, repr=False)
     _pending: dict[Path, LlamaStore] = field(default_factory=dict, repr=False)
     _reaper: _Reaper = field(default_factory=_Reaper, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = SqliteStorage(self.templates.root)
 
     def getbasedir(self) -> Path:
         """The folder this process makes its stores in, created on first use."""
@@ -153,13 +157,11 @@ class LlamaStoreFactory:
                 break
         self._counts[name] = number + 1
         try:
+            copy = None
             if template is not None:
                 template.copy_into(store)
-                store = replace(store, template=template.name)
-            if self.databases is not None:
-                store = self.databases.attach(store, parsed, template)
-            elif parsed:
-                self.templates.apply(parsed, store)
+                store, copy = replace(store, template=template.name), template.state_copy()
+            store = store.on(self.storage.create(store.path, self.templates.rows(parsed), copy))
         except BaseException as exc:  # half made (a full disk): nothing in it yet, free it
             remove_store(store.path, best_effort=True)
             if isinstance(exc, OSError) and exc.filename is None:
@@ -181,10 +183,9 @@ class LlamaStoreFactory:
         """Keep or remove a store whose user is done with it; return whether it was kept."""
         self._pending.pop(store.path, None)
         if self.keeps(failed):
-            if self.databases is not None:
-                self.databases.keep(store)
+            self.storage.keep(store.tables)
             return True
-        self._reaper.put(store, self.databases)
+        self._reaper.put(store, self.storage)
         return False
 
     def finish(self, *, failed: bool) -> list[LlamaStore]:

@@ -1,28 +1,37 @@
 """Opening a store's SQLite databases: the one place the plugin talks to ``sqlite3``.
 
-Registry reads, seed templates and persistent-store checks all open the stack's own
-database files; a path with ``?`` or ``#`` in it, a file that is not a database, and a
-WAL that still holds the last commits are handled here once.
+Registry reads and writes, seed templates, state templates and integrity checks all open
+the stack's own database files; a path with ``?`` or ``#`` in it, a file that is not a
+database, and a WAL that still holds the last commits are handled here once.
 """
 
 from __future__ import annotations
 
 import errno
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "KV_TABLE",
     "StoreCorruptError",
     "checkpoint",
     "connect",
     "integrity_problems",
+    "is_sqlite",
+    "kv_keys",
+    "kv_rows",
     "quoted",
     "table_names",
     "table_rows",
+    "write_entries",
 ]
+
+#: The table of every ``kv_sqlite`` file, whatever the namespace.
+KV_TABLE = "kvstore"
+_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class StoreCorruptError(RuntimeError):
@@ -110,3 +119,69 @@ def integrity_problems(dbs: Iterable[Path]) -> list[str]:
         if rows != ["ok"]:
             problems.append(f"{db}: {'; '.join(rows[:5])}")
     return problems
+
+
+def is_sqlite(path: Path) -> bool:
+    """Whether ``path`` is an SQLite database file (not Milvus Lite's, say)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
+def _select(db: Path, sql: str, params: tuple[Any, ...], what: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on ``db``'s kv table; none when the file or table does not exist."""
+    if not db.exists():
+        return []
+    with connect(db) as conn:
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StoreCorruptError(f"{db}: cannot read the {what} ({exc})") from None
+
+
+def kv_rows(db: Path, contains: str = "") -> list[tuple[str, str]]:
+    """Every ``(key, value)`` of ``db``'s kv table whose key contains ``contains``, sorted."""
+    rows = _select(
+        db,
+        f"SELECT key, value FROM {KV_TABLE} WHERE instr(key, ?) > 0 ORDER BY key",
+        (contains,),
+        "registry",
+    )
+    return [(str(key), str(value)) for key, value in rows]
+
+
+def kv_keys(db: Path, prefix: str = "") -> list[str]:
+    """Every key of ``db``'s kv table starting with ``prefix``, sorted."""
+    rows = _select(
+        db,
+        f"SELECT key FROM {KV_TABLE} WHERE substr(key, 1, ?) = ? ORDER BY key",
+        (len(prefix), prefix),
+        "keys",
+    )
+    return [str(key) for (key,) in rows]
+
+
+def write_entries(db: Path, rows: Mapping[str, str | None]) -> None:
+    """Insert, replace (JSON text) or delete (``None``) kv rows in one transaction.
+
+    The table is created as the stack itself creates it, so a store seeded before any
+    stack ever ran is one the stack opens as its own.
+    """
+    with connect(db, readonly=False) as conn, conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {KV_TABLE} "
+            "(key TEXT PRIMARY KEY, value TEXT, expiration TIMESTAMP)"
+        )
+        for key, value in rows.items():
+            if value is None:
+                conn.execute(f"DELETE FROM {KV_TABLE} WHERE key = ?", (key,))
+            else:
+                conn.execute(
+                    f"INSERT OR REPLACE INTO {KV_TABLE} (key, value, expiration) "
+                    "VALUES (?, ?, NULL)",
+                    (key, value),
+                )

@@ -20,18 +20,18 @@ import os
 import re
 import threading
 import urllib.parse
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from ...releases import LLAMA_STACK, Flavor, by_name
+from ...releases import LLAMA_STACK, Flavor
+from ..base import StorageError
 
 __all__ = [
     "DB_PREFIX",
     "INSTALL_HINT",
     "PostgresError",
     "PostgresURL",
-    "StoreDatabase",
     "check_server",
     "database_name",
     "database_url",
@@ -54,7 +54,7 @@ _TIMEOUT = 30.0
 _T = TypeVar("_T")
 
 
-class PostgresError(ValueError):
+class PostgresError(StorageError):
     """A Postgres server cannot be used; one line naming the URL (password masked) and the fix."""
 
 
@@ -320,68 +320,3 @@ def write_kv_rows(
             )
 
     with_connection(parsed, work)
-
-
-@dataclass(frozen=True)
-class StoreDatabase:
-    """A store's own database: where its registry and SQL tables live on Postgres.
-
-    ``url`` names the database and carries the password (never written to disk: the
-    store's marker records :meth:`describe`, which leaves it out).
-    """
-
-    url: PostgresURL
-    kv_table: str
-    flavor: Flavor = LLAMA_STACK
-    #: Where the password can be read back (a throwaway server's), for the command line.
-    password_file: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.url.database
-
-    @property
-    def psql(self) -> str:
-        """A ready ``psql`` command. The password is in it only for a throwaway server
-        (a local secret in a 0600 file); a given server's stays out of logs."""
-        url = self.url if self.password_file else replace(self.url, password="")
-        return f'psql "{url}"'
-
-    def rows(self) -> list[tuple[str, str]]:
-        return read_kv_rows(self.url, self.kv_table)
-
-    def write(self, rows: Mapping[str, str | None]) -> None:
-        """Insert, replace (JSON text) or delete (``None``) registry rows, in one transaction."""
-        write_kv_rows(
-            self.url,
-            self.kv_table,
-            [(k, v) for k, v in rows.items() if v is not None],
-            flavor=self.flavor,
-            delete=[k for k, v in rows.items() if v is None],
-        )
-
-    def describe(self) -> dict[str, str]:
-        """What a store's marker records: enough to reach the rows again, no password."""
-        return {
-            "url": self.url.masked,
-            "database": self.name,
-            "kv_table": self.kv_table,
-            "flavor": self.flavor.name,
-            "password_file": self.password_file,
-        }
-
-    @classmethod
-    def from_marker(cls, data: Mapping[str, Any]) -> StoreDatabase:
-        """Back from :meth:`describe`; the password from its file or ``PGPASSWORD``."""
-        password = os.environ.get("PGPASSWORD", "")
-        if (path := str(data.get("password_file") or "")) and os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                password = f.read().strip()
-        url = PostgresURL.parse(str(data.get("url", "")).replace(":***@", "@"))
-        flavor = by_name(str(data.get("flavor", LLAMA_STACK.name)))
-        return cls(
-            replace(url, password=password, database=str(data.get("database", url.database))),
-            str(data.get("kv_table", kv_table(flavor))),
-            flavor,
-            path,
-        )

@@ -29,15 +29,16 @@ from typing import Any, overload
 from filelock import FileLock
 
 from ..releases import installed_versions
-from ..stack import LlamaStack, LlamaStackFactory, StackError
-from ..storage.postgres.backend import PostgresStores
-from . import live
-from .guard import HomeGuard
-from .leaks import LlamaStoreLeakWarning
-from .seed_rows import IN_DATABASE, BuiltTemplate, TemplateCache, TemplateSealError, seal
-from .seeds import SeedError, ToolgroupSeed, parse_seeds, seed_set_key
-from .stackconfig import StackConfig
-from .store import MARKER_NAME, LlamaStore, is_store, read_json, remove_store
+from ..state import live
+from ..state.guard import HomeGuard
+from ..state.leaks import LlamaStoreLeakWarning
+from ..state.seed_rows import IN_DATABASE, BuiltTemplate, TemplateCache, TemplateSealError, seal
+from ..state.seeds import SeedError, ToolgroupSeed, parse_seeds, seed_set_key
+from ..state.stackconfig import StackConfig
+from ..state.store import MARKER_NAME, LlamaStore, is_store, read_json, remove_store
+from ..storage.base import Storage
+from ..storage.sqlite_backend import SqliteStorage
+from . import LlamaStack, LlamaStackFactory, StackError
 
 __all__ = [
     "Builder",
@@ -226,14 +227,18 @@ class StateTemplates:
     reuse: bool = False
     guard: HomeGuard | None = None
     guard_warns: bool = False
-    #: On Postgres: where a template's store gets its database.
-    databases: PostgresStores | None = None
+    #: Where a template's store keeps its tables (default: SQLite files in its folder).
+    storage: Storage = None  # type: ignore[assignment]
     _built: dict[Path, BuiltTemplate] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = SqliteStorage(self.seed_templates.root)
 
     def folder(self, template: LlamaTemplate, config: StackConfig) -> Path:
         """One folder per template, flavor and config file."""
         safe = re.sub(r"[^\w.-]", "_", template.name)[:40]
-        backend = "postgres" if self.databases is not None else "sqlite"
+        backend = self.storage.name
         key = _hash(f"{template.name}|{self.stacks.flavor.name}|{config.path}|{backend}")[:8]
         return self.root / f"{safe}-{key}"
 
@@ -308,10 +313,9 @@ class StateTemplates:
     def _build(self, template: LlamaTemplate, config: StackConfig, folder: Path) -> list[Any]:
         what = f"template {template.name!r} ({template.where})"
         store = LlamaStore.create(folder, label=template.name, kind="template")
-        if self.databases is not None:
-            store = self.databases.attach_state_template(store)
+        seeds = self.seed_templates.rows(template.seeds)
+        store = store.on(self.storage.for_state_template(folder, seeds))
         store = replace(store, seeds=template.seeds)
-        self.seed_templates.apply(template.seeds, store)
         mark = self.guard.begin() if self.guard is not None else None
         with store.activate(), live.only(folder, what), self._recorded_as(template):
             try:
@@ -336,9 +340,8 @@ class StateTemplates:
             references = list(seal(folder))
         except TemplateSealError as exc:
             raise TemplateError(f"{what}: {exc}") from None
-        if self.databases is not None:
-            found = self.databases.seal_state_template(store)
-            references += [(IN_DATABASE, table, column) for table, column in found]
+        found = self.storage.seal(store.tables, folder)
+        references += [(IN_DATABASE, table, column) for table, column in found]
         return references
 
     def _recorded_as(self, template: LlamaTemplate) -> AbstractContextManager[None]:

@@ -5,6 +5,7 @@ variable of its own), with no change above the storage folder."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,4 +42,4 @@ def test_the_store_tests_pass_on_a_toy_backend(tmp_path: Path) -> None:
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert " passed" in summary, summary
-    assert "failed" not in summary, summary
+    assert not re.search(r"\b\d+ failed", summary), summary

@@ -33,49 +33,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.both_backends
-def test_a_full_store_dir_is_one_line_per_test_and_later_tests_run(
-    pytester: pytest.Pytester, small_disk: Path
-) -> None:
-    pytester.makepyfile(
-        f"""
-        import os
-
-        def test_0_fill():
-            fd = os.open("{small_disk}/filler", os.O_WRONLY | os.O_CREAT)
-            try:
-                while True:
-                    os.write(fd, b"x" * 4096)
-            except OSError:
-                pass
-            os.close(fd)
-
-        def test_a(llama_store):
-            pass
-
-        def test_b(llama_store):
-            pass
-
-        def test_z_plain():
-            pass
-        """
-    )
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--llama-store-dir={small_disk}")
-    result.assert_outcomes(passed=2, errors=2)
-    assert "INTERNALERROR" not in result.stdout.str()
-    # One line per test in the errors section (the short summary repeats them, cut to the
-    # terminal's width unless CI is set).
-    lines = [
-        line
-        for line in result.outlines
-        if "No space left on device (ENOSPC)" in line and not line.startswith("ERROR ")
-    ]
-    assert len(lines) == 2, result.stdout.str()
-    for line in lines:
-        assert "llama_store: cannot make the test's store: " + str(small_disk) in line
-    assert "Traceback" not in result.stdout.str()
-
-
 #: Fills the small disk from inside a test; ``room`` bytes are then given back.
 FILL = """
 import os
@@ -91,6 +48,44 @@ def fill(disk, room=0):
     os.close(fd)
     os.truncate(filler, max(0, os.path.getsize(filler) - room))
 """
+
+
+@pytest.mark.both_backends
+def test_a_full_store_dir_is_one_line_per_test_and_later_tests_run(
+    pytester: pytest.Pytester, small_disk: Path
+) -> None:
+    pytester.makepyfile(
+        fill=FILL,
+        test_a_full_store_dir_is_one_line_per_test_and_later_tests_run=f"""
+        from fill import fill
+
+        def test_0_fill():
+            fill("{small_disk}")
+
+        def test_a(llama_store):
+            pass
+
+        def test_b(llama_store):
+            pass
+
+        def test_z_plain():
+            pass
+        """,
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--llama-store-dir={small_disk}")
+    result.assert_outcomes(passed=2, errors=2)
+    assert "INTERNALERROR" not in result.stdout.str()
+    # One line per test in the errors section (the short summary repeats them, cut to the
+    # terminal's width unless CI is set).
+    lines = [
+        line
+        for line in result.outlines
+        if "No space left on device (ENOSPC)" in line and not line.startswith("ERROR ")
+    ]
+    assert len(lines) == 2, result.stdout.str()
+    for line in lines:
+        assert "llama_store: cannot make the test's store: " + str(small_disk) in line
+    assert "Traceback" not in result.stdout.str()
 
 
 @pytest.mark.sqlite_only  # the template copy and the persistent store's rows are files here

@@ -189,7 +189,7 @@ sys.path.insert(0, {tests!r})
 import test_forkserver as t
 from {core}.utils import config_dirs, config_resolution
 os.environ[{var!r}] = {new!r}
-t.forkserver.rebase_config_dirs({core!r})
+t.zygote.rebase_config_dirs({core!r})
 print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 """
 

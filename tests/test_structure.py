@@ -85,4 +85,4 @@ def test_the_folders_are_the_layers() -> None:
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert top == set()
-    assert folders == {"plugin", "cli", "stack", "state", "storage", "releases"}
+    assert folders == {"plugin", "cli", "stack", "state", "storage", "releases", "process"}

@@ -242,12 +242,13 @@ def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 def test_a_fresh_store_gets_the_first_fresh_starts_schema_and_no_rows(tmp_path: Path) -> None:
     """What the first start of a key created is read after it; a later fresh store gets
     the same tables and indexes, empty. A store with SQLite files already, another key,
-    or no SQLite store (Postgres) get nothing."""
+    or no SQLite store (Postgres) get nothing. (The files only: the SQL stores skipping
+    what they have runs with real stacks, in the isolation test.)"""
     templates = sqlschema.SchemaTemplates()
     first, later, other, used, postgres = (tmp_path / n for n in ("a", "b", "c", "d", "e"))
     for store in (first, later, other, used, postgres):
         store.mkdir()
-    with templates.applied(FLAVOR, "key", first):  # what a start does
+    with templates.prepared("key", first):  # what a start does
         _sqlite(
             first / "sql.db",
             "CREATE TABLE t (id TEXT PRIMARY KEY, x INT)",
@@ -256,17 +257,17 @@ def test_a_fresh_store_gets_the_first_fresh_starts_schema_and_no_rows(tmp_path: 
         )
         _sqlite(first / "sub" / "kv.db", "CREATE TABLE kv (key TEXT, value TEXT)")
         (first / "not-a-db.txt").write_text("x")
-    with templates.applied(FLAVOR, "key", later):
+    with templates.prepared("key", later):
         assert _rows(later / "sql.db") == {"t": []}
         assert _rows(later / "sub" / "kv.db") == {"kv": []}
         with contextlib.closing(sqlite3.connect(later / "sql.db")) as db:
             names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         assert {"t", "t_x"} <= names
     assert not (later / "not-a-db.txt").exists()
-    with templates.applied(FLAVOR, "another key", other):
+    with templates.prepared("another key", other):
         assert list(other.iterdir()) == []
     _sqlite(used / "mine.db", "CREATE TABLE mine (x INT)")
-    with templates.applied(FLAVOR, "key", used):
+    with templates.prepared("key", used):
         assert sorted(p.name for p in used.iterdir()) == ["mine.db"]
-    with templates.applied(FLAVOR, "key", None):
+    with templates.prepared("key", None):
         assert list(postgres.iterdir()) == []

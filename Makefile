@@ -76,11 +76,12 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# First what waits on the network, four at a time: every venv and the container image;
-# then the suites one after the other (each already uses both cores: -n 2).
+# First, four at a time, what mostly waits on the network (every venv, the container
+# image) beside lint and the docs; then the suites one after the other (each already uses
+# both cores: -n 2); last the older lines, two at a time.
 test:
-	$(MAKE) -j4 venvs test-image
-	$(MAKE) lint docs test-llama-stack test-ogx test-postgres test-exec
+	$(MAKE) -j4 --output-sync=target venvs test-image lint docs
+	$(MAKE) test-llama-stack test-ogx test-postgres test-exec
 	$(MAKE) -j2 --output-sync=target test-compat
 
 test-llama-stack: $(STAMP) test-image

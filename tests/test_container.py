@@ -111,7 +111,9 @@ def image_with_a_config(container: tuple[Engine, str], pytester: pytest.Pytester
     (context / "config.yaml").write_text(text, encoding="utf-8")
     (context / "Containerfile").write_text(f"FROM {image}\nCOPY config.yaml /app/config.yaml\n")
     name = f"localhost/llamastate-test-config:{os.getpid()}"
-    subprocess.run([engine.exe, "build", "-q", "-t", name, str(context)], check=True)
+    # -f: docker's builder looks for a Dockerfile, podman's for either
+    build = [engine.exe, "build", "-q", "-f", str(context / "Containerfile"), "-t", name]
+    subprocess.run([*build, str(context)], check=True)
     yield name
     engine.call("rmi", "-f", name)
 

@@ -205,7 +205,7 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
         import pathlib, time
 
         def test_hold(llama_stack):
-            pathlib.Path("started").write_text("yes")
+            pathlib.Path("started").write_text(str(llama_stack.store.path))
             time.sleep(600)
         """,
         test_next="""
@@ -232,3 +232,8 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
         run.wait()
     pytester.runpytest(*container_args, "test_next.py").assert_outcomes(passed=1)
     assert containers(engine, owner) == []
+    # what the killed run's container wrote is the runner's (handed back where Docker
+    # wrote it as the host's root): it can be deleted
+    store = Path((pytester.path / "started").read_text())
+    assert {p.stat().st_uid for p in [store, *store.rglob("*")]} == {os.getuid()}
+    shutil.rmtree(store)

@@ -59,7 +59,10 @@ def test_registers(llama_stack):
 def test_sees_none_of_it(llama_stack):
     assert llama_stack.toolgroups() == []
     assert names(llama_stack.client) == []
+"""
 
+#: After :data:`ISOLATION` in library mode: its stacks took the shared pieces.
+SHARED = """
 def test_the_shared_pieces_were_used(request):
     from pytest_llamastate.releases import detect, library_shortcuts
     from pytest_llamastate.stack.shortcuts import _ROUTE_TABLES, _SCHEMAS
@@ -70,7 +73,7 @@ def test_the_shared_pieces_were_used(request):
 
 
 def test_consecutive_stacks_see_nothing_of_each_other(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(ISOLATION)
+    pytester.makepyfile(ISOLATION + SHARED)
     pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=6)
 
 

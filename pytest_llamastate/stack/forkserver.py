@@ -10,7 +10,8 @@ the config is loaded (``${env.X}`` is resolved then).
 Why a zygote, not ``fork()`` in pytest: pytest has threads (OGX's loop, the plugin's
 reaper), and forking a threaded process is unsafe. The zygote starts no thread or event loop
 and opens no store. It learns: each ready child reports the modules it imported (SQLAlchemy,
-the config's providers...), and the zygote imports them for the next one. Children lead
+the config's providers...), and the zygote imports them for the next one; what else it
+takes ready-made from the zygote is the release's server shortcuts (``readymade``). Children lead
 their own process group (``setsid``, for the group kill) and get ``PR_SET_PDEATHSIG`` =
 SIGKILL on Linux, as the zygote does towards pytest; the zygote also kills them and exits
 when its stdin closes (the watchdog where prctl is missing). Stdlib only: run as a script.
@@ -22,6 +23,7 @@ import contextlib
 import ctypes
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -31,8 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -138,8 +139,9 @@ class ForkServer:
         """Whether this platform can fork; otherwise run servers with exec."""
         return hasattr(os, "fork") and sys.platform != "win32"
 
-    def __init__(self, flavor: Flavor) -> None:
-        self.flavor = flavor
+    def __init__(self, flavor: Flavor, shortcuts: Collection[str] = ()) -> None:
+        """``shortcuts``: the release's server shortcuts (``releases.server_shortcuts``)."""
+        self.flavor, self.shortcuts = flavor, ",".join(sorted(shortcuts))
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._buffer, self._next_id = b"", 0
@@ -152,7 +154,8 @@ class ForkServer:
         if self._proc is not None:
             return
         flags = ["-P"] if sys.version_info >= (3, 11) else []  # not this folder on sys.path
-        command = [sys.executable, *flags, __file__, _entry_point(self.flavor), self.flavor.core]
+        entry, core = _entry_point(self.flavor), self.flavor.core
+        command = [sys.executable, *flags, __file__, entry, core, self.shortcuts]
         env = {k: v for k, v in os.environ.items() if k != self.flavor.inference_mode_var}
         env["_LLAMASTATE_PARENT"] = str(os.getpid())
         self._stderr.seek(0)
@@ -242,15 +245,6 @@ class ForkServer:
         self._stderr.close()
 
 
-def _import_quietly(names: list[str]) -> None:
-    """Import what is not imported yet; a module that fails is the child's to import."""
-    with warnings.catch_warnings(action="ignore"):  # the stack needs Python 3.12 anyway
-        for name in names:
-            if name not in sys.modules and not name.startswith("__"):
-                with contextlib.suppress(BaseException):
-                    importlib.import_module(name)
-
-
 def rebase_config_dirs(core: str) -> None:
     """Point the config-folder constants at the ``*_CONFIG_DIR`` of the environment now.
 
@@ -269,12 +263,12 @@ def rebase_config_dirs(core: str) -> None:
                     setattr(mod, attr, moved[value])
 
 
-def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None:
+def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
     """Become the server ``request`` asks for; never returns."""
     code = 1
     try:
         os.setsid()
-        _die_with_parent(zygote)
+        _die_with_parent(zygote.pid)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -287,12 +281,12 @@ def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        rebase_config_dirs(core)
+        rebase_config_dirs(zygote.core)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
-        _report_ready_after_startup(report)
+        _report_ready_after_startup(report, zygote.readymade)
         sys.argv = list(request["argv"])
-        module, _, function = request["entry"].partition(":")
+        module, _, function = zygote.entry.partition(":")
         result = getattr(importlib.import_module(module), function)()
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
@@ -306,8 +300,9 @@ def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None
         os._exit(code)
 
 
-def _report_ready_after_startup(report: int) -> None:
-    """Tell the zygote once uvicorn listens, with the modules it took to get there."""
+def _report_ready_after_startup(report: int, readymade: Any) -> None:
+    """Tell the zygote once uvicorn listens, with what it can learn from this child (the
+    modules it took to get there...: ``readymade.learned``)."""
     server_class: Any = importlib.import_module("uvicorn.server").Server
     startup = server_class.startup
 
@@ -316,19 +311,30 @@ def _report_ready_after_startup(report: int) -> None:
         if self.started:
             os.write(report, b"ready\n")
             with os.fdopen(report, "wb") as out:
-                out.write(json.dumps(sorted(sys.modules)).encode())
+                out.write(json.dumps(readymade.learned()).encode())
 
     server_class.startup = reporting_startup
+
+
+def _readymade() -> Any:
+    """``readymade.py`` beside this file, loaded by path (a script has no package)."""
+    path = Path(__file__).with_name("readymade.py")
+    spec: Any = importlib.util.spec_from_file_location("_llamastate_readymade", path)
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+    return module
 
 
 class _Zygote:
     """Import once, then fork a child per JSON request on stdin; report on stdout."""
 
-    def __init__(self, entry: str, core: str) -> None:
+    def __init__(self, entry: str, core: str, shortcuts: str) -> None:
+        """``shortcuts``: the server shortcuts to take, comma-separated."""
         _die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
-        _import_quietly(["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"])
+        self.readymade = _readymade()
+        modules = ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
+        self.readymade.prepare(modules, core, shortcuts.split(","))
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
         self.out = os.fdopen(1, "wb", buffering=0)
@@ -372,12 +378,11 @@ class _Zygote:
             return
         os.close(fd)
         del self.reports[fd]
-        if said.startswith(b"ready\n"):  # learn what the child imported
-            _import_quietly(sorted(json.loads(said[6:] or b"[]")))
+        if said.startswith(b"ready\n"):  # learn what the child imported, parsed...
+            self.readymade.learn(json.loads(said[6:] or b"{}"))
             gc.freeze()
 
     def fork(self, request: dict[str, Any]) -> None:
-        request["entry"] = self.entry
         report_r, report_w = os.pipe()
         try:
             pid = os.fork()
@@ -387,7 +392,7 @@ class _Zygote:
             self.say({"id": request["id"], "error": str(exc)})
             return
         if pid == 0:
-            _child(request, report_w, self.pid, self.core)
+            _child(request, report_w, self)
         os.close(report_w)
         self.children.add(pid)
         self.reports[report_r] = (pid, bytearray())
@@ -395,4 +400,4 @@ class _Zygote:
 
 
 if __name__ == "__main__":
-    _Zygote(sys.argv[1], sys.argv[2]).run()
+    _Zygote(*sys.argv[1:4]).run()

@@ -115,7 +115,8 @@ def build(engine: Engine) -> str:
         ca.write_bytes(HOST_CA.read_bytes() if HOST_CA.exists() else b"")
         args = [f"--build-arg=BASE={base}"]
         args += [f"--build-arg={key}={value}" for key, value in VERSIONS.items()]
-        _run([engine.exe, "build", "--network=host", *args, "-t", name, context])
+        recipe = ["-f", str(Path(context, "Containerfile"))]  # docker looks for a Dockerfile
+        _run([engine.exe, "build", "--network=host", *recipe, *args, "-t", name, context])
     _remove_stale(engine, name)
     return name
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -119,8 +119,9 @@ class ForkServer:
         """Whether this platform can fork; otherwise run servers with exec."""
         return hasattr(os, "fork") and sys.platform != "win32"
 
-    def __init__(self, flavor: Flavor) -> None:
-        self.flavor = flavor
+    def __init__(self, flavor: Flavor, shortcuts: Collection[str] = ()) -> None:
+        """``shortcuts``: the release's server shortcuts (``releases.server_shortcuts``)."""
+        self.flavor, self.shortcuts = flavor, ",".join(sorted(shortcuts))
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
         self._buffer, self._next_id = b"", 0
@@ -133,8 +134,8 @@ class ForkServer:
         if self._proc is not None:
             return
         flags = ["-P"] if sys.version_info >= (3, 11) else []  # not this folder on sys.path
-        zygote = [sys.executable, *flags, str(_ZYGOTE)]
-        command = [*zygote, _entry_point(self.flavor), self.flavor.core]
+        entry, core = _entry_point(self.flavor), self.flavor.core
+        command = [sys.executable, *flags, str(_ZYGOTE), entry, core, self.shortcuts]
         env = {k: v for k, v in os.environ.items() if k != self.flavor.inference_mode_var}
         env["_LLAMASTATE_PARENT"] = str(os.getpid())
         self._stderr.seek(0)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from filelock import BaseFileLock
 
 from ..process.lifetime import NoFreePortError, claim_port, kill_group
-from ..releases import Flavor, import_quietly
+from ..releases import Flavor, import_quietly, server_shortcuts
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
 from . import shortcuts
@@ -160,7 +160,9 @@ _fork_servers: dict[str, ForkServer] = {}
 
 
 def _fork_server(flavor: Flavor) -> ForkServer:
-    return _fork_servers.setdefault(flavor.name, ForkServer(flavor))
+    if flavor.name not in _fork_servers:
+        _fork_servers[flavor.name] = ForkServer(flavor, server_shortcuts(flavor))
+    return _fork_servers[flavor.name]
 
 
 def warm_up(flavor: Flavor, process: ServerProcess) -> None:

@@ -1,15 +1,17 @@
 """The zygote: a process that imports the stack once and forks a server per request.
 
-Run as a script by ``forkserver.ForkServer`` (``python -P zygote.py ENTRY CORE``): stdlib
-only, nothing of the plugin imported but ``process/lifetime.py``, loaded by its folder. It
-starts no thread or event loop and opens no store (forking a threaded process is unsafe).
-It reads JSON requests on stdin, one per line, and answers on stdout: ``{"hello": pid}``
-once imported, ``{"id", "pid"}`` per fork, ``{"pid", "ready"}`` once a child's uvicorn
-listens, ``{"pid", "exit"}`` when it ends. It learns: each ready child reports the modules
-it imported (SQLAlchemy, the config's providers...), and the zygote imports them for the
-next one. Children lead their own process group (``setsid``, for the group kill) and die
-with the zygote, as the zygote dies with pytest; the zygote also kills them and exits when
-its stdin closes (the watchdog where ``prctl`` is missing).
+Run as a script by ``forkserver.ForkServer`` (``python -P zygote.py ENTRY CORE SHORTCUTS``):
+stdlib only, nothing of the plugin imported but ``process/lifetime.py`` (by its folder) and
+``readymade.py`` (by its path). It starts no thread or event loop and opens no store
+(forking a threaded process is unsafe). It reads JSON requests on stdin, one per line, and
+answers on stdout: ``{"hello": pid}`` once imported, ``{"id", "pid"}`` per fork,
+``{"pid", "ready"}`` once a child's uvicorn listens, ``{"pid", "exit"}`` when it ends. It
+learns: each ready child reports the modules it imported (SQLAlchemy, the config's
+providers...), and the zygote imports them for the next one; what else it takes ready-made
+from the zygote is the release's server shortcuts (``readymade``). Children lead their own
+process group (``setsid``, for the group kill) and die with the zygote, as the zygote dies
+with pytest; the zygote also kills them and exits when its stdin closes (the watchdog where
+``prctl`` is missing).
 
 ``rebase_config_dirs`` is also imported by library stacks (``library``).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import importlib.util
 import json
 import os
 import select
@@ -26,7 +29,6 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,15 +39,6 @@ else:  # a script in another process: the lifetime module alone, by its folder
     import lifetime
 
 __all__ = ["rebase_config_dirs"]
-
-
-def _import_quietly(names: list[str]) -> None:
-    """Import what is not imported yet; a module that fails is the child's to import."""
-    with warnings.catch_warnings(action="ignore"):  # the stack needs Python 3.12 anyway
-        for name in names:
-            if name not in sys.modules and not name.startswith("__"):
-                with contextlib.suppress(BaseException):
-                    importlib.import_module(name)
 
 
 def rebase_config_dirs(core: str) -> None:
@@ -66,12 +59,12 @@ def rebase_config_dirs(core: str) -> None:
                     setattr(mod, attr, moved[value])
 
 
-def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None:
+def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
     """Become the server ``request`` asks for; never returns."""
     code = 1
     try:
         os.setsid()
-        lifetime.die_with_parent(zygote)
+        lifetime.die_with_parent(zygote.pid)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -84,12 +77,12 @@ def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        rebase_config_dirs(core)
+        rebase_config_dirs(zygote.core)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
-        _report_ready_after_startup(report)
+        _report_ready_after_startup(report, zygote.readymade)
         sys.argv = list(request["argv"])
-        module, _, function = request["entry"].partition(":")
+        module, _, function = zygote.entry.partition(":")
         result = getattr(importlib.import_module(module), function)()
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
@@ -103,8 +96,9 @@ def _child(request: dict[str, Any], report: int, zygote: int, core: str) -> None
         os._exit(code)
 
 
-def _report_ready_after_startup(report: int) -> None:
-    """Tell the zygote once uvicorn listens, with the modules it took to get there."""
+def _report_ready_after_startup(report: int, readymade: Any) -> None:
+    """Tell the zygote once uvicorn listens, with what it can learn from this child (the
+    modules it took to get there...: ``readymade.learned``)."""
     server_class: Any = importlib.import_module("uvicorn.server").Server
     startup = server_class.startup
 
@@ -113,19 +107,30 @@ def _report_ready_after_startup(report: int) -> None:
         if self.started:
             os.write(report, b"ready\n")
             with os.fdopen(report, "wb") as out:
-                out.write(json.dumps(sorted(sys.modules)).encode())
+                out.write(json.dumps(readymade.learned()).encode())
 
     server_class.startup = reporting_startup
+
+
+def _readymade() -> Any:
+    """``readymade.py`` beside this file, loaded by path (a script has no package)."""
+    path = Path(__file__).with_name("readymade.py")
+    spec: Any = importlib.util.spec_from_file_location("_llamastate_readymade", path)
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+    return module
 
 
 class _Zygote:
     """Import once, then fork a child per JSON request on stdin; report on stdout."""
 
-    def __init__(self, entry: str, core: str) -> None:
+    def __init__(self, entry: str, core: str, shortcuts: str) -> None:
+        """``shortcuts``: the server shortcuts to take, comma-separated."""
         lifetime.die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
-        _import_quietly(["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"])
+        self.readymade = _readymade()
+        modules = ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
+        self.readymade.prepare(modules, core, shortcuts.split(","))
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
         self.out = os.fdopen(1, "wb", buffering=0)
@@ -169,12 +174,11 @@ class _Zygote:
             return
         os.close(fd)
         del self.reports[fd]
-        if said.startswith(b"ready\n"):  # learn what the child imported
-            _import_quietly(sorted(json.loads(said[6:] or b"[]")))
+        if said.startswith(b"ready\n"):  # learn what the child imported, parsed...
+            self.readymade.learn(json.loads(said[6:] or b"{}"))
             gc.freeze()
 
     def fork(self, request: dict[str, Any]) -> None:
-        request["entry"] = self.entry
         report_r, report_w = os.pipe()
         try:
             pid = os.fork()
@@ -184,7 +188,7 @@ class _Zygote:
             self.say({"id": request["id"], "error": str(exc)})
             return
         if pid == 0:
-            _child(request, report_w, self.pid, self.core)
+            _child(request, report_w, self)
         os.close(report_w)
         self.children.add(pid)
         self.reports[report_r] = (pid, bytearray())
@@ -192,4 +196,4 @@ class _Zygote:
 
 
 if __name__ == "__main__":
-    _Zygote(sys.argv[1], sys.argv[2]).run()
+    _Zygote(*sys.argv[1:4]).run()

@@ -87,3 +87,40 @@ def test_the_next_stack_remembers_no_mcp_transport(pytester: pytest.Pytester, mc
         """
     )
     pytester.runpytest().assert_outcomes(passed=2)
+
+
+def test_a_library_stack_stores_its_chat_completion_before_it_stops(
+    pytester: pytest.Pytester, model_server: FakeOpenAI
+) -> None:
+    """OGX's inference router stores a chat completion in a task of its own after the answer
+    went back (``background_writes``). A stack stopped at once lost the completion, and the
+    store's aiosqlite thread then called into the closed loop: a warning that failed a
+    ``-W error`` run. (OGX 1.5's own client warns on a string message, hence the filter.)"""
+    pytester.makefile(".yaml", run=_config_with_a_model(model_server.base_url))
+    pytester.makepyfile(
+        f"""
+        def chat(stack):
+            return stack.client.chat.completions.create(
+                model="openai/{MODEL}", messages=[{{"role": "user", "content": "hi"}}]
+            )
+
+        def test_stored(llama_store, llama_stack_factory):
+            with llama_stack_factory.start(llama_store) as stack:
+                answer = chat(stack)
+            with llama_stack_factory.start(llama_store) as stack:  # the same store again
+                stored = stack.client.chat.completions.list().data
+            assert [c.id for c in stored] == [answer.id]
+
+        def test_next(llama_stack):  # where the last stack's late warning surfaced
+            assert chat(llama_stack).choices[0].message.content
+        """
+    )
+    result = pytester.runpytest(
+        "-W",
+        "error",
+        "-W",
+        "ignore:Pydantic serializer warnings:UserWarning",
+        "--llama-stack-config=run.yaml",
+    )
+    result.assert_outcomes(passed=2)
+    assert "Event loop is closed" not in result.stdout.str() + result.stderr.str()

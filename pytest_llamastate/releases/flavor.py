@@ -88,6 +88,7 @@ class Flavor:
     logging_hook: str | None
     list_tools_request: bool
     threaded_loop: bool
+    background_writes: tuple[str, ...]
     process_state: tuple[str, ...]
     config_template: str
     run_args: tuple[str, ...]

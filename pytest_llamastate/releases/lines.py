@@ -68,6 +68,8 @@ LINE_FIELDS: Mapping[str, str] = {
     "logging_hook": "the library client's module-level logging set-up, silenced while it starts",
     "list_tools_request": "whether ``list_tools`` takes a ``ListToolsRequest`` (else a keyword)",
     "threaded_loop": "whether the library client's loop runs in a thread of its own",
+    "background_writes": "coroutines (qualified names) a request leaves running on a threaded "
+    "loop, finished before a library stack stops (else lost, with warnings)",
     "process_state": "what the line keeps at class or module level that one library stack "
     "would carry into the next: ``module:attribute.path``, each emptied around every stack",
     "config_template": "the plugin's offline run config for the line (in ``configs/``)",
@@ -121,6 +123,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": None,
                 "list_tools_request": False,
                 "threaded_loop": False,
+                "background_writes": (),
                 "process_state": _TOOL_INDEX,
                 "config_template": "minimal-0.2.yaml",
                 "run_args": ("stack", "run"),
@@ -197,6 +200,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": "setup_logging",
                 "list_tools_request": True,
                 "threaded_loop": False,
+                "background_writes": (),
                 "process_state": _TOOL_INDEX + _LISTED_MODELS + _MCP_TRANSPORTS,
                 "config_template": "minimal.yaml",
                 "run_args": ("stack", "run"),
@@ -224,6 +228,8 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "config_template": "minimal-ogx.yaml",
                 "run_args": ("run",),
                 "threaded_loop": True,
+                # The inference router stores a chat completion in a task of its own.
+                "background_writes": ("InferenceStore.store_chat_completion",),
                 "namespaced_keys": True,
                 "tools_path": "/v1/admin/tools",
             },

@@ -24,7 +24,7 @@ from ..state.seeds import ToolgroupSeed
 from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .engines import EngineTracker
-from .forkserver import rebase_config_dirs
+from .zygote import rebase_config_dirs
 
 __all__ = ["LibraryBackend", "process_state"]
 
@@ -163,6 +163,32 @@ def _shut_down_impls(client: Any, engines: EngineTracker) -> None:
         client.loop.close()
 
 
+def _finish_background_writes(flavor: Flavor, loop: asyncio.AbstractEventLoop) -> None:
+    """Let the writes a request left running finish before the stack shuts down.
+
+    OGX's inference router stores each chat completion in a task of its own, after the
+    answer went back. Stopped at once, its loop closes under that task: the completion is
+    never stored, and the store's aiosqlite thread, finishing the write, calls into the
+    closed loop ("Event loop is closed", a ``PytestUnhandledThreadExceptionWarning`` that
+    fails a ``-W error`` run). Bounded: a write that hangs does not hang the suite.
+    """
+    names = set(flavor.background_writes)
+    if not names or not loop.is_running():
+        return
+
+    async def finish() -> None:
+        pending = [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", None) in names
+        ]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
+
+    with contextlib.suppress(Exception):
+        flavor.run(loop, finish())
+
+
 class LibraryBackend:
     """A stack in this process, called through its routing tables."""
 
@@ -209,6 +235,7 @@ class LibraryBackend:
         if client is None or self._flavor is None:
             return
         engines = self._engines or EngineTracker(self._flavor)
+        _finish_background_writes(self._flavor, client.loop)
         try:
             if self._flavor.library_stop == "impls":
                 _shut_down_impls(client, engines)

@@ -148,13 +148,16 @@ class LlamaStore:
             raise
         return cls(path, label, kind=kind)
 
-    def on(self, tables: StoreTables) -> LlamaStore:
-        """This store with its tables where the storage backend made them; the marker
-        records where, when that is outside the folder (never a password)."""
+    def on(self, tables: StoreTables, **changes: Any) -> LlamaStore:
+        """This store with its tables where the storage backend made them (and ``changes``
+        to its other fields); the marker records where, when that is outside the folder
+        (never a password)."""
         if fields := tables.marker():
             marker = {**self.read_marker(self.path), **fields}
             (self.path / MARKER_NAME).write_text(json.dumps(marker), encoding="utf-8")
-        return replace(self, tables=tables)
+        if tables == self.tables and not changes:
+            return self
+        return replace(self, tables=tables, **changes)
 
     @classmethod
     def open(cls, path: Path) -> LlamaStore:

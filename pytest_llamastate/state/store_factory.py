@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -160,14 +160,14 @@ class LlamaStoreFactory:
             copy = None
             if template is not None:
                 template.copy_into(store)
-                store, copy = replace(store, template=template.name), template.state_copy()
-            store = store.on(self.storage.create(store.path, self.templates.rows(parsed), copy))
+                copy = template.state_copy()
+            tables = self.storage.create(store.path, self.templates.rows(parsed), copy)
+            store = store.on(tables, seeds=parsed, template=template.name if template else "")
         except BaseException as exc:  # half made (a full disk): nothing in it yet, free it
             remove_store(store.path, best_effort=True)
             if isinstance(exc, OSError) and exc.filename is None:
                 exc.filename = str(store.path)  # a write error names no file
             raise
-        store = replace(store, seeds=parsed)
         self._pending[store.path] = store
         return store
 

@@ -4,9 +4,11 @@ The route table and the SQLite schema are shared from the second stack of a conf
 the isolation test runs five stacks: the later ones call through rebound endpoints into
 files tables created from the first one's schema. The plugin's own calls
 (``toolgroups()``) skip the routes; ``client.files`` goes through them. Every test here
-runs with whichever flavor and release is installed: ``make test`` runs it with
-llama-stack 0.7 and OGX 1.5; an older line's venv runs it as
-``PYTHONPATH=$PWD .venvs/<release>/bin/pytest tests/test_shortcuts.py``.
+runs with whichever flavor and release is installed: part of the compatibility suite, it
+runs on every tested release (``make test-compat``; llama-stack 0.7 and OGX 1.5 with the
+rest of the suite), where a release without shortcuts shows that its stacks are isolated
+and the user's clients untouched all the same. The inner runs are subprocesses, as the
+compatibility suite's: an older release's library stack keeps state in process globals.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from flavors import FLAVOR, skip_module_without_a_stack
+from isolation import ISOLATION
 
 from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor, library_shortcuts
 from pytest_llamastate.stack import shortcuts, sqlschema
@@ -33,34 +36,6 @@ TLS_CONTEXT = (
     else "client._client._transport._pool._ssl_context"
 )
 
-ISOLATION = """
-import io
-import pytest
-
-def upload(client, name):
-    data = io.BytesIO(b"notes")
-    data.name = name
-    client.files.create(file=data, purpose="assistants")
-
-def names(client):
-    return [f.filename for f in client.files.list().data]
-
-@pytest.mark.parametrize("n", range(3))
-def test_each_stack_has_its_own_files(llama_stack, n):
-    assert names(llama_stack.client) == []
-    upload(llama_stack.client, f"file{n}.txt")
-    assert names(llama_stack.client) == [f"file{n}.txt"]
-
-def test_registers(llama_stack):
-    llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
-    upload(llama_stack.client, "kept.txt")
-    assert [tg.identifier for tg in llama_stack.toolgroups()] == ["mcp::one"]
-
-def test_sees_none_of_it(llama_stack):
-    assert llama_stack.toolgroups() == []
-    assert names(llama_stack.client) == []
-"""
-
 #: After :data:`ISOLATION` in library mode: its stacks took the shared pieces.
 SHARED = """
 def test_the_shared_pieces_were_used(request):
@@ -74,14 +49,16 @@ def test_the_shared_pieces_were_used(request):
 
 def test_consecutive_stacks_see_nothing_of_each_other(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(ISOLATION + SHARED)
-    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=6)
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llama-stack-mode=library"
+    ).assert_outcomes(passed=6)
 
 
 def test_the_release_table_names_this_releases_shortcuts(pytester: pytest.Pytester) -> None:
     """The header says which shortcuts the installed release's library stacks take."""
     said = [shortcuts.describe_one(s) for s in sorted(library_shortcuts(FLAVOR))]
     pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     if said:
         line = f"llamastate: library stacks on {FLAVOR.name} *: {', '.join(said)}"
     else:
@@ -160,7 +137,9 @@ def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
                 client.shutdown()
         """
     )
-    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llama-stack-mode=library"
+    ).assert_outcomes(passed=3)
 
 
 class _Impl:

@@ -44,11 +44,11 @@ _T = TypeVar("_T", bound=str)
 #: gets the last row at or below it.
 LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
     "llama-stack": (
-        ("0.4", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
+        ("0.2", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("0.8", frozenset()),
     ),
     "ogx": (
-        ("1.0", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
+        ("0.8", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("1.5", frozenset({"lazy-rest-tls", "route-table", "sql-schema", "config-once"})),
         ("1.6", frozenset()),
     ),

@@ -185,12 +185,11 @@ def test_a_server_that_fails_reports_its_code_and_logs_why(fork: Any, tmp_path: 
 
 
 REBASE = """
-import os, sys
-sys.path.insert(0, {tests!r})
-import test_forkserver as t
+import os
+from pytest_llamastate.stack import zygote
 from {core}.utils import config_dirs, config_resolution
 os.environ[{var!r}] = {new!r}
-t.forkserver.rebase_config_dirs({core!r})
+zygote.rebase_config_dirs({core!r})
 print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 """
 
@@ -198,9 +197,7 @@ print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 def test_config_folder_constants_follow_the_childs_environment(tmp_path: Path) -> None:
     """Imported in the zygote, they must still name the store's config folder."""
     new = str(tmp_path / "new")
-    script = REBASE.format(
-        tests=str(Path(__file__).parent), core=FLAVOR.core, var=FLAVOR.config_dir_var, new=new
-    )
+    script = REBASE.format(core=FLAVOR.core, var=FLAVOR.config_dir_var, new=new)
     env = {**os.environ, FLAVOR.config_dir_var: str(tmp_path / "old")}
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True

@@ -1,4 +1,4 @@
-"""What a forked server takes ready-made from its zygote (``forkserver``), so that a child's
+"""What a forked server takes ready-made from its zygote (``zygote``), so that a child's
 start is its own stack and little else.
 
 Profiled (py-spy, 25 forked servers of the minimal config, llama-stack 0.7.3): ~58% of a

@@ -188,6 +188,35 @@ def test_a_table_holding_more_than_constants_is_built_per_stack(extra: object, b
     assert len(calls) == builds
 
 
+class _Helper:
+    """What an implementation holds and serves routes from (llama-stack 0.2's ``rag_tool``)."""
+
+    def __init__(self, impl: object) -> None:
+        self.impl = impl
+
+    async def endpoint(self) -> object:
+        return self
+
+
+def test_a_route_served_by_what_an_implementation_holds_is_rebound() -> None:
+    """An endpoint bound to an object the implementation holds as an attribute: the table
+    is built once, and each stack's copy calls that stack's own object."""
+    calls: list[object] = []
+
+    def build(impls: dict[str, Any]) -> Any:
+        calls.append(impls)
+        return {"post": {"^/v1/x$": (impls["api"].helper.endpoint, "/v1/x")}}
+
+    tables = shortcuts._RouteTables()
+    stacks = [{"api": _Impl()} for _ in range(3)]
+    for impls in stacks:
+        impls["api"].helper = _Helper(impls["api"])  # type: ignore[attr-defined]
+    for impls in stacks:
+        endpoint, _ = tables.table(build, ("x", FLAVOR.default_config), impls)["post"]["^/v1/x$"]
+        assert asyncio.run(endpoint()) is impls["api"].helper  # type: ignore[attr-defined]
+    assert len(calls) == 1
+
+
 def _sqlite(path: Path, *script: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path)) as db:

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor
+from pytest_llamastate.releases.install import install_command
 from pytest_llamastate.state.store import state_env
 from pytest_llamastate.storage.postgres.client import (
     DB_PREFIX,
-    INSTALL_HINT,
     PostgresError,
     PostgresURL,
     check_server,
@@ -92,7 +92,7 @@ def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "asyncpg", None)  # import now raises ModuleNotFoundError
     with pytest.raises(PostgresError) as info:
         check_server("postgresql://u:secret@127.0.0.1:1/postgres")
-    assert INSTALL_HINT in str(info.value)
+    assert install_command("postgres") in str(info.value)
     assert "secret" not in str(info.value)
 
 
@@ -133,7 +133,7 @@ def test_a_throwaway_server_that_panicked_is_named_by_its_log_not_a_hint_to_star
 
 pytest.importorskip("asyncpg")
 if find_binaries() is None:
-    pytest.skip(f"no Postgres binaries ({INSTALL_HINT})", allow_module_level=True)
+    pytest.skip(f"no Postgres binaries ({install_command('postgres')})", allow_module_level=True)
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import pytest
 
 from ..releases import Flavor
+from ..releases.install import install_command
 from ..stack.recording import INFERENCE_MODES, STARTUP_DIR, InferenceMode, Recording
 from .session import session_state
 
@@ -154,7 +155,7 @@ def recorder_problem(flavor: Flavor) -> str | None:
         if importlib.util.find_spec(needed) is None:
             return (
                 f"{where}'s recorder imports {needed!r}, which is not installed: "
-                "pip install 'pytest-llamastate[inference]'"
+                + install_command("inference")
             )
     return None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from . import lines as release_lines
+from .install import install_command
 from .lines import Recorder
 
 __all__ = [
@@ -75,7 +76,8 @@ class Flavor:
     #: The kv table of a ``kv_postgres`` backend, and its ``expiration`` column's type.
     postgres_kv_table: str
     postgres_kv_expiration: str
-    install_hint: str
+    #: The plugin's extra that installs this flavor (``stack``, ``ogx``).
+    extra: str
     # -- by release line (see ``release_lines.LINE_FIELDS``) ---------------------------------
     format: str
     core: str
@@ -143,6 +145,11 @@ class Flavor:
     def api(self, name: str) -> Any:
         """An API type (``Api``, ``URL``, ``ListToolsRequest``) from where this line has it."""
         return getattr(import_quietly(dict(self.api_types)[name]), name)
+
+    @property
+    def install_hint(self) -> str:
+        """How to install this flavor with the plugin, from where the plugin came from."""
+        return install_command(self.extra)
 
     @property
     def library_module(self) -> str:
@@ -232,7 +239,7 @@ LLAMA_STACK = Flavor(
     tools_route_bug="",
     postgres_kv_table="llamastack_kvstore",
     postgres_kv_expiration="TIMESTAMP",
-    install_hint="pip install 'pytest-llamastate[stack]'",
+    extra="stack",
     # mcp 1.x deprecated streamablehttp_client, which llama-stack 0.7 still calls.
     mcp_client_warnings=(r"Use `streamable_http_client` instead",),
     **release_lines.line_facts("llama-stack", None),
@@ -257,7 +264,7 @@ OGX = Flavor(
     ),
     postgres_kv_table="ogx_kvstore",
     postgres_kv_expiration="TIMESTAMPTZ",
-    install_hint="pip install 'pytest-llamastate[ogx]'",
+    extra="ogx",
     **release_lines.line_facts("ogx", None),
 )
 

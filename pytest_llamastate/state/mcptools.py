@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..releases.install import install_command
 from .seeds import LazySeed, SeedError, ToolgroupSeed
 
 __all__ = [
@@ -126,7 +127,7 @@ def _fastmcp() -> _FastMCP:
     except ModuleNotFoundError as exc:
         raise McpToolsError(
             f"serving MCP tools needs the mcp package ({exc.name} missing): "
-            "pip install 'pytest-llamastate[stack]' (or [ogx])"
+            f"{install_command('stack')} (or [ogx])"
         ) from None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..releases import LLAMA_STACK
+from ..releases.install import install_command
 from ..storage.backends import check_block
 from ..storage.base import StorageConfigError
 
@@ -97,8 +98,7 @@ class StackConfig:
             import yaml
         except ModuleNotFoundError:
             raise StackConfigError(
-                f"{path}: reading stack configs needs PyYAML: "
-                "pip install 'pytest-llamastate[stack]'"
+                f"{path}: reading stack configs needs PyYAML: " + install_command("stack")
             ) from None
         if not path.is_file():
             raise StackConfigError(f"{path}: stack config not found; pass an existing YAML file")

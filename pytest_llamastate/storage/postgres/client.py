@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from ...releases import LLAMA_STACK, Flavor
+from ...releases.install import install_command
 from ..base import StorageError
 
 __all__ = [
     "DB_PREFIX",
-    "INSTALL_HINT",
     "PostgresError",
     "PostgresURL",
     "check_server",
@@ -47,7 +47,6 @@ __all__ = [
     "write_kv_rows",
 ]
 
-INSTALL_HINT = "pip install 'pytest-llamastate[postgres]'"
 #: Every database the plugin creates starts with this; nothing else is ever dropped.
 DB_PREFIX = "llamastate_"
 _TIMEOUT = 30.0
@@ -184,7 +183,7 @@ def _driver(url: PostgresURL) -> Any:
         return importlib.import_module("asyncpg")
     except ModuleNotFoundError:
         raise PostgresError(
-            f"{url.masked}: the Postgres driver asyncpg is missing: {INSTALL_HINT}"
+            f"{url.masked}: the Postgres driver asyncpg is missing: " + install_command("postgres")
         ) from None
 
 

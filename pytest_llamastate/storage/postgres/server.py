@@ -35,6 +35,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...releases.install import install_command
 from . import watchdog
 
 __all__ = ["PostgresServer", "acquire", "find_binaries"]
@@ -126,14 +127,14 @@ def find_binaries() -> Path | None:
 def _acquire_throwaway(root: Path, timeout: float) -> PostgresServer:
     from filelock import FileLock, Timeout
 
-    from .client import INSTALL_HINT, PostgresError, PostgresURL, check_server
+    from .client import PostgresError, PostgresURL, check_server
     from .root import binaries_for, run_as_user
 
     bin_dir = find_binaries()
     if bin_dir is None:
         raise PostgresError(
             "no Postgres to start a throwaway server: "
-            f"{INSTALL_HINT}, or pass --llama-postgres-url for a server you run"
+            f"{install_command('postgres')}, or pass --llama-postgres-url for a server you run"
         )
     root.mkdir(parents=True, exist_ok=True)
     try:

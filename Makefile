@@ -77,18 +77,22 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 # First, four at a time, what mostly waits on the network (every venv, the container
-# image) beside lint and the docs; then the suites one after the other (each already uses
-# both cores: -n 2); last the older lines, two at a time.
+# image) beside lint and the docs; then the suites one after the other; last the older
+# lines, two at a time.
 test:
 	$(MAKE) -j4 --output-sync=target venvs test-image lint docs
 	$(MAKE) test-llama-stack test-ogx test-postgres test-exec
 	$(MAKE) -j2 --output-sync=target test-compat
 
+# Three xdist workers on two cores: much of the suite waits (servers and containers
+# starting, killed runs, Postgres), and a third worker computes meanwhile.
+XDIST ?= -n 3
+
 test-llama-stack: $(STAMP) test-image
-	$(VENV)/bin/pytest -n 2 tests
+	$(VENV)/bin/pytest $(XDIST) tests
 
 test-ogx: $(OGX_STAMP) test-image
-	$(OGX_VENV)/bin/pytest -n 2 tests
+	$(OGX_VENV)/bin/pytest $(XDIST) tests
 
 # The container suite's image (tests/container_image.py: debootstrap + pip, no registry),
 # built once per machine and again when its recipe changes; its name is printed. First
@@ -99,12 +103,12 @@ test-image: $(STAMP)
 	-.ci/container-setup && $(PY) tests/container_image.py
 
 test-postgres: $(STAMP)
-	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest -n 2 tests
+	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest $(XDIST) tests
 
 # The server-mode tests once more with servers started by `llama stack run` (exec).
 test-exec: $(STAMP) $(OGX_STAMP)
-	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest -n 2 tests
-	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest -n 2 tests
+	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest $(XDIST) tests
+	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest $(XDIST) tests
 
 # The compatibility suite (tests/compat) on every older tested release, each in its own venv;
 # llama-stack 0.7.3 and OGX 1.5 run it with the rest of tests/ above.

@@ -16,7 +16,13 @@ The four processes of a round run back to back, the sides alternating; the ratio
 median over rounds of each round's ratio (and the ratio of the sides' median costs, which
 a loaded machine scatters less), in wall time (what the issue asks) and in CPU
 time (user + system of the whole process; it scatters far less when other jobs share the
-cores). Run with the venv of the release to measure (``.venv/bin/python
+cores). Beside it, each test of the N2 processes is timed from inside (a ``conftest.py``:
+start of its setup to end of its teardown, wall and the process's CPU), the first test
+of each process left out (it pays the imports): the median test of each side and their
+ratio. Where the two disagree, the difference is spent outside the tests (collection,
+session teardown, exit), which the process figure counts and the per-test one does not.
+
+Run with the venv of the release to measure (``.venv/bin/python
 bench/bench_library.py``, ``.venv-ogx/bin/python ...``; an older line's venv with
 ``PYTHONPATH=$PWD``). ``BENCH_ROUNDS``, ``BENCH_N1``, ``BENCH_N2`` change the sizes.
 """
@@ -64,10 +70,33 @@ def test_it(client, n):
 """
 
 
+#: Times each test from the inside: wall and process CPU from the start of its setup to
+#: the end of its teardown, one JSON line per test in ``tests.jsonl``.
+TIMING_CONFTEST = """
+import json, time
+from pathlib import Path
+_OUT, _START = Path(__file__).with_name("tests.jsonl"), {}
+def pytest_runtest_logstart(nodeid):
+    _START[nodeid] = (time.perf_counter(), time.process_time())
+def pytest_runtest_logfinish(nodeid):
+    wall, cpu = _START.pop(nodeid)
+    with _OUT.open("a") as out:
+        out.write(json.dumps([time.perf_counter() - wall, time.process_time() - cpu]) + "\\n")
+"""
+
+
 def _suite(folder: Path, text: str, tests: int) -> Path:
     folder.mkdir()
     (folder / "test_bench.py").write_text(text.format(tests=tests, **_names()))
+    (folder / "conftest.py").write_text(TIMING_CONFTEST)
     return folder
+
+
+def _per_test(folder: Path) -> list[tuple[float, float]]:
+    """The (wall, cpu) of each test of the last run on ``folder`` but its first."""
+    lines = (folder / "tests.jsonl").read_text().splitlines()
+    (folder / "tests.jsonl").unlink()
+    return [tuple(json.loads(line)) for line in lines[1:]]
 
 
 def _names() -> dict[str, str]:
@@ -91,6 +120,8 @@ def main() -> dict[str, object]:
     #: Per clock (wall, cpu) and side, one more test's seconds in each round.
     marginal = {(clock, side): [] for clock in ("wall", "cpu") for side in ("plugin", "bare")}
     ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
+    #: Per side, (wall, cpu) of every test of the N2 processes but each one's first.
+    inside: dict[str, list[tuple[float, float]]] = {"plugin": [], "bare": []}
     load = []
     with tempfile.TemporaryDirectory() as tmp:
         suites = {
@@ -103,6 +134,8 @@ def main() -> dict[str, object]:
             for side, extra in (("bare", ["-p", "no:llamastate"]), ("plugin", [])):
                 small = run_pytest_timed(suites[side, N1], extra)
                 large = run_pytest_timed(suites[side, N2], extra)
+                (suites[side, N1] / "tests.jsonl").unlink()
+                inside[side] += _per_test(suites[side, N2])
                 for i, clock in enumerate(("wall", "cpu")):
                     marginal[clock, side].append((large[i] - small[i]) / (N2 - N1))
             for clock in ratios:
@@ -113,7 +146,7 @@ def main() -> dict[str, object]:
         "tests": [N1, N2],
         "rounds": ROUNDS,
     }
-    for clock in ("wall", "cpu"):
+    for i, clock in enumerate(("wall", "cpu")):
         result[f"{clock}_plugin_test_s"] = round(statistics.median(marginal[clock, "plugin"]), 4)
         result[f"{clock}_bare_client_test_s"] = round(statistics.median(marginal[clock, "bare"]), 4)
         result[f"{clock}_ratio"] = round(statistics.median(ratios[clock]), 3)
@@ -123,6 +156,12 @@ def main() -> dict[str, object]:
             3,
         )
         result[f"{clock}_ratios"] = [round(r, 3) for r in ratios[clock]]
+        plugin, bare = (
+            statistics.median(t[i] for t in inside[side]) for side in ("plugin", "bare")
+        )
+        result[f"{clock}_in_process_plugin_test_s"] = round(plugin, 4)
+        result[f"{clock}_in_process_bare_client_test_s"] = round(bare, 4)
+        result[f"{clock}_in_process_ratio"] = round(plugin / bare, 3)
     return {
         **result,
         "cpus": os.cpu_count(),

@@ -130,6 +130,11 @@ def container() -> Any:
     for container-mode tests; skipped, saying why, only where no engine can run one."""
     from container_image import usable
 
+    if os.getuid() != 0:
+        # Rootless podman keeps its images under ~/.local/share and its settings under
+        # ~/.config: pytester's inner runs have a HOME of their own, these stay the user's.
+        os.environ.setdefault("XDG_DATA_HOME", str(Path.home() / ".local" / "share"))
+        os.environ.setdefault("XDG_CONFIG_HOME", str(Path.home() / ".config"))
     found = usable()
     if isinstance(found, str):
         pytest.skip(found)

@@ -4,6 +4,7 @@ tests, and reopening a kept store by running the line ``llamastate env`` prints.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -82,11 +83,15 @@ def run_line(store: Path) -> str:
 def reopen(engine: Engine, line: str) -> list[str]:
     """Run ``line`` exactly as printed (the engine's CLI in the foreground, as a person
     would), wait for the stack, and return the names of the files it serves. Then stop
-    it as a person would (Ctrl-C: the engine passes the signal on) and check that
+    it as a person would (Ctrl-C: SIGINT to the terminal's foreground process group; so
+    rootless podman needs it: its ``run`` re-executes itself in a user namespace, and
+    the outer process alone exits on SIGINT without passing it on) and check that
     ``--rm`` left no container behind."""
     command = shlex.split(line)
     port = command[command.index("--port") + 1]
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         assert _healthy(url, run, 180), f"{line} did not become healthy"
@@ -94,12 +99,20 @@ def reopen(engine: Engine, line: str) -> list[str]:
         assert isinstance(files, dict)
         names = [f["filename"] for f in files["data"]]
     finally:
-        run.send_signal(signal.SIGINT)
+        os.killpg(run.pid, signal.SIGINT)
         try:
             run.wait(60)
         except subprocess.TimeoutExpired:
             run.kill()
             raise
-    listed = engine.call("ps", "-a", "--no-trunc", "--format", "{{.Command}}")
-    assert f"--port {port}" not in listed.stdout, listed.stdout
+    # rootless podman's outer process returns at once; the one inside the namespace
+    # removes the container when the stack has shut down
+    deadline = time.monotonic() + 60
+    while f"--port {port}" in (listed := _commands(engine)):
+        assert time.monotonic() < deadline, listed
+        time.sleep(0.5)
     return names
+
+
+def _commands(engine: Engine) -> str:
+    return engine.call("ps", "-a", "--no-trunc", "--format", "{{.Command}}").stdout

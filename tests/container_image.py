@@ -32,7 +32,10 @@ VERSIONS = {"LLAMA_STACK": "0.7.3", "OGX": "1.5.0"}
 SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 PACKAGES = "python3,python3-venv,ca-certificates"
-CACHE = Path(os.environ.get("LLAMASTATE_IMAGE_CACHE", "/var/tmp/llamastate-image"))
+#: The rootfs and the build lock; one per user (each has its own images, and root's
+#: folder is not another user's to lock in).
+_USER = "" if os.getuid() == 0 else f"-{os.getuid()}"
+CACHE = Path(os.environ.get("LLAMASTATE_IMAGE_CACHE", f"/var/tmp/llamastate-image{_USER}"))
 REPOSITORY = "localhost/llamastate-test"
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 CONTAINERS_CONF = Path(__file__).parents[1] / ".ci" / "containers.conf"
@@ -68,7 +71,8 @@ def _base(engine: Engine, tag: str) -> str:
     if shutil.which("debootstrap") is None or os.getuid() != 0:
         raise SystemExit(
             "building the test image needs debootstrap run as root (apt-get install "
-            "debootstrap), or LLAMASTATE_TEST_BASE_IMAGE=<an image with python3 >= 3.12>"
+            "debootstrap), or LLAMASTATE_TEST_BASE_IMAGE=<an image with python3 >= 3.12>, "
+            f"or load root's build: sudo {engine.name} save {image_name()} | {engine.name} load"
         )
     rootfs = CACHE / f"rootfs-{SUITE}"
     if not (rootfs / ".complete").exists():
@@ -115,7 +119,8 @@ def build(engine: Engine) -> str:
         ca.write_bytes(HOST_CA.read_bytes() if HOST_CA.exists() else b"")
         args = [f"--build-arg=BASE={base}"]
         args += [f"--build-arg={key}={value}" for key, value in VERSIONS.items()]
-        _run([engine.exe, "build", "--network=host", *args, "-t", name, context])
+        recipe = ["-f", str(Path(context, "Containerfile"))]  # docker looks for a Dockerfile
+        _run([engine.exe, "build", "--network=host", *recipe, *args, "-t", name, context])
     _remove_stale(engine, name)
     return name
 
@@ -151,7 +156,7 @@ def usable() -> tuple[Engine, str] | str:
     try:
         engine = find_engine(os.environ.get("LLAMASTATE_TEST_ENGINE", "auto"))
         image = ensure_image(engine)
-    except (EngineError, SystemExit, subprocess.CalledProcessError) as exc:
+    except (EngineError, SystemExit, subprocess.CalledProcessError, OSError) as exc:
         return f"no test image: {exc}"
     problem = engine_problem(engine, image)
     return problem if problem else (engine, image)

@@ -12,6 +12,10 @@ from pytest_llamastate.releases import detect
 
 FLAVOR = detect()
 
+#: Whether the flavor's library client can upload a file: llama-stack 0.2.12's calls the
+#: files API without its ``file`` argument (a TypeError; upstream bug, gone by 0.2.24).
+LIBRARY_UPLOADS = not (FLAVOR.name == "llama-stack" and FLAVOR.version() == "0.2.12")
+
 #: The start of a registry key under the default config: OGX prefixes the metadata
 #: store's namespace ("registry"), llama-stack 0.7 does not.
 KEY = ("registry:" if FLAVOR.name == "ogx" else "") + "distributions:registry:v10::"

@@ -111,7 +111,9 @@ def image_with_a_config(container: tuple[Engine, str], pytester: pytest.Pytester
     (context / "config.yaml").write_text(text, encoding="utf-8")
     (context / "Containerfile").write_text(f"FROM {image}\nCOPY config.yaml /app/config.yaml\n")
     name = f"localhost/llamastate-test-config:{os.getpid()}"
-    subprocess.run([engine.exe, "build", "-q", "-t", name, str(context)], check=True)
+    # -f: docker's builder looks for a Dockerfile, podman's for either
+    build = [engine.exe, "build", "-q", "-f", str(context / "Containerfile"), "-t", name]
+    subprocess.run([*build, str(context)], check=True)
     yield name
     engine.call("rmi", "-f", name)
 
@@ -203,7 +205,7 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
         import pathlib, time
 
         def test_hold(llama_stack):
-            pathlib.Path("started").write_text("yes")
+            pathlib.Path("started").write_text(str(llama_stack.store.path))
             time.sleep(600)
         """,
         test_next="""
@@ -230,3 +232,8 @@ def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
         run.wait()
     pytester.runpytest(*container_args, "test_next.py").assert_outcomes(passed=1)
     assert containers(engine, owner) == []
+    # what the killed run's container wrote is the runner's (handed back where Docker
+    # wrote it as the host's root): it can be deleted
+    store = Path((pytester.path / "started").read_text())
+    assert {p.stat().st_uid for p in [store, *store.rglob("*")]} == {os.getuid()}
+    shutil.rmtree(store)

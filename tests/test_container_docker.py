@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from container_helpers import containers, inner_helpers, reopen, run_line
 
-from pytest_llamastate.stack.engine import OWNER_LABEL, Engine, find_engine
+from pytest_llamastate.stack.engine import OWNER_LABEL, STORE_LABEL, Engine, find_engine
 
 
 @pytest.fixture(scope="module")
@@ -120,21 +120,37 @@ def test_a_runner_that_is_not_root_gets_the_store_back(
     tmp_path: Path,
 ) -> None:
     """Docker's root inside is the host's root: what the stack writes in the store would
-    be root's, so a runner that is not root gets it back once the container stops. Run
-    here as root, so the runner is uid 1000 by pretence; the containers are real."""
+    be root's, so a runner that is not root gets it back once the container stops, or,
+    when its run was killed before it could, when the next run removes the container. Run
+    as root, the runner is uid 1000 by pretence; the containers are real either way."""
     monkeypatch.setenv("DOCKER_HOST", docker_host)
     docker, image = find_engine("docker"), container[1]
-    store = tmp_path / "store"
-    store.mkdir()
-    wrote = docker.call(
-        "run", "--rm", "--pull=never", "-v", f"{store}:/store", "--entrypoint=sh", image,
-        "-c", "mkdir /store/files && echo x > /store/files/a",
+    uid, gid = (1000, 1000) if os.getuid() == 0 else (os.getuid(), os.getgid())
+    stopped, orphaned = tmp_path / "stopped", tmp_path / "orphaned"
+    for store in (stopped, orphaned):
+        store.mkdir()
+        os.chown(store, uid, gid)  # the plugin makes each store as the runner
+        wrote = docker.call(
+            "run", "--rm", "--pull=never", "-v", f"{store}:/store", "--entrypoint=sh", image,
+            "-c", "mkdir /store/files && echo x > /store/files/a",
+        )  # fmt: skip
+        assert wrote.returncode == 0, wrote.stderr
+        assert (store / "files" / "a").stat().st_uid == 0
+    # what a pytest killed with SIGKILL left: its container, still serving its store
+    owner = f"{OWNER_LABEL}={socket.gethostname()}:{_dead_pid()}"
+    left = docker.call(
+        "run", "-d", "--pull=never", "--network=none", "--label", owner,
+        "--label", f"{STORE_LABEL}={orphaned}", "-v", f"{orphaned}:/store",
+        "--entrypoint=sleep", image, "600",
     )  # fmt: skip
-    assert wrote.returncode == 0, wrote.stderr
-    assert (store / "files" / "a").stat().st_uid == 0
-    monkeypatch.setattr(os, "getuid", lambda: 1000)
-    monkeypatch.setattr(os, "getgid", lambda: 1000)
+    assert left.returncode == 0, left.stderr
+    if os.getuid() == 0:
+        monkeypatch.setattr(os, "getuid", lambda: uid)
+        monkeypatch.setattr(os, "getgid", lambda: gid)
     assert docker.writes_as_host_root()
-    docker.hand_back(image, store)
-    owners = {(p.stat().st_uid, p.stat().st_gid) for p in [store, *store.rglob("*")]}
-    assert owners == {(1000, 1000)}
+    docker.hand_back(image, stopped)
+    assert docker.prune() >= 1  # the next run's start
+    assert containers(docker, owner) == []
+    for store in (stopped, orphaned):
+        owners = {(p.stat().st_uid, p.stat().st_gid) for p in [store, *store.rglob("*")]}
+        assert owners == {(uid, gid)}, store

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from ports import nothing_listens
 
-from pytest_llamastate.releases import detect
+from pytest_llamastate.releases import detect, server_shortcuts
 from pytest_llamastate.stack import forkserver
 from pytest_llamastate.state.store import state_env
 
@@ -93,7 +93,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def fork() -> Iterator[Any]:
-    server = forkserver.ForkServer(FLAVOR)
+    """A zygote as the plugin's: with the release's server shortcuts."""
+    server = forkserver.ForkServer(FLAVOR, server_shortcuts(FLAVOR))
     yield server
     server.close()
 
@@ -102,7 +103,7 @@ def test_serves_health_and_the_cli_routes(fork: Any, tmp_path: Path) -> None:
     config = CONFIGS / FLAVOR.config_template
     server = Server(fork, tmp_path / "fork", config).ready()
     assert _http(f"{server.url}/v1/health") == {"status": "OK"}
-    forked = set(_http(f"{server.url}/openapi.json")["paths"])
+    forked = _http(f"{server.url}/openapi.json")
     server.child.stop(grace=0)
 
     store, port = tmp_path / "exec", _free_port()
@@ -121,7 +122,7 @@ def test_serves_health_and_the_cli_routes(fork: Any, tmp_path: Path) -> None:
         deadline = time.monotonic() + 60
         while True:
             try:
-                executed = set(_http(f"http://127.0.0.1:{port}/openapi.json")["paths"])
+                executed = _http(f"http://127.0.0.1:{port}/openapi.json")
                 break
             except (OSError, urllib.error.URLError):
                 assert proc.poll() is None, (store / "server.log").read_text()[-2000:]
@@ -130,8 +131,8 @@ def test_serves_health_and_the_cli_routes(fork: Any, tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert "/v1/health" in forked
-    assert forked == executed
+    assert "/v1/health" in forked["paths"]
+    assert forked == executed  # every route, parameter and model: prebuilt routers too
 
 
 def test_state_and_environment_are_the_stores(fork: Any, tmp_path: Path) -> None:
@@ -184,12 +185,11 @@ def test_a_server_that_fails_reports_its_code_and_logs_why(fork: Any, tmp_path: 
 
 
 REBASE = """
-import os, sys
-sys.path.insert(0, {tests!r})
-import test_forkserver as t
+import os
+from pytest_llamastate.stack import zygote
 from {core}.utils import config_dirs, config_resolution
 os.environ[{var!r}] = {new!r}
-t.forkserver.rebase_config_dirs({core!r})
+zygote.rebase_config_dirs({core!r})
 print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 """
 
@@ -197,9 +197,7 @@ print(config_dirs.DISTRIBS_BASE_DIR, config_resolution.DISTRIBS_BASE_DIR)
 def test_config_folder_constants_follow_the_childs_environment(tmp_path: Path) -> None:
     """Imported in the zygote, they must still name the store's config folder."""
     new = str(tmp_path / "new")
-    script = REBASE.format(
-        tests=str(Path(__file__).parent), core=FLAVOR.core, var=FLAVOR.config_dir_var, new=new
-    )
+    script = REBASE.format(core=FLAVOR.core, var=FLAVOR.config_dir_var, new=new)
     env = {**os.environ, FLAVOR.config_dir_var: str(tmp_path / "old")}
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True

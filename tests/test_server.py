@@ -15,7 +15,8 @@ from filelock import FileLock
 from flavors import skip_module_without_a_stack
 from ports import nothing_listens
 
-from pytest_llamastate.stack.server import _PORT_LOCKS, failure_line, log_tail
+from pytest_llamastate.process.lifetime import PORT_LOCKS
+from pytest_llamastate.stack.server import failure_line, log_tail
 
 skip_module_without_a_stack()
 
@@ -109,7 +110,7 @@ def test_a_run_killed_with_sigkill_leaves_no_server_and_no_lock(
     # a process in exit is no zombie yet while it closes its sockets: wait for both
     gone = wait_for(lambda: not alive(servers) and nothing_listens(port), 5)
     assert gone, (alive(servers), port)
-    FileLock(str(_PORT_LOCKS / f"{port}.lock")).acquire(timeout=0)  # and so is its lock
+    FileLock(str(PORT_LOCKS / f"{port}.lock")).acquire(timeout=0)  # and so is its lock
     # the persistent store's lock went with the process: the next run gets the store at once
     result = pytester.runpytest_subprocess(
         *args, "-o", "llama_persist_lock_timeout=5", "test_next.py"

@@ -3,6 +3,8 @@ contract in pyproject.toml, also run by `make lint`), and no module grows past 4
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -85,4 +87,45 @@ def test_the_folders_are_the_layers() -> None:
     top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
     assert top == set()
-    assert folders == {"plugin", "cli", "stack", "state", "storage", "releases"}
+    assert folders == {"plugin", "cli", "stack", "state", "storage", "releases", "process"}
+
+
+def _has_behaviour(path: Path) -> bool:
+    """A module defining a function or class (re-exports and scripts of one call do not)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) for n in ast.walk(tree))
+
+
+def _mapped_tests() -> dict[str, list[str]]:
+    """docs/architecture.md's test table: module -> the test files that test it."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text.split("## Tests: which file tests which module", 1)[1].split("\n## ", 1)[0]
+    mapped: dict[str, list[str]] = {}
+    for row in table.splitlines():
+        cells = row.split("|")
+        if len(cells) == 4 and cells[1].strip().startswith("`test_"):
+            files = re.findall(r"`([^`]+)`", cells[1])
+            for module in re.findall(r"`([^`]+)`", cells[2]):
+                mapped.setdefault(module, []).extend(files)
+    return mapped
+
+
+def test_every_module_has_its_test_file() -> None:
+    """tests/test_<module>.py, or the files the architecture page's table names for it."""
+    mapped = _mapped_tests()
+    untested, stale = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = path.relative_to(PACKAGE).as_posix()
+        own = path.parent.name if path.stem == "__init__" else path.stem
+        names = {f"test_{path.parent.name}_{own}.py"}
+        if len(path.relative_to(PACKAGE).parts) <= 2:  # not in a folder of a folder
+            names.add(f"test_{own}.py")
+        if not _has_behaviour(path) or any((ROOT / "tests" / n).is_file() for n in names):
+            continue
+        files = mapped.pop(module, [])
+        if not files:
+            untested.append(module)
+        stale += [f for f in files if not (ROOT / "tests" / f).is_file()]
+    assert untested == [], "no test file: add tests/test_<module>.py or a line to the table"
+    assert stale == [], "the table names test files that do not exist"
+    assert mapped == {}, "the table names modules that do not exist or have their own file"

@@ -10,6 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from flavors import FLAVOR
+
+#: What this shows (no layer above ``storage`` knows a backend exists; the toy is SQLite
+#: files in a subfolder) does not differ by flavor: `make test` shows it once, on
+#: llama-stack (it costs about a minute of CPU per run).
+pytestmark = pytest.mark.skipif(
+    FLAVOR.name == "ogx", reason="the storage seam is flavor-neutral: shown on llama-stack"
+)
+
 TESTS = Path(__file__).parent
 #: The store tests: a store per test, keep policies, seeds, persistent stores; less the
 #: restart and crash soaks, which test stacks, not storage (they pass on it too, in minutes).

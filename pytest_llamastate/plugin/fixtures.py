@@ -6,27 +6,21 @@ decided by the objects it builds; when it happens is pytest's business.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from ..releases import installed_versions
-from ..stack import LlamaStack, LlamaStackFactory, StackError
-from ..stack.state_templates import TemplateError
-from ..state import environ
+from ..stack import LlamaStack, LlamaStackFactory
 from ..state.mcptools import McpServer, McpToolsError
-from ..state.persistent import Lease, PersistentStoreError, fingerprint
-from ..state.registry import RegistrySnapshot, StoreCorruptError
-from ..state.seed_rows import BuiltTemplate
-from ..state.seeds import LazySeed, Seed, SeedError, merge_seeds, parse_seeds, resolve_seeds
-from ..state.stackconfig import StackConfig, StackConfigError
-from ..state.store import LlamaStore, os_problem
+from ..state.seeds import Seed, merge_seeds
+from ..state.stackconfig import StackConfig
+from ..state.store import LlamaStore
 from ..state.store_factory import LlamaStoreFactory
-from ..storage.base import StorageError
-from .session import item_state, marker_seeds_key, persistent_key, session_state, template_key
+from .fixture_errors import as_test_error
+from .session import marker_seeds_key, session_state
+from .stack_setup import start_stack
+from .store_setup import StoreSetup
 
 __all__ = [
     "llama_mcp_server",
@@ -38,41 +32,6 @@ __all__ = [
     "llama_toolgroups",
     "ogx_stack",
 ]
-
-
-@contextmanager
-def _as_test_error(
-    *errors: type[Exception], doing: str = "", about: Path | None = None
-) -> Iterator[None]:
-    """Turn our own errors into a test error showing only their message; with ``doing``,
-    OS errors too (a full disk, a read-only one, permissions, too many open files), as
-    ``<doing>: <path>: <cause>`` (``about`` when the error names no path): the test
-    errors, the next one runs.
-
-    The failure is raised ``from None``: inside a context manager's ``__exit__`` the
-    error is still being handled even outside the ``except`` block, so the report would
-    add "During handling of the above exception" and the message twice.
-    """
-    try:
-        yield
-    except errors as exc:
-        problem = str(exc)
-    except OSError as exc:
-        if not doing:
-            raise
-        problem = f"{doing}: {os_problem(exc, about)}"
-    else:
-        return
-    raise pytest.fail.Exception(problem, pytrace=False) from None
-
-
-def _config_text(config: Path | str | StackConfig) -> str:
-    if isinstance(config, StackConfig):
-        return config.text
-    try:
-        return Path(config).read_text(encoding="utf-8")
-    except OSError:
-        return str(config)
 
 
 @pytest.fixture(scope="session")
@@ -116,85 +75,9 @@ def llama_store(
     persistent store instead, locked for this test. Under
     ``@pytest.mark.llama_template(name)`` it starts as a copy of that built template.
     """
-    istate = item_state(request.node)
-    name = request.node.stash.get(persistent_key, None)
-    lease: Lease | None = None
-    hook = request.node.ihook
-    doing = "make the test's store" if name is None else f"open persistent store {name!r}"
-    with _as_test_error(
-        SeedError,
-        PersistentStoreError,
-        StorageError,
-        TemplateError,
-        StackConfigError,
-        StoreCorruptError,
-        doing=f"llama_store: cannot {doing}",
-    ):
-        wanted = list(llama_toolgroups)
-        hook.pytest_llamastate_seeds(seeds=wanted, request=request)
-        seeds = parse_seeds(wanted, "llama_toolgroups")
-        if name is None:
-            template = _built_template(request, llama_stack_config)
-            store = llama_store_factory.mktemp(
-                request.node.name, label=request.node.nodeid, seeds=seeds, template=template
-            )
-            istate.stores.append(store)
-        else:
-            lease = session_state(request.config).persistent.acquire(
-                name,
-                fingerprint=fingerprint(
-                    installed_versions(), _config_text(llama_stack_config), seeds
-                ),
-                seeds=resolve_seeds(seeds),
-                templates=llama_store_factory.templates,
-                refresh=resolve_seeds(s for s in seeds if isinstance(s, LazySeed)),
-            )
-            istate.leases.append(lease)
-            store = lease.store
-    try:
-        with _as_test_error(StoreCorruptError):
-            # What the test changes is reported on failure: remember where it started.
-            istate.initial[store.path] = (
-                store.snapshot()
-                if lease is not None or seeds or store.template
-                else RegistrySnapshot()
-            )
-        hook.pytest_llamastate_store_created(store=store, request=request)
-        istate.activations.append((dict(store.env), environ.save(store.env)))
-        with store.activate():
-            yield store
-    finally:
-        if lease is not None:
-            with _as_test_error(
-                PersistentStoreError, doing=f"llama_store: cannot check persistent store {name!r}"
-            ):
-                try:
-                    lease.release()
-                finally:
-                    hook.pytest_llamastate_store_released(
-                        store=store, kept=True, nodeid=request.node.nodeid
-                    )
-
-
-def _built_template(
-    request: pytest.FixtureRequest, config: Path | str | StackConfig
-) -> BuiltTemplate | None:
-    """The template of the test's ``llama_template`` marker, built on first use (on the
-    config the test's stack runs, before that stack starts: one library stack per process)."""
-    template = request.node.stash.get(template_key, None)
-    if template is None:
-        return None
-    state, istate = session_state(request.config), item_state(request.node)
-    parsed = config if isinstance(config, StackConfig) else state.stacks.load_config(config)
-    try:
-        built, event = state.state_templates.get(template, parsed, request.node.nodeid)
-    finally:
-        # A build's writes to the real homes were judged by the build's own guard check.
-        if state.guard is not None:
-            istate.guard_mark = state.guard.begin()
-    if event is not None:
-        istate.templates.append(event)
-    return built
+    setup = StoreSetup(request, llama_store_factory, llama_toolgroups, llama_stack_config)
+    with setup.active() as store:
+        yield store
 
 
 @pytest.fixture
@@ -228,28 +111,7 @@ def llama_stack(
     ``llama stack run`` (OGX: ``ogx run``) as a child process (``base_url`` is set, its
     log is attached to a failing test's report). Which of the two: ``llama_flavor``.
     """
-    istate = item_state(request.node)
-    try:
-        with _as_test_error(
-            StackError, StackConfigError, doing="llama_stack: cannot start", about=llama_store.path
-        ):
-            config = (
-                llama_stack_config
-                if isinstance(llama_stack_config, StackConfig)
-                else llama_stack_factory.load_config(llama_stack_config)
-            )
-            data = copy.deepcopy(dict(config.data))
-            request.node.ihook.pytest_llamastate_stack_config(
-                config=data, store=llama_store, request=request
-            )
-            stack = llama_stack_factory.start(
-                llama_store, config=config.replace_data(data), label=request.node.nodeid
-            )
-    except pytest.fail.Exception:
-        if llama_store.log_path.is_file():
-            istate.failed_logs.append(llama_store.log_path)
-        raise
-    istate.stacks.append(stack)
+    stack = start_stack(request, llama_store, llama_stack_factory, llama_stack_config)
     try:
         yield stack
     finally:
@@ -268,7 +130,7 @@ def llama_mcp_server() -> Iterator[Callable[..., McpServer]]:
     servers: list[McpServer] = []
 
     def start(*functions: Callable[..., object]) -> McpServer:
-        with _as_test_error(McpToolsError):
+        with as_test_error(McpToolsError):
             server = McpServer(tuple(functions))
             servers.append(server)
             server.start()

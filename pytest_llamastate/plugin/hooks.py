@@ -7,19 +7,15 @@ knows Llama Stack's files and processes lives in the modules below those.
 
 from __future__ import annotations
 
-import os
-import uuid
 import warnings
 from collections.abc import Generator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ..stack import LlamaStackFactory, shortcuts
-from ..stack.state_templates import StateTemplates, llama_template
+from ..stack import shortcuts
+from ..stack.state_templates import llama_template
 from ..state import environ
-from ..state.guard import HomeGuard, real_state_homes
 from ..state.leaks import (
     LlamaSharedStoreLeakWarning,
     LlamaStoreLeakWarning,
@@ -27,12 +23,7 @@ from ..state.leaks import (
     read_shared,
 )
 from ..state.mcptools import stop_shared_servers
-from ..state.persistent import PersistentStores
-from ..state.seed_rows import TemplateCache
-from ..state.stackconfig import StackConfig, StackConfigError
-from ..state.store_factory import LlamaStoreFactory, make_run_dir
-from ..storage.backends import backend
-from ..storage.base import SessionSpec, Storage, StorageError
+from ..storage.base import StorageError
 from . import hookspecs, markers, options
 from .fixtures import (
     llama_mcp_server,
@@ -44,7 +35,6 @@ from .fixtures import (
     llama_toolgroups,
     ogx_stack,
 )
-from .options import Settings
 from .reports import (
     basetemp_note,
     describe_store,
@@ -62,7 +52,8 @@ from .session import (
     session_state,
     xdist_controller,
 )
-from .xdist import KEPT_KEY, RUN_DIR_KEY, TEMPLATES_KEY, XdistHooks
+from .session_setup import build_session
+from .xdist import KEPT_KEY, XdistHooks
 
 __all__ = [
     "LlamaSharedStoreLeakWarning",
@@ -90,85 +81,11 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    settings = Settings.from_config(config)
-    # Resolved now, before any fixture points the environment at a store.
-    guard = None if settings.guard == "off" else HomeGuard.for_roots(real_state_homes(os.environ))
     for marker in markers.MARKERS:
         config.addinivalue_line("markers", marker)
-    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
-    # xdist hands every worker of a run the same id; a run without workers makes its own.
-    run_id = workerinput.get("testrunuid") or uuid.uuid4().hex
-    templates = TemplateCache(
-        Path(workerinput[TEMPLATES_KEY])
-        if TEMPLATES_KEY in workerinput
-        else TemplateCache.new_root(),
-        settings.flavor,
-        settings.stack_config,
-    )
-    storage = _storage(config, settings, templates.root, run_id, workerinput.get("workerid"))
-    templates.prefixed = storage.prefixes_keys
-    persistent = PersistentStores(
-        settings.persist_dir,
-        run_id,
-        storage,
-        settings.reset_persistent,
-        settings.persist_lock_timeout,
-    )
-    base: Path | None = None
-    if settings.store_dir is not None:
-        if RUN_DIR_KEY in workerinput:
-            base = Path(workerinput[RUN_DIR_KEY]) / workerinput["workerid"]
-        else:
-            base = make_run_dir(settings.store_dir, settings.retention_count)
-    stacks = LlamaStackFactory(
-        settings.stack_mode,
-        settings.stack_config,
-        settings.start_timeout,
-        settings.flavor,
-        settings.server_process,
-        settings.container,
-    )
-    state_templates = StateTemplates(
-        settings.template_cache if settings.reuse_templates else templates.root / "state",
-        stacks,
-        templates,
-        persistent.run_id,
-        settings.reuse_templates,
-        guard,
-        settings.guard == "warn",
-        storage,
-    )
-    config.stash[session_key] = SessionState(
-        settings,
-        LlamaStoreFactory(settings.keep, templates, base, storage),
-        guard,
-        stacks,
-        persistent,
-        state_templates,
-    )
+    config.stash[session_key] = build_session(config)
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(XdistHooks(), "llamastate-xdist")
-
-
-def _storage(
-    config: pytest.Config, settings: Settings, templates: Path, run_id: str, worker: str | None
-) -> Storage:
-    """The session's storage backend, as ``--llama-backend`` chooses; a backend that cannot
-    be used stops the run with one line."""
-    spec = SessionSpec(
-        flavor=settings.flavor,
-        run_id=run_id,
-        worker=worker,
-        controller=xdist_controller(config),
-        templates=templates,
-        data_dir=settings.persist_dir / f".{settings.backend}",
-        config=lambda: StackConfig.load(settings.stack_config).data,
-        url=settings.storage_url,
-    )
-    try:
-        return backend(settings.backend).for_session(spec)
-    except (StorageError, StackConfigError) as exc:
-        raise pytest.UsageError(f"--llama-backend={settings.backend}: {exc}") from None
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,137 +39,161 @@ from ..state.store_factory import KEEP_POLICIES, KeepPolicy
 from ..storage.backends import BACKENDS, DEFAULT, backend
 from . import values
 
-__all__ = ["Settings", "addoption"]
+__all__ = ["OPTIONS", "Option", "Settings", "addoption"]
 
 _T = TypeVar("_T", bound=str)
 
 
-def addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("llamastate", "isolated Llama Stack state (pytest-llamastate)")
+@dataclass(frozen=True)
+class Option:
+    """One option: ``--llama-x`` on the command line and ``llama_x`` in the ini file, one
+    meaning; ``cli=False`` is an ini key alone. ``argparse`` takes ``nargs``, ``const``
+    and ``action`` as given."""
 
-    def twin(name: str, help: str, default: str = "", **option: object) -> None:
-        """``--llama-x`` on the command line and ``llama_x`` in the ini file, one meaning."""
-        if option.get("action") != "store_true":
-            option.setdefault("metavar", "VALUE")
-        group.addoption("--" + name.replace("_", "-"), help=f"{help} (ini: {name})", **option)
-        parser.addini(name, help, default=default)
+    name: str
+    help: str
+    default: str = ""
+    metavar: str = "VALUE"
+    cli: bool = True
+    argparse: Mapping[str, object] = field(default_factory=dict)
 
-    twin(
+
+OPTIONS = (
+    Option(
         "llama_store_dir",
         "base folder of test stores (default: <basetemp>/llamastate); "
         "each run gets a numbered run-N folder in it",
         metavar="DIR",
-    )
-    twin(
+    ),
+    Option(
         "llama_keep_store",
         "which stores to keep after their test: failed (default), all, none; the bare flag "
         "keeps all (write --llama-keep-store=VALUE)",
         default="failed",
-        nargs="?",
-        const="all",
         metavar="WHICH",
-    )
-    parser.addini(
+        argparse={"nargs": "?", "const": "all"},
+    ),
+    Option(
         "llama_store_retention_count",
         "how many run-N folders to keep under llama_store_dir (default 3)",
         default="3",
-    )
-    twin(
+        cli=False,
+    ),
+    Option(
         "llama_guard",
         "on a test writing to the real ~/.llama or ~/.ogx: error (default), warn, off",
         default="error",
         metavar="MODE",
-    )
-    twin(
+    ),
+    Option(
         "llama_stack_mode",
         "how llama_stack runs: library (in-process, default), server "
         "(`llama stack run` / `ogx run`) or container (--llama-stack-image)",
         default="library",
         metavar="MODE",
-    )
-    twin(
+    ),
+    Option(
         "llama_server_process",
         "how a server-mode stack starts: fork (default where the platform can: forked from "
         "a process that imported the stack once) or exec (the `llama stack run` command)",
         default=default_server_process(),
         metavar="KIND",
-    )
-    twin("llama_stack_image", "container mode's image (a local one: never pulled)", metavar="IMAGE")
-    twin(
+    ),
+    Option(
+        "llama_stack_image", "container mode's image (a local one: never pulled)", metavar="IMAGE"
+    ),
+    Option(
         "llama_container_engine",
         "container mode's engine: auto (default: docker if its daemon answers, else podman), "
         "docker or podman",
         default="auto",
         metavar="ENGINE",
-    )
-    twin(
+    ),
+    Option(
         "llama_flavor",
         "which stack to run: auto (default: the installed one; llama-stack "
         "if both), llama-stack or ogx",
         default="auto",
         metavar="FLAVOR",
-    )
-    twin(
+    ),
+    Option(
         "llama_backend",
         "where stores keep their registry and SQL tables: sqlite (files in the store, "
         "default) or postgres (a database per store)",
         default=DEFAULT,
         metavar="BACKEND",
-    )
-    twin(
+    ),
+    Option(
         "llama_postgres_url",
         "Postgres server for --llama-backend=postgres, with a role that may create "
         "databases (default: a throwaway server the plugin starts)",
         metavar="URL",
-    )
-    twin(
+    ),
+    Option(
         "llama_stack_config",
         "run config for llama_stack (default: the plugin's offline minimal config); "
         "container mode: image:PATH is the image's own file at PATH",
         metavar="PATH",
-    )
-    twin(
+    ),
+    Option(
         "llama_stack_start_timeout",
         "seconds a server may take to become healthy (default 60)",
         default="60",
         metavar="SECONDS",
-    )
-    twin(
+    ),
+    Option(
         "llama_persist_dir",
         "folder of @pytest.mark.persistent stores (default: <pytest cache dir>/d/llamastate)",
         metavar="DIR",
-    )
-    twin(
+    ),
+    Option(
         "llama_reset_persistent",
         "wipe persistent stores before their first use in this "
         "run: all, or the named ones (write --llama-reset-persistent=NAME)",
-        nargs="?",
-        const="*",
         metavar="NAME[,NAME]",
-    )
-    parser.addini(
+        argparse={"nargs": "?", "const": "*"},
+    ),
+    Option(
         "llama_persist_lock_timeout",
         "seconds a test waits for a persistent store another test holds (default 600)",
         default="600",
-    )
-    twin(
+        cli=False,
+    ),
+    Option(
         "llama_reuse_templates",
         "keep built state templates in the pytest cache folder between runs; rebuilt when "
         "the builder's source, the config, the seeds or the installed versions change",
         default="false",
-        action="store_true",
-    )
-    twin(
+        argparse={"action": "store_true"},
+    ),
+    Option(
         "llama_leaks",
         "on a test leaving registry entries or rows behind in a store it shares with other "
         "tests (module/session scope): warn (default), error, off",
         default="warn",
         metavar="MODE",
-    )
-    parser.addini(
+    ),
+    Option(
         "llama_toolgroups_file",
         "YAML, JSON or TOML file with a 'toolgroups' list every test's store starts with",
-    )
+        cli=False,
+    ),
+)
+
+
+def addoption(parser: pytest.Parser) -> None:
+    """Every option of ``OPTIONS``, in its order: the command line's and the ini's."""
+    group = parser.getgroup("llamastate", "isolated Llama Stack state (pytest-llamastate)")
+    for option in OPTIONS:
+        if option.cli:
+            flag = option.argparse.get("action") == "store_true"  # takes no value to name
+            group.addoption(
+                "--" + option.name.replace("_", "-"),
+                help=f"{option.help} (ini: {option.name})",
+                **({} if flag else {"metavar": option.metavar}),
+                **option.argparse,
+            )
+        parser.addini(option.name, option.help, default=option.default)
 
 
 @dataclass(frozen=True)

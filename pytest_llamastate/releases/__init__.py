@@ -2,7 +2,7 @@
 
 :mod:`.lines` holds the facts as a timeline per release line (stdlib only: the Makefile
 reads the pins from it); :mod:`.flavor` resolves them, once, for the installed release;
-:mod:`.shortcuts` says which library-client shortcuts each release allows.
+:mod:`.shortcuts` says which library-client and forked-server shortcuts each release allows.
 Nothing else in the package asks which release is installed.
 """
 
@@ -20,7 +20,15 @@ from .flavor import (
     import_quietly,
     installed_versions,
 )
-from .shortcuts import LIBRARY_SHORTCUTS, Shortcut, library_shortcuts, sql_store_module
+from .shortcuts import (
+    LIBRARY_SHORTCUTS,
+    SERVER_SHORTCUTS,
+    ServerShortcut,
+    Shortcut,
+    library_shortcuts,
+    server_shortcuts,
+    sql_store_module,
+)
 
 __all__ = [
     "FLAVORS",
@@ -28,15 +36,18 @@ __all__ = [
     "LIBRARY_SHORTCUTS",
     "LLAMA_STACK",
     "OGX",
+    "SERVER_SHORTCUTS",
     "Flavor",
     "FlavorChoice",
     "FlavorName",
     "Recorder",
+    "ServerShortcut",
     "Shortcut",
     "by_name",
     "detect",
     "import_quietly",
     "installed_versions",
     "library_shortcuts",
+    "server_shortcuts",
     "sql_store_module",
 ]

@@ -10,43 +10,75 @@ applies them and says what each one does).
 
 Only releases whose internals were read and whose suite passed with them are listed:
 any other runs its client as its users do, and the header says so.
+
+A forked server (``stack/forkserver.py``) takes its own shortcuts from its zygote
+(``stack/readymade.py`` says what each does): ``prebuilt-routers`` (FastAPI routers built
+once in the zygote, bound by each child to its own implementations), ``config-once`` and
+``versions-once`` (the run config's YAML parsed, package versions read, once per zygote).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from packaging.version import Version
 
 if TYPE_CHECKING:
     from .flavor import Flavor, FlavorName
 
-__all__ = ["LIBRARY_SHORTCUTS", "Shortcut", "library_shortcuts", "sql_store_module"]
+__all__ = [
+    "LIBRARY_SHORTCUTS",
+    "SERVER_SHORTCUTS",
+    "ServerShortcut",
+    "Shortcut",
+    "library_shortcuts",
+    "server_shortcuts",
+    "sql_store_module",
+]
 
 Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table", "sql-schema", "config-once"]
+ServerShortcut = Literal["prebuilt-routers", "config-once", "versions-once"]
+_T = TypeVar("_T", bound=str)
 
 #: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
 #: gets the last row at or below it.
 LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]] = {
     "llama-stack": (
-        ("0.4", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
+        ("0.2", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("0.8", frozenset()),
     ),
     "ogx": (
-        ("1.0", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
+        ("0.8", frozenset({"httpx-tls", "route-table", "sql-schema", "config-once"})),
         ("1.5", frozenset({"lazy-rest-tls", "route-table", "sql-schema", "config-once"})),
         ("1.6", frozenset()),
     ),
 }
 
 
+#: The same for forked servers: the releases whose server builds its routers through
+#: ``fastapi_router_registry.build_fastapi_router`` and whose suite passed with them.
+_SERVER = frozenset[ServerShortcut]({"prebuilt-routers", "config-once", "versions-once"})
+SERVER_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[ServerShortcut]], ...]] = {
+    "llama-stack": (("0.7", _SERVER), ("0.8", frozenset())),
+    "ogx": (("1.5", _SERVER), ("1.6", frozenset())),
+}
+
+
 def library_shortcuts(flavor: Flavor) -> frozenset[Shortcut]:
     """The shortcuts the installed release of ``flavor`` allows (none if not installed)."""
-    if (installed := flavor.version()) is None:
-        return frozenset()
-    found: frozenset[Shortcut] = frozenset()
-    for first, shortcuts in LIBRARY_SHORTCUTS[flavor.name]:
-        if Version(installed) >= Version(first):
+    return _row(LIBRARY_SHORTCUTS[flavor.name], flavor.version())
+
+
+def server_shortcuts(flavor: Flavor) -> frozenset[ServerShortcut]:
+    """The shortcuts a forked server of the installed release takes from its zygote."""
+    return _row(SERVER_SHORTCUTS[flavor.name], flavor.version())
+
+
+def _row(rows: tuple[tuple[str, frozenset[_T]], ...], installed: str | None) -> frozenset[_T]:
+    """The shortcuts of the last row at or below ``installed`` (none if not installed)."""
+    found: frozenset[_T] = frozenset()
+    for first, shortcuts in rows:
+        if installed is not None and Version(installed) >= Version(first):
             found = shortcuts
     return found
 

@@ -11,6 +11,7 @@ store by hand).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -30,6 +31,7 @@ from .backend import StackError
 __all__ = [
     "ENGINE_CHOICES",
     "OWNER_LABEL",
+    "STORE_LABEL",
     "Engine",
     "EngineChoice",
     "EngineError",
@@ -146,26 +148,36 @@ class Engine:
             said = last_line(done.stderr, f"exit code {done.returncode}")
             raise EngineError(f"could not give {folder} back to uid {os.getuid()}: {said}")
 
-    def orphans(self) -> list[str]:
-        """Containers of this host whose owning process is gone (a pytest killed hard)."""
+    def orphans(self) -> list[tuple[str, str, Path]]:
+        """Containers of this host whose owning process is gone (a pytest killed hard):
+        id, image and the store each served."""
         # One label's value: podman's template has the map, docker's a method.
         label = "index .Labels" if self.name == "podman" else ".Label"
+        fields = ["{{.ID}}", "{{.Image}}", f'{{{{{label} "{OWNER_LABEL}"}}}}']
         listed = self.call(
             "ps", "-a", "--filter", f"label={OWNER_LABEL}",
-            "--format", f'{{{{.ID}}}} {{{{{label} "{OWNER_LABEL}"}}}}',
+            "--format", "\t".join([*fields, f'{{{{{label} "{STORE_LABEL}"}}}}']),
         )  # fmt: skip
         host, dead = socket.gethostname(), []
         for line in listed.stdout.splitlines():
-            cid, _, owner = line.partition(" ")
+            cid, image, owner, store = [*line.split("\t", 3), "", "", ""][:4]
             owner_host, _, pid = owner.strip().rpartition(":")
             if owner_host == host and pid.isdigit() and not _alive(int(pid)):
-                dead.append(cid)
+                dead.append((cid, image, Path(store)))
         return dead
 
     def prune(self) -> int:
-        """Remove the orphans; how many there were."""
-        if dead := self.orphans():
-            self.call("rm", "-f", *dead)
+        """Remove the orphans, and give the runner back what they wrote in its stores
+        (their run was killed before it could); how many there were."""
+        if not (dead := self.orphans()):
+            return 0
+        self.call("rm", "-f", *(cid for cid, _, _ in dead))
+        if self.writes_as_host_root():
+            for _, image, store in dead:
+                # only the runner's own stores: another user's killed run stays theirs
+                with contextlib.suppress(OSError, EngineError):
+                    if store.is_absolute() and store.stat().st_uid == os.getuid():
+                        self.hand_back(image, store)
         return len(dead)
 
 

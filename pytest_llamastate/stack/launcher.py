@@ -1,32 +1,34 @@
 """Run a command that dies with the process that started it, even on SIGKILL.
 
 Run as a script (``python launcher.py PARENT_PID COMMAND...``), never imported by the
-plugin, so it starts in milliseconds. On Linux it asks the kernel for a parent-death
-signal and then becomes the command (``exec``: same pid, same process group, and the
-signal survives the exec). Where ``prctl`` is missing it stays as a watchdog instead: it
-runs the command as its child and kills the whole group when its stdin, a pipe from the
-parent, reaches end-of-file, which happens when the parent dies however it dies.
+plugin, so it starts in milliseconds (of the plugin it loads ``process/lifetime.py`` alone).
+On Linux it asks the kernel for a parent-death signal and then becomes the command
+(``exec``: same pid, same process group, and the signal survives the exec). Where ``prctl``
+is missing it stays as a watchdog instead: it runs the command as its child and kills the
+whole group when its stdin, a pipe from the parent, reaches end-of-file, which happens when
+the parent dies however it dies.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import select
 import signal
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-_PR_SET_PDEATHSIG = 1
+if TYPE_CHECKING:
+    from ..process import lifetime
+else:  # the lifetime module alone, by its folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
+    import lifetime
 
 
 def _parent_death_signal() -> bool:
     if os.environ.get("LLAMASTATE_LAUNCHER_WATCHDOG") == "1":  # the fallback, on demand
         return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
+    return lifetime.parent_death_signal()
 
 
 def _watch(command: list[str]) -> int:
@@ -39,7 +41,7 @@ def _watch(command: list[str]) -> int:
             return os.waitstatus_to_exitcode(status)
         readable, _, _ = select.select([sys.stdin], [], [], 0.5)
         if readable and not os.read(sys.stdin.fileno(), 4096):
-            os.killpg(0, signal.SIGKILL)  # the parent is gone: take the server with us
+            lifetime.kill_group(0, signal.SIGKILL)  # the parent is gone: take the server with us
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from ..state.seeds import ToolgroupSeed
 from . import shortcuts
 from .backend import StackError, StackNotInstalledError, StartSpec
 from .engines import EngineTracker
-from .forkserver import rebase_config_dirs
+from .zygote import rebase_config_dirs
 
 __all__ = ["LibraryBackend", "process_state"]
 

@@ -17,10 +17,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -28,9 +26,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from filelock import FileLock, Timeout
+from filelock import BaseFileLock
 
-from ..releases import Flavor, import_quietly
+from ..process.lifetime import NoFreePortError, claim_port, kill_group
+from ..releases import Flavor, import_quietly, server_shortcuts
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
 from . import shortcuts
@@ -42,7 +41,6 @@ __all__ = [
     "ExecChild",
     "ServerBackend",
     "ServerProcess",
-    "claim_port",
     "failure_line",
     "log_tail",
     "mark_start",
@@ -52,7 +50,6 @@ __all__ = [
 ServerProcess = Literal["fork", "exec"]
 SERVER_PROCESSES: tuple[ServerProcess, ...] = ("fork", "exec")
 
-_PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
 _LAUNCHER = Path(__file__).with_name("launcher.py")
 _LOG_TAIL_LINES = 40
 _START_MARK = "--- pytest-llamastate: "
@@ -61,25 +58,6 @@ _EXCEPTION_LINE = re.compile(
     r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Failure)\b(?::.*)?$"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def claim_port() -> tuple[int, FileLock]:
-    """A free port, held by a file lock so no other pytest worker hands it out too.
-
-    The lock is an OS lock on an open file: a process killed with SIGKILL drops it.
-    """
-    _PORT_LOCKS.mkdir(exist_ok=True)
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        lock = FileLock(str(_PORT_LOCKS / f"{port}.lock"))
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            continue
-        return port, lock
-    raise StackError("could not find a free TCP port on 127.0.0.1")
 
 
 def mark_start(log: Path, kind: str, command: list[str]) -> None:
@@ -166,13 +144,11 @@ class ExecChild:
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         if self._proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
+            kill_group(self.pid, signal.SIGTERM)
             try:
                 self._proc.wait(grace)
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
+                kill_group(self.pid, signal.SIGKILL)
                 self._proc.wait()
         return self._proc.returncode
 
@@ -184,7 +160,9 @@ _fork_servers: dict[str, ForkServer] = {}
 
 
 def _fork_server(flavor: Flavor) -> ForkServer:
-    return _fork_servers.setdefault(flavor.name, ForkServer(flavor))
+    if flavor.name not in _fork_servers:
+        _fork_servers[flavor.name] = ForkServer(flavor, server_shortcuts(flavor))
+    return _fork_servers[flavor.name]
 
 
 def warm_up(flavor: Flavor, process: ServerProcess) -> None:
@@ -224,7 +202,7 @@ class ServerBackend:
         self._process = process
         self._spec: StartSpec | None = None
         self._child: _Child | None = None
-        self._port: tuple[int, FileLock] | None = None
+        self._port: tuple[int, BaseFileLock] | None = None
 
     def _spawn(self, spec: StartSpec, port: int) -> _Child:
         log, url = spec.store.log_path, f"http://127.0.0.1:{port}"
@@ -249,7 +227,10 @@ class ServerBackend:
     def start(self, spec: StartSpec) -> None:
         self._spec = spec
         if self._port is None:
-            self._port = claim_port()
+            try:
+                self._port = claim_port()
+            except NoFreePortError as exc:
+                raise StackError(str(exc)) from None
         port = self._port[0]
         log = spec.store.log_path
         sqlite = spec.store.tables.sqlite_folder

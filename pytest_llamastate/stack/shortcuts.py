@@ -26,7 +26,8 @@ Each stack still has its own store, files, providers, routing tables and event l
 the shape of the route table and of the SQL schema, a parsed config and an unused TLS
 context are shared. Which shortcut a release allows is release data
 (``releases/shortcuts.py``); a route table whose endpoints hold
-anything but their implementation and plain constants is never shared (built as usual).
+anything but their implementation (or an object it holds) and plain constants is never
+shared (built as usual).
 A client built by the user, or any httpx client, is never touched.
 """
 
@@ -209,12 +210,32 @@ class _ParsedOnce:
 
 
 class _Slot:
-    """Where a template's endpoint calls an implementation: filled per stack."""
+    """Where a template's endpoint calls an implementation, or an object one holds as an
+    attribute (llama-stack 0.2's tool runtime router serves the RAG tool's routes from
+    its ``rag_tool``): filled per stack."""
 
-    __slots__ = ("api",)
+    __slots__ = ("api", "attribute")
 
-    def __init__(self, api: Any) -> None:
+    def __init__(self, api: Any, attribute: str | None = None) -> None:
         self.api = api
+        self.attribute = attribute
+
+    def filled(self, impls: Mapping[Any, Any]) -> Any:
+        """What this slot holds in the stack of ``impls``."""
+        impl = impls[self.api]
+        return impl if self.attribute is None else getattr(impl, self.attribute)
+
+
+def _slots(impls: Mapping[Any, Any]) -> dict[int, _Slot]:
+    """A slot per implementation and per object an implementation holds as an attribute,
+    by the id of what it holds in this stack (an implementation's own slot wins)."""
+    found: dict[int, _Slot] = {}
+    for api, impl in impls.items():
+        for name, value in vars(impl).items() if hasattr(impl, "__dict__") else ():
+            if not isinstance(value, _CONSTANTS):
+                found.setdefault(id(value), _Slot(api, name))
+    found.update({id(impl): _Slot(api) for api, impl in impls.items()})
+    return found
 
 
 class _RouteTables:
@@ -226,9 +247,9 @@ class _RouteTables:
     """
 
     def __init__(self) -> None:
-        #: The template and its slots per API, or ``None`` when the table's endpoints
-        #: hold something per stack (then every stack builds its own).
-        self._templates: dict[object, tuple[RouteTable, dict[Any, _Slot]] | None] = {}
+        #: The template and its slots, or ``None`` when the table's endpoints hold
+        #: something per stack (then every stack builds its own).
+        self._templates: dict[object, tuple[RouteTable, list[_Slot]] | None] = {}
 
     def table(
         self,
@@ -244,15 +265,18 @@ class _RouteTables:
         key = (build, where, tuple((api, type(impl)) for api, impl in impls.items()))
         if key not in self._templates:
             table = build(impls, *args, **kwargs)
-            slots = {api: _Slot(api) for api in impls}
-            ids = {id(impl): slots[api] for api, impl in impls.items()}
+            ids = _slots(impls)
             shareable = _shareable(table, ids)
-            self._templates[key] = (_rebind(table, ids), slots) if shareable else None
+            self._templates[key] = (_rebind(table, ids), list(ids.values())) if shareable else None
             return table
         if (template := self._templates[key]) is None:
             return build(impls, *args, **kwargs)
         table, slots = template
-        return _rebind(table, {id(slot): impls[api] for api, slot in slots.items()})
+        try:
+            filled = {id(slot): slot.filled(impls) for slot in slots}
+        except AttributeError:  # this stack's implementation lacks an attribute: as usual
+            return build(impls, *args, **kwargs)
+        return _rebind(table, filled)
 
 
 _ROUTE_TABLES = _RouteTables()
@@ -260,7 +284,7 @@ _SCHEMAS = SchemaTemplates()
 
 
 def _shareable(table: RouteTable, impls: Mapping[int, Any]) -> bool:
-    """Whether every endpoint holds only an implementation (by id) and plain constants."""
+    """Whether every endpoint holds only what has a slot (by id) and plain constants."""
     for routes in table.values():
         for entry in routes.values():
             func = entry[0]

@@ -1,17 +1,16 @@
-"""The throwaway Postgres's watchdog: the postmaster's parent, which stops it when the
-last user is gone.
+"""The throwaway Postgres's watchdog: the postmaster's parent, which stops it when the last
+user is gone.
 
 Runs as ``python watchdog.py ROOT PGDATA BIN_DIR AS_USER_JSON`` (a script: stdlib and
-filelock only, nothing of the plugin imported). Users hold a shared ``flock`` on
-``ROOT/users.lock``; the watchdog polls for an exclusive one and, once it gets it, stops
-the server. It holds ``ROOT/watchdog.lock`` for as long as it lives, so a later user
-knows whether a server is running whatever ``server.json`` says.
+filelock only; of the plugin, ``process/lifetime.py`` alone, loaded by its folder). Users
+hold a shared ``flock`` on ``ROOT/users.lock``; the watchdog polls for an exclusive one and,
+once it gets it, stops the server. It holds ``ROOT/watchdog.lock`` for as long as it lives,
+so a later user knows whether a server is running whatever ``server.json`` says.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -19,16 +18,16 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from filelock import BaseFileLock
+if TYPE_CHECKING or __package__:  # imported by the plugin, for its path
+    from ...process import lifetime
+else:  # a script in another process: the lifetime module alone, by its folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "process"))
+    import lifetime
 
-#: Same folder as the stack runner's port locks, so no worker hands our port to a stack.
-_PORT_LOCKS = Path(tempfile.gettempdir()) / "pytest-llamastate-ports"
 _POLL = 0.25
 _SERVER_SETTINGS = (
     # Throwaway servers: durability is not the point, speed of CREATE/DROP DATABASE is.
@@ -40,27 +39,6 @@ _SERVER_SETTINGS = (
     "unix_socket_directories=",
     "listen_addresses=127.0.0.1",
 )
-
-
-def _pdeathsig(sig: int) -> None:
-    """In a child before ``exec``: get ``sig`` when the parent dies (Linux; elsewhere no-op)."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG; kept across exec, set after setuid
-
-
-def _claim_port() -> tuple[int, BaseFileLock]:
-    from filelock import FileLock, Timeout
-
-    _PORT_LOCKS.mkdir(exist_ok=True)
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        lock = FileLock(str(_PORT_LOCKS / f"{port}.lock"))
-        with contextlib.suppress(Timeout):
-            lock.acquire(timeout=0)
-            return port, lock
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -117,13 +95,17 @@ def _watch(root: Path, pgdata: Path, bin_dir: Path, as_user: dict[str, Any]) -> 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     for _attempt in range(3):  # the claimed port may still be taken by a stranger
-        port, port_lock = _claim_port()
+        try:  # the same locks as the stacks' ports: no worker hands ours to a stack
+            port, port_lock = lifetime.claim_port()
+        except lifetime.NoFreePortError as exc:
+            print(f"error {exc}", flush=True)
+            return 1
         options = [f"-c{setting}" for setting in _SERVER_SETTINGS]
         command = [str(bin_dir / "postgres"), "-D", str(pgdata), "-p", str(port), *options]
         with (root / "server.log").open("ab") as log:
             proc = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda: _pdeathsig(signal.SIGINT), **as_user,
+                preexec_fn=lambda: lifetime.parent_death_signal(signal.SIGINT), **as_user,
             )  # fmt: skip
         deadline = time.monotonic() + 60
         while proc.poll() is None and not _ready(pgdata, port) and time.monotonic() < deadline:

@@ -1,0 +1,199 @@
+"""The zygote: a process that imports the stack once and forks a server per request.
+
+Run as a script by ``forkserver.ForkServer`` (``python -P zygote.py ENTRY CORE SHORTCUTS``):
+stdlib only, nothing of the plugin imported but ``process/lifetime.py`` (by its folder) and
+``readymade.py`` (by its path). It starts no thread or event loop and opens no store
+(forking a threaded process is unsafe). It reads JSON requests on stdin, one per line, and
+answers on stdout: ``{"hello": pid}`` once imported, ``{"id", "pid"}`` per fork,
+``{"pid", "ready"}`` once a child's uvicorn listens, ``{"pid", "exit"}`` when it ends. It
+learns: each ready child reports the modules it imported (SQLAlchemy, the config's
+providers...), and the zygote imports them for the next one; what else it takes ready-made
+from the zygote is the release's server shortcuts (``readymade``). Children lead their own
+process group (``setsid``, for the group kill) and die with the zygote, as the zygote dies
+with pytest; the zygote also kills them and exits when its stdin closes (the watchdog where
+``prctl`` is missing).
+
+``rebase_config_dirs`` is also imported by library stacks (``library``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import importlib.util
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING or __package__:  # imported by the plugin
+    from ..process import lifetime
+else:  # a script in another process: the lifetime module alone, by its folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
+    import lifetime
+
+__all__ = ["rebase_config_dirs"]
+
+
+def rebase_config_dirs(core: str) -> None:
+    """Point the config-folder constants at the ``*_CONFIG_DIR`` of the environment now.
+
+    llama-stack computes them from the environment at import (in the zygote, or before a
+    library stack's store existed); ``from config_dirs import X`` copied them into other
+    modules, so every module attribute equal to an old value is replaced."""
+    if (module := sys.modules.get(f"{core}.utils.config_dirs")) is None:
+        return
+    old = {k: v for k, v in vars(module).items() if isinstance(v, Path)}
+    new = vars(importlib.reload(module))
+    moved = {old[k]: new[k] for k in old if new.get(k) != old[k]}
+    for name, mod in list(sys.modules.items()):
+        if moved and name.partition(".")[0] == core.partition(".")[0]:
+            for attr, value in list(vars(mod).items()):
+                if isinstance(value, Path) and value in moved:
+                    setattr(mod, attr, moved[value])
+
+
+def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
+    """Become the server ``request`` asks for; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        lifetime.die_with_parent(zygote.pid)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.closerange(3, report)
+        os.closerange(report + 1, 1 << 16)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        rebase_config_dirs(zygote.core)
+        sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
+        importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
+        _report_ready_after_startup(report, zygote.readymade)
+        sys.argv = list(request["argv"])
+        module, _, function = zygote.entry.partition(":")
+        result = getattr(importlib.import_module(module), function)()
+        code = result if isinstance(result, int) else 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+
+def _report_ready_after_startup(report: int, readymade: Any) -> None:
+    """Tell the zygote once uvicorn listens, with what it can learn from this child (the
+    modules it took to get there...: ``readymade.learned``)."""
+    server_class: Any = importlib.import_module("uvicorn.server").Server
+    startup = server_class.startup
+
+    async def reporting_startup(self: Any, sockets: Any = None) -> None:
+        await startup(self, sockets=sockets)
+        if self.started:
+            os.write(report, b"ready\n")
+            with os.fdopen(report, "wb") as out:
+                out.write(json.dumps(readymade.learned()).encode())
+
+    server_class.startup = reporting_startup
+
+
+def _readymade() -> Any:
+    """``readymade.py`` beside this file, loaded by path (a script has no package)."""
+    path = Path(__file__).with_name("readymade.py")
+    spec: Any = importlib.util.spec_from_file_location("_llamastate_readymade", path)
+    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+    return module
+
+
+class _Zygote:
+    """Import once, then fork a child per JSON request on stdin; report on stdout."""
+
+    def __init__(self, entry: str, core: str, shortcuts: str) -> None:
+        """``shortcuts``: the server shortcuts to take, comma-separated."""
+        lifetime.die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
+        start = time.perf_counter()
+        self.readymade = _readymade()
+        modules = ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
+        self.readymade.prepare(modules, core, shortcuts.split(","))
+        gc.freeze()  # keep the children's garbage collector off the shared pages
+        self.entry, self.core, self.pid = entry, core, os.getpid()
+        self.out = os.fdopen(1, "wb", buffering=0)
+        self.children: set[int] = set()
+        self.reports: dict[int, tuple[int, bytearray]] = {}  # read end: (pid, its words)
+        self.wake, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)  # SIGCHLD wakes the select below
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.say({"hello": self.pid, "import_s": round(time.perf_counter() - start, 3)})
+
+    def say(self, message: dict[str, Any]) -> None:
+        self.out.write(json.dumps(message).encode() + b"\n")
+
+    def run(self) -> None:
+        stdin = b""
+        while True:
+            readable = select.select([0, self.wake, *self.reports], [], [])[0]
+            if self.wake in readable:
+                os.read(self.wake, 4096)
+            while self.children and (done := os.waitpid(-1, os.WNOHANG))[0]:
+                self.children.discard(done[0])
+                self.say({"pid": done[0], "exit": os.waitstatus_to_exitcode(done[1])})
+            for fd in (fd for fd in readable if fd in self.reports):
+                self.read_report(fd)
+            if 0 in readable:
+                if not (chunk := os.read(0, 1 << 20)):  # pytest is gone or done: so are
+                    for pid in self.children:  # its servers
+                        lifetime.kill_group(pid, signal.SIGKILL)
+                    os._exit(0)
+                *lines, stdin = (stdin + chunk).split(b"\n")
+                for line in lines:
+                    self.fork(json.loads(line))
+
+    def read_report(self, fd: int) -> None:
+        pid, said = self.reports[fd]
+        if chunk := os.read(fd, 1 << 16):
+            if not said and chunk.startswith(b"ready\n"):
+                self.say({"pid": pid, "ready": True})
+            said += chunk
+            return
+        os.close(fd)
+        del self.reports[fd]
+        if said.startswith(b"ready\n"):  # learn what the child imported, parsed...
+            self.readymade.learn(json.loads(said[6:] or b"{}"))
+            gc.freeze()
+
+    def fork(self, request: dict[str, Any]) -> None:
+        report_r, report_w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(report_r)
+            os.close(report_w)
+            self.say({"id": request["id"], "error": str(exc)})
+            return
+        if pid == 0:
+            _child(request, report_w, self)
+        os.close(report_w)
+        self.children.add(pid)
+        self.reports[report_r] = (pid, bytearray())
+        self.say({"id": request["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    _Zygote(*sys.argv[1:4]).run()

@@ -1,6 +1,8 @@
 """Run the examples of a Markdown page (the README, a docs page) as a user would.
 
-A page is read top to bottom in one folder, as a user following it would work:
+A page is read top to bottom in one folder, as a user following it would work (there is
+no way to start a fresh folder in the middle of a page: a reader does not see one, so a
+page whose examples only pass apart is a page that misleads):
 
 - A fenced block whose first line is ``# NAME`` (``# conftest.py``, ``# test_crm.py``,
   ``# toolgroups.yaml``, ``# pytest.ini``) is written to the file NAME; a later block with
@@ -23,7 +25,6 @@ An HTML comment just before a block steers it: ``<!-- example: KEY=VALUE ... -->
 - ``skip="reason"``: not run (the reason is required);
 - ``args="--llama-leaks=error"``: more arguments for the pytest run of this file;
 - ``outcome="passed=1 errors=1"``: the exact counts this run must end with;
-- ``reset``: start a new, empty folder before this block;
 - ``output``: the next ``text`` block is output of the last run;
 - ``flavor=llama-stack`` (or ``ogx``): only where that stack is installed, the one place
   the flavors differ by design.
@@ -50,7 +51,7 @@ from pytest_llamastate.releases import detect
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>```+)(?P<lang>[\w+-]*)[^\n]*$")
 _DIRECTIVE = re.compile(r"^ *<!-- example:(?P<body>.*?)-->\s*$")
 _NAME = re.compile(r"^# (?P<name>[\w.][\w./-]*\.(?:py|ya?ml|toml|json|ini|cfg))\s*$")
-_KEYS = {"skip", "args", "outcome", "reset", "output", "flavor"}
+_KEYS = {"skip", "args", "outcome", "output", "flavor"}
 _COUNTS = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|warnings?|deselected)")
 
 
@@ -130,12 +131,10 @@ class Run:
 
 
 class Page:
-    """Runs one page's examples in ``folder`` (a fresh one for every ``reset``)."""
+    """Runs one page's examples in ``folder``, one after the other."""
 
     def __init__(self, path: Path, folder: Path) -> None:
         self.path = path
-        self.root = folder
-        self.resets = 0
         self.folder = folder / "page"
         self.folder.mkdir(parents=True)
         self.last: Run | None = None
@@ -197,10 +196,6 @@ class Page:
         if "flavor" in d and d["flavor"] != detect().name:
             self.skipped.append(f"{block.where}: only on {d['flavor']}")
             return
-        if "reset" in d:
-            self.resets += 1
-            self.folder = self.root / f"page-{self.resets}"
-            self.folder.mkdir()
         if block.lang == "python":
             self._python(block)
         elif block.lang in ("yaml", "yml", "toml", "json", "ini"):

@@ -71,6 +71,13 @@ def llamastate(
     )
 
 
+def json_keys_in_help(command: str) -> set[str]:
+    """The keys ``llamastate COMMAND --help`` says its ``--json`` object has."""
+    text = " ".join(llamastate(command, "--help").stdout.split())
+    listed = text.split("--json one JSON object: ", 1)[1].split(" -", 1)[0]
+    return {key.strip() for key in listed.split(",")}
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess[str], path: Path) -> None:
     assert result.returncode == 2, result
     assert result.stdout == ""
@@ -197,6 +204,7 @@ def test_show_json(kept: tuple[Path, Path]) -> None:
         "sql_tables",
         "marker",
     }
+    assert set(doc) == json_keys_in_help("show")  # the help says what --json prints
     assert doc["marker"] == LlamaStore.read_marker(b)
     assert doc["path"] == str(b)
     assert (doc["kind"], doc["label"]) == ("test", "test_suite.py::test_b")
@@ -280,6 +288,7 @@ def test_diff_reports_added_removed_and_changed(kept: tuple[Path, Path]) -> None
 
     doc = json.loads(llamastate("diff", a, b, "--json").stdout)
     assert (doc["a"], doc["b"]) == (str(a), str(b))
+    assert set(doc) == json_keys_in_help("diff")
     assert [r["key"] for r in doc["added"]] == [f"{KEY}tool_group:mcp::new"]
     assert doc["added"][0]["value"]["args"] == {"k": "v"}
     assert [r["identifier"] for r in doc["removed"]] == ["mcp::gone"]

@@ -165,9 +165,68 @@ def test_every_llamastate_command_is_documented_in_the_guides() -> None:
         assert _help(command).startswith(f"usage: llamastate {command}"), command
 
 
+def test_the_debugging_guide_names_what_json_output_holds() -> None:
+    """``show --json`` and ``diff --json``: the keys their help names (``test_cli.py``
+    checks those against the output) are the keys the guide names."""
+    guide = (ROOT / "docs" / "guides" / "debugging.md").read_text()
+    for command in ("show", "diff"):
+        text = " ".join(_help(command).split())
+        keys = text.split("--json one JSON object: ", 1)[1].split(",")
+        assert len(keys) > 3, text
+        assert [k.strip() for k in keys if f"`{k.strip()}`" not in guide] == [], command
+
+
 def test_the_cli_reference_is_generated_from_the_help() -> None:
     page = (ROOT / "docs" / "reference" / "cli.md").read_text()
     assert "<!-- reference: cli -->" in page
+
+
+# --- install instructions -------------------------------------------------------------
+
+#: An install command (pip, uv, pipx, poetry) up to the end of its line or inline code.
+_INSTALL = re.compile(r"\b(?:pip3?|uv pip|uv|pipx|poetry) (?:install|add)\b[^\n`]*")
+#: The plugin named as a package index requirement: not a path (``./pytest-llamastate``),
+#: not a direct reference (``pytest-llamastate @ git+...``), not a wheel file.
+_FROM_INDEX = re.compile(
+    r"(?<![\w./-])['\"]?pytest[-_]llamastate(?:\[[\w,]*\])?(?:[=<>~!]=?[\w.*]+)?['\"]?"
+    r"(?=[\s'\"]|$)(?!\s*@)"
+)
+
+
+def _index_installs(text: str) -> list[str]:
+    return [c for c in _INSTALL.findall(text) if _FROM_INDEX.search(c)]
+
+
+@pytest.mark.parametrize(
+    ("command", "from_index"),
+    [
+        ("pip install pytest-llamastate", True),
+        ("pip install 'pytest-llamastate[stack,postgres]' pytest-xdist", True),
+        ("uv add pytest-llamastate==0.1.0", True),
+        ("pip install './pytest-llamastate[stack]'", False),
+        ("pip install ./pytest-llamastate", False),
+        ("pip install 'pytest-llamastate[stack] @ git+https://example.org/x.git'", False),
+        ("pip install './wheels/pytest_llamastate-0.1.0-py3-none-any.whl[stack]'", False),
+        ("pip install -e . pytest-xdist", False),
+    ],
+)
+def test_installs_from_the_index_are_recognised(command: str, from_index: bool) -> None:
+    assert bool(_index_installs(f"run `{command}` first")) is from_index
+
+
+def test_no_page_installs_the_plugin_from_pypi() -> None:
+    """The README says the plugin is not on PyPI: no page may tell a user to install it
+    from there (the README, the docs and the changelog's install lines alike). When it is
+    published, the README says so and this test has nothing to check."""
+    readme = (ROOT / "README.md").read_text()
+    if "not on PyPI" not in readme:
+        pytest.skip("the README no longer says the plugin is not on PyPI")
+    found = {
+        page.as_posix(): hits
+        for page in [*PAGES, Path("CHANGELOG.md")]
+        if (hits := _index_installs((ROOT / page).read_text()))
+    }
+    assert found == {}
 
 
 # --- the compatibility tables and the release table ------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from flavors import skip_module_without_a_stack
-from test_shortcuts import ISOLATION
+from isolation import ISOLATION
 
 from pytest_llamastate.stack import readymade
 

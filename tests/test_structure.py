@@ -103,7 +103,7 @@ def _mapped_tests() -> dict[str, list[str]]:
     mapped: dict[str, list[str]] = {}
     for row in table.splitlines():
         cells = row.split("|")
-        if len(cells) == 4 and cells[1].strip().startswith("`test_"):
+        if len(cells) == 4 and re.match(r"`(compat/)?test_", cells[1].strip()):
             files = re.findall(r"`([^`]+)`", cells[1])
             for module in re.findall(r"`([^`]+)`", cells[2]):
                 mapped.setdefault(module, []).extend(files)

@@ -49,15 +49,16 @@ def parser() -> argparse.ArgumentParser:
         "show",
         "what a store holds",
         "Its kind, label, creation time and other marker data (e.g. the template it "
-        "started from), its toolgroups, the other registry entries by type, and the SQL "
-        "tables with their row counts (sql_store.db, or the store's own database).",
+        "started from), its toolgroups, the other registry entries by type, the kvstore's "
+        "namespaces and the SQL tables with their row counts (sql_store.db, or the store's "
+        "own database).",
     )
     show.add_argument("store", type=Path, metavar="STORE")
     show.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object: path, kind, label, created, toolgroups, registry, sql_tables, "
-        "marker",
+        help="one JSON object: path, kind, label, created, toolgroups, registry, "
+        "kv_namespaces, sql_tables, marker",
     )
 
     diff = command(

@@ -5,9 +5,10 @@ the isolation test runs five stacks: the later ones call through rebound endpoin
 files tables created from the first one's schema. The plugin's own calls
 (``toolgroups()``) skip the routes; ``client.files`` goes through them (on llama-stack
 0.2.12, whose library client cannot upload, ``client.toolgroups``). Every test here
-runs with whichever flavor and release is installed: ``make test`` runs it with
-llama-stack 0.7 and OGX 1.5; an older line's venv runs it as
-``PYTHONPATH=$PWD .venvs/<release>/bin/pytest tests/test_shortcuts.py``.
+runs with whichever flavor and release is installed: part of the compatibility suite, it
+runs on every tested release (``make test-compat``; llama-stack 0.7 and OGX 1.5 with the
+rest of the suite). The inner runs are subprocesses, as the compatibility suite's: an
+older release's library stack keeps state in process globals.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flavors import FLAVOR, LIBRARY_UPLOADS, skip_module_without_a_stack
+from flavors import FLAVOR, skip_module_without_a_stack
+from isolation import ISOLATION
 
 from pytest_llamastate.releases import LLAMA_STACK, OGX, Flavor, library_shortcuts
 from pytest_llamastate.stack import shortcuts, sqlschema
@@ -32,56 +34,6 @@ TLS_CONTEXT = (
     "client.api_client.rest_client.ssl_context"
     if "lazy-rest-tls" in library_shortcuts(FLAVOR)
     else "client._client._transport._pool._ssl_context"
-)
-
-#: Something each stack makes through its client, so through the route table: a file,
-#: or (where the library client cannot upload one) a toolgroup, named ``name``.
-THROUGH_THE_CLIENT = (
-    """
-import io
-
-def upload(client, name):
-    data = io.BytesIO(b"notes")
-    data.name = name
-    client.files.create(file=data, purpose="assistants")
-
-def names(client):
-    return [f.filename for f in client.files.list().data]
-"""
-    if LIBRARY_UPLOADS
-    else """
-def upload(client, name):
-    client.toolgroups.register(
-        toolgroup_id=f"mcp::{name}",
-        provider_id="model-context-protocol",
-        mcp_endpoint={"uri": "http://127.0.0.1:9/sse"},
-    )
-
-def names(client):
-    return [tg.identifier.removeprefix("mcp::") for tg in client.toolgroups.list()]
-"""
-)
-
-ISOLATION = (
-    THROUGH_THE_CLIENT
-    + """
-import pytest
-
-@pytest.mark.parametrize("n", range(3))
-def test_each_stack_has_its_own_files(llama_stack, n):
-    assert names(llama_stack.client) == []
-    upload(llama_stack.client, f"file{n}.txt")
-    assert names(llama_stack.client) == [f"file{n}.txt"]
-
-def test_registers(llama_stack):
-    llama_stack.register_toolgroup("mcp::one", mcp_endpoint="http://127.0.0.1:9/sse")
-    upload(llama_stack.client, "kept.txt")
-    assert "mcp::one" in [tg.identifier for tg in llama_stack.toolgroups()]
-
-def test_sees_none_of_it(llama_stack):
-    assert llama_stack.toolgroups() == []
-    assert names(llama_stack.client) == []
-"""
 )
 
 #: After :data:`ISOLATION` in library mode: its stacks took the shared pieces.
@@ -97,14 +49,16 @@ def test_the_shared_pieces_were_used(request):
 
 def test_consecutive_stacks_see_nothing_of_each_other(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(ISOLATION + SHARED)
-    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=6)
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llama-stack-mode=library"
+    ).assert_outcomes(passed=6)
 
 
 def test_the_release_table_names_this_releases_shortcuts(pytester: pytest.Pytester) -> None:
     """The header says which shortcuts the installed release's library stacks take."""
     said = [shortcuts.describe_one(s) for s in sorted(library_shortcuts(FLAVOR))]
     pytester.makepyfile("def test_it(): pass")
-    result = pytester.runpytest()
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     if said:
         line = f"llamastate: library stacks on {FLAVOR.name} *: {', '.join(said)}"
     else:
@@ -193,7 +147,9 @@ def test_the_users_own_clients_are_untouched(pytester: pytest.Pytester) -> None:
                 {STOP}
         """
     )
-    pytester.runpytest("--llama-stack-mode=library").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--llama-stack-mode=library"
+    ).assert_outcomes(passed=3)
 
 
 class _Impl:
@@ -230,6 +186,35 @@ def test_a_table_holding_more_than_constants_is_built_per_stack(extra: object, b
         impl, held = asyncio.run(endpoint())
         assert (impl, held, path) == (impls["api"], extra, "/v1/x")
     assert len(calls) == builds
+
+
+class _Helper:
+    """What an implementation holds and serves routes from (llama-stack 0.2's ``rag_tool``)."""
+
+    def __init__(self, impl: object) -> None:
+        self.impl = impl
+
+    async def endpoint(self) -> object:
+        return self
+
+
+def test_a_route_served_by_what_an_implementation_holds_is_rebound() -> None:
+    """An endpoint bound to an object the implementation holds as an attribute: the table
+    is built once, and each stack's copy calls that stack's own object."""
+    calls: list[object] = []
+
+    def build(impls: dict[str, Any]) -> Any:
+        calls.append(impls)
+        return {"post": {"^/v1/x$": (impls["api"].helper.endpoint, "/v1/x")}}
+
+    tables = shortcuts._RouteTables()
+    stacks = [{"api": _Impl()} for _ in range(3)]
+    for impls in stacks:
+        impls["api"].helper = _Helper(impls["api"])  # type: ignore[attr-defined]
+    for impls in stacks:
+        endpoint, _ = tables.table(build, ("x", FLAVOR.default_config), impls)["post"]["^/v1/x$"]
+        assert asyncio.run(endpoint()) is impls["api"].helper  # type: ignore[attr-defined]
+    assert len(calls) == 1
 
 
 def _sqlite(path: Path, *script: str) -> None:

@@ -14,9 +14,12 @@ cost when it is off. Whole pytest processes, the sides alternating in each round
    real model's call takes seconds, which replay does not.
 2. ``off``: the recorder not chosen (``live``, the default) vs the plugin without its
    inference module at all (``-p no:pytest_llamastate.plugin.inference``): a suite of
-   trivial tests, so the per-test hooks are all that differs.
+   trivial tests, so the per-test hooks are all that differs. Wall and CPU time (user +
+   system of the pytest process), each the median of the rounds: on a shared machine the
+   wall time scatters with the other processes' load, the CPU time much less.
 
-Run with the venv of the release to measure (``.venv/bin/python bench/bench_inference.py``).
+Run with the venv of the release to measure (``.venv/bin/python bench/bench_inference.py``;
+``... bench_inference.py off`` measures the second part alone).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
 
-from bench_core import run_pytest
+from bench_core import run_pytest, run_pytest_timed
 from bench_library import home_size
 from openai_server import with_fake_model
 
@@ -43,7 +46,7 @@ from pytest_llamastate.releases import detect
 ROUNDS = 3
 N1, N2 = 5, 25
 OFF_TESTS = 2000
-OFF_ROUNDS = 5
+OFF_ROUNDS = 7
 FLAVOR = detect()
 
 CONFTEST = """
@@ -147,28 +150,31 @@ def recorder_off() -> dict[str, object]:
         suite = Path(tmp, "trivial")
         suite.mkdir()
         (suite / "test_trivial.py").write_text(TRIVIAL_TESTS)
-        times: dict[str, list[float]] = {"without": [], "off": []}
+        sides = {
+            "without": ["-p", "no:pytest_llamastate.plugin.inference"],
+            "off": ["--llama-inference=live"],
+        }
+        runs: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
         for _ in range(OFF_ROUNDS):
-            times["without"].append(
-                run_pytest(suite, ["-p", "no:pytest_llamastate.plugin.inference"])
-            )
-            times["off"].append(run_pytest(suite, ["--llama-inference=live"]))
-    without, off = (statistics.median(times[s]) for s in ("without", "off"))
-    return {
-        "tests": OFF_TESTS,
-        "rounds": OFF_ROUNDS,
-        "without_inference_module_s": round(without, 3),
-        "recorder_off_s": round(off, 3),
-        "ratio": round(off / without, 3),
-        "per_test_us": round((off - without) / OFF_TESTS * 1e6, 1),
-    }
+            for side, args in sides.items():
+                runs[side].append(run_pytest_timed(suite, args))
+    figures: dict[str, object] = {"tests": OFF_TESTS, "rounds": OFF_ROUNDS}
+    for index, kind in enumerate(("wall", "cpu")):
+        without, off = (statistics.median(r[index] for r in runs[s]) for s in sides)
+        figures[kind] = {
+            "without_inference_module_s": round(without, 3),
+            "recorder_off_s": round(off, 3),
+            "ratio": round(off / without, 3),
+            "per_test_us": round((off - without) / OFF_TESTS * 1e6, 1),
+        }
+    return figures
 
 
-def main() -> dict[str, object]:
+def main(parts: tuple[str, ...] = ("replay", "off")) -> dict[str, object]:
     return {
         "release": f"{FLAVOR.name} {FLAVOR.version()}",
-        "replay_vs_live": replay_vs_live(),
-        "recorder_off": recorder_off(),
+        **({"replay_vs_live": replay_vs_live()} if "replay" in parts else {}),
+        **({"recorder_off": recorder_off()} if "off" in parts else {}),
         "cpus": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 1),
         "home": home_size(),
@@ -176,4 +182,4 @@ def main() -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=2))
+    print(json.dumps(main(tuple(sys.argv[1:]) or ("replay", "off")), indent=2))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import BACKEND
 from flavors import FLAVOR, needs_stack
 from openai_server import with_fake_model
 
@@ -21,6 +22,7 @@ pytestmark = needs_stack
 
 CONFTEST = """
 import os
+from pathlib import Path
 import pytest
 from openai_server import running_openai_server
 from pytest_llamastate import llama_template
@@ -40,7 +42,9 @@ def greeted(stack):  # its model call is recorded under the template's own id
     answer = stack.client.chat.completions.create(
         model="openai/fake-model", messages=[{"role": "user", "content": "greet"}]
     )
-    stack.client.prompts.create(prompt=answer.choices[0].message.content)
+    prompt = stack.client.prompts.create(prompt=answer.choices[0].message.content)
+    # For the test to retrieve it: llama-stack 0.7.3 cannot list prompts on kv_postgres.
+    Path("greeted-prompt").write_text(prompt.prompt_id)
 """
 
 TESTS = """
@@ -126,8 +130,8 @@ def test_tool_flow(llama_stack):
 
 @pytest.mark.llama_template("greeted")
 def test_from_template(llama_stack):
-    listed = llama_stack.client.prompts.list()  # a list in llama-stack 0.7, a page in OGX
-    save("template", [p.prompt for p in getattr(listed, "data", listed)])
+    prompt = llama_stack.client.prompts.retrieve(Path("greeted-prompt").read_text())
+    save("template", [prompt.prompt])
 
 @pytest.mark.persistent("chat-soak")
 def test_persistent_store(llama_stack, llama_recordings):
@@ -145,7 +149,10 @@ OTHER_IDS = ["tests/test_model.py::test_from_template"]
 
 
 def _project(pytester: pytest.Pytester, mode: str) -> None:
-    config = with_fake_model(yaml.safe_load(FLAVOR.default_config.read_text()))
+    """A project whose run config is the plugin's offline one (its stores on the suite's
+    backend) with the fake model added."""
+    base = FLAVOR.default_postgres_config if BACKEND == "postgres" else FLAVOR.default_config
+    config = with_fake_model(yaml.safe_load(base.read_text()))
     pytester.path.joinpath("tests").mkdir()
     pytester.path.joinpath("tests", "run.yaml").write_text(yaml.safe_dump(config))
     shutil.copy(Path(__file__).with_name("openai_server.py"), pytester.path / "tests")
@@ -161,6 +168,7 @@ def _answers(root: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((root / "answers").iterdir())}
 
 
+@pytest.mark.both_backends
 @pytest.mark.parametrize("mode", ["library", "server"])
 def test_record_then_replay_offline_in_a_copy(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
@@ -199,6 +207,36 @@ def test_record_then_replay_offline_in_a_copy(
     name, arguments, result, final, calls = json.loads(again["tool"])
     assert (name, json.loads(arguments), result, calls) == ("add", {"a": 2, "b": 3}, 5, 1)
     assert final.startswith("answer ")
+
+
+TEMPLATE_TEST = """
+import pytest
+
+@pytest.mark.llama_template("greeted")
+def test_from_template(llama_stack):
+    assert llama_stack.client.prompts.list()
+"""
+
+
+def test_a_template_build_on_an_exec_server_is_recorded_under_the_template_id(
+    pytester: pytest.Pytester,
+) -> None:
+    """A server started by the CLI learns the test id only from the header the plugin's
+    client stamps: the client a template's builder gets stamps the template's own id."""
+    _project(pytester, "server")
+    pytester.path.joinpath("tests", "test_model.py").write_text(TEMPLATE_TEST)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:randomly", "--llama-inference=record", "--llama-server-process=exec"
+    )
+    result.assert_outcomes(passed=1)
+    recordings = pytester.path / "tests" / "recordings"
+    [chat] = [
+        recording
+        for recording in map(json.loads, map(Path.read_text, recordings.glob("*.json")))
+        if recording["request"]["endpoint"] == "/v1/chat/completions"
+    ]
+    assert chat["test_id"] == "tests/conftest.py::llama_template[greeted]"
+    assert chat["request"]["body"]["messages"] == [{"role": "user", "content": "greet"}]
 
 
 def test_a_request_without_a_recording_fails_in_one_line(pytester: pytest.Pytester) -> None:

@@ -163,6 +163,22 @@ def _shut_down_impls(client: Any, engines: EngineTracker) -> None:
         client.loop.close()
 
 
+def _write_completions_inline(flavor: Flavor, client: Any) -> None:
+    """Make the inference store write each chat completion as it comes, as on SQLite.
+
+    On any other SQL backend (Postgres) llama-stack's inference store hands writes to
+    worker tasks that run forever; its library client, whose loop runs only during a call,
+    waits after each call for every task on that loop: the first chat completion never
+    returns. (OGX's loop runs in a thread of its own and waits for none.)
+    """
+    if flavor.threaded_loop:
+        return
+    router = client.async_client.impls.get(flavor.api("Api").inference)
+    store = getattr(router, "store", None)
+    if getattr(store, "enable_write_queue", False):
+        store.enable_write_queue = False  # type: ignore[union-attr]
+
+
 def _finish_background_writes(flavor: Flavor, loop: asyncio.AbstractEventLoop) -> None:
     """Let the writes a request left running finish before the stack shuts down.
 
@@ -215,6 +231,7 @@ class LibraryBackend:
         try:
             self._engines = EngineTracker(spec.flavor)
             self.client = _new_client(spec)
+            _write_completions_inline(spec.flavor, self.client)
         except StackNotInstalledError:
             raise
         except Exception as exc:

@@ -246,3 +246,23 @@ def test_close_stops_every_server_and_the_zygote(tmp_path: Path) -> None:
     assert server.child.returncode == -signal.SIGKILL
     assert not _alive(zygote)
     assert nothing_listens(server.port)
+
+
+def test_a_report_cut_short_teaches_the_zygote_nothing_and_it_goes_on() -> None:
+    """A child stopped while it reported (a restart's SIGKILL mid-write) leaves half a JSON
+    text in the pipe: the zygote must not die of it (it did, on llama-stack 0.2.12)."""
+    from pytest_llamastate.stack import zygote
+
+    learned: list[Any] = []
+    said: list[dict[str, Any]] = []
+    fake = type("Z", (), {})()
+    fake.reports, fake.say = {}, said.append
+    fake.readymade = type("R", (), {"learn": staticmethod(learned.append)})()
+    read, write = os.pipe()
+    fake.reports[read] = (4242, bytearray())
+    os.write(write, b'ready\n{"modules": ["json", "unfinish')
+    os.close(write)
+    while read in fake.reports:
+        zygote._Zygote.read_report(fake, read)
+    assert said == [{"pid": 4242, "ready": True}]
+    assert learned == []

@@ -175,7 +175,11 @@ class _Zygote:
         os.close(fd)
         del self.reports[fd]
         if said.startswith(b"ready\n"):  # learn what the child imported, parsed...
-            self.readymade.learn(json.loads(said[6:] or b"{}"))
+            try:
+                learned = json.loads(said[6:] or b"{}")
+            except ValueError:  # cut short: the child was stopped while it reported
+                return
+            self.readymade.learn(learned)
             gc.freeze()
 
     def fork(self, request: dict[str, Any]) -> None:

@@ -45,11 +45,18 @@ def _gone(pid: int, timeout: float = 10.0) -> bool:
     return False
 
 
+def _spawn(parent: str) -> subprocess.Popen[bytes]:
+    """A parent process whose child arms the parent-death signal for ``parent``'s pid."""
+    folder = str(Path(lifetime.__file__).parent)
+    script = textwrap.dedent(PARENT.format(folder=folder, parent=parent, sig="9"))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    return process
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_child_dies_when_its_parent_is_killed() -> None:
-    folder = str(Path(lifetime.__file__).parent)
-    script = textwrap.dedent(PARENT.format(folder=folder, parent="os.getppid", sig="9"))
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    parent = _spawn("os.getppid")
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     assert not _gone(child, 0.2)  # alive while its parent is
@@ -61,9 +68,7 @@ def test_a_child_dies_when_its_parent_is_killed() -> None:
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_child_whose_parent_is_already_gone_exits_at_once() -> None:
     """The parent it was told of is not its parent (it died before the signal was armed)."""
-    folder = str(Path(lifetime.__file__).parent)
-    script = textwrap.dedent(PARENT.format(folder=folder, parent="1 + os.getppid", sig="9"))
-    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+    parent = _spawn("1 + os.getppid")
     assert parent.stdout is not None
     try:
         child = int(parent.stdout.readline())

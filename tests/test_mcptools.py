@@ -97,9 +97,11 @@ def test_invoke_tool_returns_the_result_and_the_server_saw_exactly_that_call(
             """
         )
     )
-    # -W error: the deprecation inside llama-stack's MCP client would otherwise make it
-    # list no tools at all.
-    pytester.runpytest("-W", "error").assert_outcomes(passed=2)
+    # Deprecations as errors: the one inside llama-stack's MCP client would otherwise make
+    # it list no tools at all. Not every warning: OGX 1.5's MCP client (the mcp package)
+    # now and then leaves a socket of a closed session to the garbage collector, whose
+    # ResourceWarning lands in whichever test runs then (seen once in CI, on OGX).
+    pytester.runpytest("-W", "error::DeprecationWarning").assert_outcomes(passed=2)
 
 
 def test_invoke_tool_in_server_mode_says_there_is_no_route(pytester: pytest.Pytester) -> None:

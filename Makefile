@@ -27,11 +27,14 @@ OLD_RELEASES := $(foreach r,$(RELEASES),$(if $(VENV_$(r)),,$(r)))
 RELEASE_STAMPS := $(OLD_RELEASES:%=.venvs/%/.installed)
 # The older lines whose compatibility suite `make test` runs: all of them (docs/compatibility.md).
 COMPAT_RELEASES := $(OLD_RELEASES)
-# A release venv whose packages no longer satisfy its pins (the table changed since it was
-# built) loses its stamp, so that it is built again.
+# The older lines get the inference extra too: the compatibility suite records and replays
+# on every line with a recorder (their recorders import the Ollama client, aiohttp, pypdf).
+RELEASE_EXTRA_NAMES := postgres,dev,inference
+# A release venv whose packages no longer satisfy its pins or those extras (the table or
+# the extras changed since it was built) loses its stamp, so that it is built again.
 ifneq ($(filter venvs test-compat,$(MAKECMDGOALS)),)
 $(foreach r,$(OLD_RELEASES),$(if $(wildcard .venvs/$(r)/.installed),$(shell \
-	.venvs/$(r)/bin/python pytest_llamastate/releases/tested.py check $(r) >&2 \
+	.venvs/$(r)/bin/python pytest_llamastate/releases/tested.py check $(r) $(RELEASE_EXTRA_NAMES) >&2 \
 	|| rm -f .venvs/$(r)/.installed)))
 endif
 
@@ -55,7 +58,7 @@ $(UV):
 
 STACK_EXTRAS := -e '.[stack,postgres,dev,docs,inference]'
 OGX_EXTRAS := -e '.[ogx,postgres,dev,inference]'
-RELEASE_EXTRAS = -e '.[postgres,dev]' $(shell python3 pytest_llamastate/releases/tested.py pins $*)
+RELEASE_EXTRAS = -e '.[$(RELEASE_EXTRA_NAMES)]' $(shell python3 pytest_llamastate/releases/tested.py pins $*)
 RELEASE_PYTHON = $$(.ci/find-python $(shell python3 pytest_llamastate/releases/tested.py python $*))
 
 $(STAMP): pyproject.toml | $(UV)

@@ -21,24 +21,40 @@ BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
 SERVER_PROCESS = os.environ.get("LLAMASTATE_TEST_SERVER_PROCESS", "")
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def import_stack() -> None:
     """Import the installed stack once, in this (outer) process.
 
     pytester's in-process runs drop every module imported during the run; re-importing
     the stack next time mixes fresh modules with compiled extensions that cannot be
     re-initialised (OGX's SQLAlchemy use then fails with "'InternalTraversal' object is
-    not callable"). Imported here, the modules outlive each run, which is also faster.
-    So is everything a stack on the default config imports beyond the client.
+    not callable"; llama-stack 0.3's API types recurse in ``typing``). Imported here, the
+    modules outlive each run, which is also faster. So is everything a stack on the
+    default config imports beyond the client, and the request recorder where it can run.
     """
+    from pytest_llamastate.plugin.inference import recorder_problem
+    from pytest_llamastate.releases import detect, import_quietly
+
+    flavor = detect()
+    import_quietly(flavor.library_module)
+    # The default config's files provider stores through SQLAlchemy, which the library
+    # client alone does not import.
+    if flavor.sqlstore_module:
+        import_quietly(flavor.sqlstore_module.rpartition(".")[0] + ".sqlalchemy_sqlstore")
+    elif flavor.sqlalchemy_module:
+        import_quietly(flavor.sqlalchemy_module)
+    import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
+    if flavor.recorder is not None and recorder_problem(flavor) is None:
+        import_quietly(flavor.recorder.module)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The stack imported once where the suite's in-process runs start stacks: llama-stack
+    0.4.3 and later, and OGX (a test on an older line that needs it calls it)."""
     from pytest_llamastate.releases import detect, import_quietly
 
     flavor = detect()
     if flavor.installed() and flavor.sqlstore_module and not flavor.support_problem():
-        import_quietly(flavor.library_module)
-        # The default config's files provider stores through SQLAlchemy, which the
-        # library client alone does not import.
-        import_quietly(flavor.sqlstore_module.rpartition(".")[0] + ".sqlalchemy_sqlstore")
-        import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
+        import_stack()
     with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
         import_quietly("asyncpg")
     config.addinivalue_line("markers", "both_backends: also run on Postgres (make test)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .tested import TESTED, Tested, Version, parse_version
@@ -102,6 +102,26 @@ _LISTED_MODELS = ("core.routing_tables.models:ModelsRoutingTable.listed_provider
 #: The MCP transport found per URL (0.2.16 on): a later test may reuse the port for another.
 _MCP_TRANSPORTS = ("providers.utils.tools.mcp:protocol_cache",)
 
+#: llama-stack's recorder from 0.3: it patches the Ollama client (only ``[starter]``
+#: installs it), and a server restores the test id from the header only when told it is one.
+_LLAMA_STACK_RECORDER = Recorder(
+    module="llama_stack.testing.api_recorder",
+    context_module="llama_stack.core.testing_context",
+    dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
+    header="X-LlamaStack-Provider-Data",
+    server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
+    needs=("ollama",),
+)
+#: OGX's from 0.8: as llama-stack's, renamed, and aiohttp and the PDF processor too.
+_OGX_RECORDER = Recorder(
+    module="ogx.testing.api_recorder",
+    context_module="ogx.core.testing_context",
+    dir_var="OGX_TEST_RECORDING_DIR",
+    header="X-OGX-Provider-Data",
+    server_var=("OGX_TEST_STACK_CONFIG_TYPE", "server"),
+    needs=("ollama", "aiohttp", "chardet", "pypdf"),
+)
+
 #: ``(first release, facts that changed there)``, oldest first; a fact holds until a later
 #: line changes it. The first line of each sets every field of ``LINE_FIELDS``.
 TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
@@ -151,15 +171,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "logging_hook": "setup_logging",
                 "config_template": "minimal-0.3.yaml",
                 "tool_name_key": "name",
-                "recorder": Recorder(
-                    module="llama_stack.testing.api_recorder",
-                    context_module="llama_stack.core.testing_context",
-                    dir_var="LLAMA_STACK_TEST_RECORDING_DIR",
-                    header="X-LlamaStack-Provider-Data",
-                    server_var=("LLAMA_STACK_TEST_STACK_CONFIG_TYPE", "server"),
-                    # 0.7.3 patches the Ollama client too; only [starter] installs it.
-                    needs=("ollama",),
-                ),
+                "recorder": _LLAMA_STACK_RECORDER,
                 "limits": (),
             },
         ),
@@ -181,7 +193,14 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
             },
         ),
         ((0, 5, 0), {"format": "0.5 distro_name, connectors", "config_template": "minimal.yaml"}),
-        ((0, 6, 0), {"sqlalchemy_module": None}),
+        (
+            (0, 6, 0),
+            {
+                "sqlalchemy_module": None,
+                # Rerank posts are recorded too, through aiohttp.
+                "recorder": replace(_LLAMA_STACK_RECORDER, needs=("ollama", "aiohttp")),
+            },
+        ),
         ((0, 7, 0), {"format": "0.7 no toolgroup API", "list_tools_request": True,
                      "toolgroup_api": False}),
     ),
@@ -209,15 +228,7 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
                 "tools_path": "/v1/tools",
                 "namespaced_keys": False,
                 "tool_name_key": "name",
-                # OGX 1.5 reads the test id from the header in every mode.
-                "recorder": Recorder(
-                    module="ogx.testing.api_recorder",
-                    context_module="ogx.core.testing_context",
-                    dir_var="OGX_TEST_RECORDING_DIR",
-                    header="X-OGX-Provider-Data",
-                    server_var=None,
-                    needs=("aiohttp", "chardet", "pypdf"),  # aiohttp and the PDF processor
-                ),
+                "recorder": _OGX_RECORDER,
                 "limits": (),
             },
         ),
@@ -236,6 +247,17 @@ TIMELINES: Mapping[str, tuple[tuple[Version, Mapping[str, Any]], ...]] = {
         ),
         ((1, 1, 0), {"server_flags": ("--insecure",)}),
         ((1, 4, 0), {"process_state": _TOOL_INDEX + _MCP_TRANSPORTS}),
+        # The test id is read from the header in every mode, and the Ollama client is no
+        # longer patched. (1.0.4 still did both; the releases between were not read: a
+        # server variable set and a package required where unneeded do no harm.)
+        (
+            (1, 5, 0),
+            {
+                "recorder": replace(
+                    _OGX_RECORDER, server_var=None, needs=("aiohttp", "chardet", "pypdf")
+                )
+            },
+        ),
     ),
 }  # fmt: skip
 

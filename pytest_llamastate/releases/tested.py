@@ -12,7 +12,15 @@ import re
 import sys
 from dataclasses import dataclass
 
-__all__ = ["TESTED", "Tested", "Version", "parse_version", "tested_release", "unmet_pins"]
+__all__ = [
+    "TESTED",
+    "Tested",
+    "Version",
+    "parse_version",
+    "tested_release",
+    "unmet_extras",
+    "unmet_pins",
+]
 
 Version = tuple[int, ...]
 
@@ -182,23 +190,49 @@ def unmet_pins(tested: Tested) -> list[str]:
     return unmet
 
 
+def unmet_extras(extras: list[str]) -> list[str]:
+    """The requirements of the plugin's ``extras`` that are not installed here (a venv
+    built before the Makefile gave it another extra). Names only: the versions are
+    pyproject's, and a change there rebuilds every venv anyway."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    unmet = []
+    for line in metadata.requires("pytest-llamastate") or []:
+        wanted = Requirement(line)
+        marker = wanted.marker
+        if marker is None or not any(marker.evaluate({"extra": e}) for e in extras):
+            continue
+        try:
+            metadata.version(wanted.name)
+        except metadata.PackageNotFoundError:
+            unmet.append(wanted.name)
+    return unmet
+
+
 def _main(argv: list[str]) -> int:
-    """``pins SLUG`` / ``python SLUG`` / ``slugs`` / ``check SLUG``: what the Makefile
-    builds venvs from, and whether a venv (the interpreter running this) still fits."""
+    """``pins SLUG`` / ``python SLUG`` / ``slugs`` / ``check SLUG [EXTRA,...]``: what the
+    Makefile builds venvs from, and whether a venv (the interpreter running this) still
+    fits: its pins, and the plugin's extras it was given."""
     if argv[:1] == ["slugs"]:
         print(" ".join(t.slug for t in TESTED))
         return 0
-    if len(argv) == 2 and argv[0] == "check":
+    if len(argv) in (2, 3) and argv[0] == "check":
         unmet = unmet_pins(tested_release(argv[1]))
+        unmet += unmet_extras(argv[2].split(",") if len(argv) == 3 else [])
         if unmet:
-            print(f"{argv[1]}: not installed as pinned: {' '.join(unmet)}")
+            print(f"{argv[1]}: not installed as built (pins, extras): {' '.join(unmet)}")
         return 1 if unmet else 0
     if len(argv) == 2 and argv[0] in ("pins", "python"):
         tested = tested_release(argv[1])
         words = [f"'{p}'" for p in tested.pins] if argv[0] == "pins" else [tested.python]
         print(" ".join(words))
         return 0
-    print("usage: tested.py slugs | pins SLUG | python SLUG | check SLUG", file=sys.stderr)
+    print(
+        "usage: tested.py slugs | pins SLUG | python SLUG | check SLUG [EXTRA,...]",
+        file=sys.stderr,
+    )
     return 2
 
 

@@ -145,10 +145,10 @@ def _initialize(flavor: Flavor, client: Any) -> None:
         client.loop.run_until_complete(client.async_client.initialize())
 
 
-def _shut_down_impls(client: Any, engines: EngineTracker) -> None:
+def _shut_down_impls(flavor: Flavor, client: Any, engines: EngineTracker) -> None:
     """Stop a client that has no ``shutdown()`` (before 0.4.3): what the server does on
     exit, each API's implementation shut down, its SQL engines disposed, then the client's
-    loop closed."""
+    loop closed and the request recorder left."""
 
     async def shut_down() -> None:
         for impl in client.async_client.impls.values():
@@ -161,6 +161,24 @@ def _shut_down_impls(client: Any, engines: EngineTracker) -> None:
         engines.dispose(client.loop)
     finally:
         client.loop.close()
+        _leave_recorder(flavor)
+
+
+def _leave_recorder(flavor: Flavor) -> None:
+    """Undo the request recorder's patches, as ``Stack.shutdown`` does (``--llama-inference``).
+
+    Left on, its patches outlive the stack: the next stack's start drops the context
+    (its generator, collected, undoes them), and after the last one the interpreter's
+    exit does, too late to import what it restores (an ``ImportError`` printed after
+    the run).
+    """
+    stack: Any = import_quietly(f"{flavor.core}.stack")
+    context = getattr(stack, "TEST_RECORDING_CONTEXT", None)
+    if context is None:
+        return
+    stack.TEST_RECORDING_CONTEXT = None
+    with contextlib.suppress(Exception):  # as the stack's own shutdown: logged, not raised
+        context.__exit__(None, None, None)
 
 
 def _write_completions_inline(flavor: Flavor, client: Any) -> None:
@@ -255,7 +273,7 @@ class LibraryBackend:
         _finish_background_writes(self._flavor, client.loop)
         try:
             if self._flavor.library_stop == "impls":
-                _shut_down_impls(client, engines)
+                _shut_down_impls(self._flavor, client, engines)
             else:
                 engines.dispose(client.loop)
                 client.shutdown()

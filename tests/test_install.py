@@ -54,3 +54,21 @@ def test_this_checkout_is_named_by_its_folder() -> None:
     assert install_command("postgres") == f"pip install '{ROOT}[postgres]'"
     assert LLAMA_STACK.install_hint == f"pip install '{ROOT}[stack]'"
     assert OGX.install_hint == f"pip install '{ROOT}[ogx]'"
+
+
+def test_a_venv_without_a_package_of_its_extras_is_built_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``tested.py check SLUG EXTRAS`` (the Makefile's) names the extras' packages that
+    are missing, and only those of the extras asked for."""
+    from pytest_llamastate.releases import tested
+
+    requires = [
+        "pytest>=8",
+        'pytest>=8; extra == "inference"',
+        'no-such-package-here>=1; extra == "inference"',
+        'another-missing-one; extra == "docs"',
+    ]
+    monkeypatch.setattr(metadata, "requires", lambda name: requires)
+    assert tested.unmet_extras(["postgres", "inference"]) == ["no-such-package-here"]
+    assert tested.unmet_extras([]) == []

@@ -27,8 +27,9 @@ BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
 SERVER_PROCESS = os.environ.get("LLAMASTATE_TEST_SERVER_PROCESS", "")
 #: The tests marked ``flavor_neutral`` run where llama-stack is installed, not in the OGX
 #: venv: what they test (a SIGKILLed run's leftovers, sharing under xdist, store locks,
-#: a full disk, the restart soak) is the plugin's own and the same on both flavors, while
-#: each costs a minute of starting stacks; what differs by flavor is tested on both.
+#: a full disk, the restart soak, the docker CLI) is the plugin's own, the same on both
+#: flavors, while each costs a minute of starting stacks; what differs by flavor is
+#: tested on both.
 SECOND_FLAVOR = detect().name != "llama-stack"
 
 

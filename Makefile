@@ -4,7 +4,7 @@
 # (.venv-ogx); they cannot share a venv: llama-stack 0.7 needs mcp<2, OGX mcp>=2. Then the
 # stack, seed, persistence and keep tests once more with every store on Postgres (a
 # throwaway server from pip's pgserver: nothing to install on the machine), and the
-# server-mode tests with `exec` servers (the default is `fork`). The container-mode tests
+# server-mode tests of each feature with `exec` servers (the default is `fork`). The container-mode tests
 # run in the first two, on an image built once per machine (`make test-image`).
 VENV ?= .venv
 OGX_VENV ?= .venv-ogx
@@ -94,6 +94,8 @@ XDIST ?= -n 3
 test-llama-stack: $(STAMP) test-image
 	$(VENV)/bin/pytest $(XDIST) tests
 
+# On OGX the tests marked flavor_neutral (the plugin's own machinery: killed runs, xdist,
+# locks, a full disk, the restart soak) are deselected: they ran on llama-stack.
 test-ogx: $(OGX_STAMP) test-image
 	$(OGX_VENV)/bin/pytest $(XDIST) tests
 
@@ -108,7 +110,8 @@ test-image: $(STAMP)
 test-postgres: $(STAMP)
 	LLAMASTATE_TEST_BACKEND=postgres $(VENV)/bin/pytest $(XDIST) tests
 
-# The server-mode tests once more with servers started by `llama stack run` (exec).
+# A server-mode test per feature once more with servers started by the CLI, `llama stack
+# run` / `ogx run` (exec): the tests marked exec_too (tests/conftest.py says which and why).
 test-exec: $(STAMP) $(OGX_STAMP)
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(VENV)/bin/pytest $(XDIST) tests
 	LLAMASTATE_TEST_SERVER_PROCESS=exec $(OGX_VENV)/bin/pytest $(XDIST) tests

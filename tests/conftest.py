@@ -10,71 +10,66 @@ from typing import Any
 
 import pytest
 
+from pytest_llamastate.releases import detect
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 #: ``LLAMASTATE_TEST_BACKEND=postgres`` runs the tests marked ``both_backends`` (and not
 #: ``sqlite_only``) with every inner pytest run on Postgres: `make test` does it once more.
 #: ``toy`` runs them on the toy backend of ``toy_storage`` (``test_toy_storage`` does).
 BACKEND = os.environ.get("LLAMASTATE_TEST_BACKEND", "sqlite")
-#: ``LLAMASTATE_TEST_SERVER_PROCESS=exec`` runs the server-mode tests (their id says
-#: "server") with every inner run's servers started by the CLI: `make test` does it too.
+#: ``LLAMASTATE_TEST_SERVER_PROCESS=exec`` runs the server-mode cases (their id says
+#: "server") of the tests marked ``exec_too`` with every inner run's servers started by the
+#: CLI: `make test` does it too. One test per feature a server serves (start and failure,
+#: restart, isolation, seeds, templates, MCP tools, Postgres): each exec'd server costs a
+#: process importing the stack, and what the CLI's own path does differently (its exit, a
+#: SIGKILL'd parent, the recorder's header) is tested with ``exec`` in every pass.
 SERVER_PROCESS = os.environ.get("LLAMASTATE_TEST_SERVER_PROCESS", "")
+#: The tests marked ``flavor_neutral`` run where llama-stack is installed, not in the OGX
+#: venv: what they test (a SIGKILLed run's leftovers, sharing under xdist, store locks,
+#: a full disk, the restart soak, the docker CLI) is the plugin's own, the same on both
+#: flavors, while each costs a minute of starting stacks; what differs by flavor is
+#: tested on both.
+SECOND_FLAVOR = detect().name != "llama-stack"
 
 
-def import_stack() -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Import the installed stack once, in this (outer) process.
 
     pytester's in-process runs drop every module imported during the run; re-importing
     the stack next time mixes fresh modules with compiled extensions that cannot be
     re-initialised (OGX's SQLAlchemy use then fails with "'InternalTraversal' object is
-    not callable"; llama-stack 0.3's API types recurse in ``typing``). Imported here, the
-    modules outlive each run, which is also faster. So is everything a stack on the
-    default config imports beyond the client, and the request recorder where it can run.
+    not callable"). Imported here, the modules outlive each run, which is also faster.
+    So is everything a stack on the default config imports beyond the client.
     """
-    from pytest_llamastate.plugin.inference import recorder_problem
-    from pytest_llamastate.releases import detect, import_quietly
+    from pytest_zygote import preimport_stack
 
-    flavor = detect()
-    import_quietly(flavor.library_module)
-    # The default config's files provider stores through SQLAlchemy, which the library
-    # client alone does not import.
-    if flavor.sqlstore_module:
-        import_quietly(flavor.sqlstore_module.rpartition(".")[0] + ".sqlalchemy_sqlstore")
-    elif flavor.sqlalchemy_module:
-        import_quietly(flavor.sqlalchemy_module)
-    import_quietly(f"{flavor.package}.providers.inline.files.localfs.files")
-    if flavor.recorder is not None and recorder_problem(flavor) is None:
-        import_quietly(flavor.recorder.module)
+    from pytest_llamastate.releases import import_quietly
 
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The stack imported once where the suite's in-process runs start stacks: llama-stack
-    0.4.3 and later, and OGX (a test on an older line that needs it calls it)."""
-    from pytest_llamastate.releases import detect, import_quietly
-
-    flavor = detect()
-    if flavor.installed() and flavor.sqlstore_module and not flavor.support_problem():
-        import_stack()
+    preimport_stack()
     with contextlib.suppress(ModuleNotFoundError):  # the same for the Postgres driver
         import_quietly("asyncpg")
     config.addinivalue_line("markers", "both_backends: also run on Postgres (make test)")
     config.addinivalue_line("markers", "sqlite_only: reads or writes the SQLite files")
+    config.addinivalue_line("markers", "exec_too: its server cases run with exec too (make test)")
+    config.addinivalue_line("markers", "flavor_neutral: runs on llama-stack, not on OGX too")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if BACKEND == "sqlite" and not SERVER_PROCESS:
-        return
-    chosen = [
-        i
-        for i in items
-        if (
-            i.get_closest_marker("both_backends") and not i.get_closest_marker("sqlite_only")
-            if BACKEND != "sqlite"
-            else "server" in i.nodeid and "forkserver" not in i.nodeid
+    chosen = [item for item in items if _in_this_pass(item)]
+    if len(chosen) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
+        items[:] = chosen
+
+
+def _in_this_pass(item: pytest.Item) -> bool:
+    if BACKEND != "sqlite":
+        return bool(item.get_closest_marker("both_backends")) and not item.get_closest_marker(
+            "sqlite_only"
         )
-    ]
-    config.hook.pytest_deselected(items=[i for i in items if i not in chosen])
-    items[:] = chosen
+    if SERVER_PROCESS:
+        return bool(item.get_closest_marker("exec_too")) and "server" in item.nodeid
+    return not (SECOND_FLAVOR and item.get_closest_marker("flavor_neutral"))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import tomllib
 import yaml
+from pytest_zygote import Zygote
 
 from pytest_llamastate.releases import detect
 
@@ -140,6 +141,7 @@ class Page:
         self.last: Run | None = None
         self.ran = 0
         self.skipped: list[str] = []
+        self._zygote: Zygote | None = None
 
     # --- the environment a user's shell would have ----------------------------------
 
@@ -167,8 +169,8 @@ class Page:
 
     def run(self, args: list[str], stdin: str = "") -> Run:
         if args[0] == "pytest":
-            argv = [sys.executable, "-m", "pytest", *args[1:]]
-        elif args[0] == "llamastate":
+            return self._pytest(args)
+        if args[0] == "llamastate":
             argv = [str(Path(sys.executable).with_name("llamastate")), *args[1:]]
         else:
             raise ExampleError(f"{self.path}: only pytest and llamastate commands run: {args}")
@@ -185,6 +187,19 @@ class Page:
         )
         self.last = Run(args, done.stdout, done.returncode)
         return self.last
+
+    def _pytest(self, args: list[str]) -> Run:
+        """``pytest ...`` in the folder, forked from the page's zygote (``pytest_zygote``)."""
+        if self._zygote is None:
+            self._zygote = Zygote(self.folder, self.env())
+        output = self.folder.parent / "pytest-output.txt"
+        code = self._zygote.run(args[1:], output, timeout=600)
+        self.last = Run(args, output.read_text(errors="replace"), code)
+        return self.last
+
+    def close(self) -> None:
+        if self._zygote is not None:
+            self._zygote.close()
 
     # --- the blocks ------------------------------------------------------------------
 
@@ -345,6 +360,9 @@ def run_page(path: Path, folder: Path) -> Page:
     """Run every example of ``path`` in ``folder``; raises ``ExampleError`` on the first
     that does not do what the page says."""
     page = Page(path, folder)
-    for block in blocks(path):
-        page.do(block)
+    try:
+        for block in blocks(path):
+            page.do(block)
+    finally:
+        page.close()
     return page

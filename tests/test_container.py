@@ -197,6 +197,7 @@ def test_a_kept_store_reopens_with_the_run_line_llamastate_env_prints(
     assert not store.exists()
 
 
+@pytest.mark.flavor_neutral
 def test_a_run_killed_with_sigkill_leaves_no_container_after_the_next_run(
     pytester: pytest.Pytester, container: tuple[Engine, str], container_args: list[str]
 ) -> None:

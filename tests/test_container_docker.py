@@ -23,6 +23,9 @@ from container_helpers import containers, inner_helpers, reopen, run_line
 
 from pytest_llamastate.stack.engine import OWNER_LABEL, STORE_LABEL, Engine, find_engine
 
+#: What differs here is the engine's CLI, not the stack: the podman suite runs on both.
+pytestmark = pytest.mark.flavor_neutral
+
 
 @pytest.fixture(scope="module")
 def docker_host(container: tuple[Engine, str]) -> Iterator[str]:

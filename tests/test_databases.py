@@ -47,6 +47,7 @@ def on_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> list[str]
 
 
 @pytest.mark.parametrize("mode", ["library", "server"])
+@pytest.mark.exec_too
 def test_each_test_gets_its_own_database_holding_its_seeds(
     pytester: pytest.Pytester, on_postgres: list[str], postgres_url: str, mode: str
 ) -> None:
@@ -476,6 +477,7 @@ def _admin_url(given: str | None, data: Path) -> Iterator[str]:
         server.release()
 
 
+@pytest.mark.flavor_neutral
 @pytest.mark.parametrize(
     ("mode", "server"), [("library", "given"), ("server", "given"), ("library", "own")]
 )

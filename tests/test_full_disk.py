@@ -208,6 +208,7 @@ def test_a_disk_full_mid_run_loses_no_kept_or_persistent_store_and_each_error_is
     pytester.runpytest(*args, "-k", "new_persistent or persistent_again").assert_outcomes(passed=2)
 
 
+@pytest.mark.flavor_neutral
 def test_a_full_disk_under_the_throwaway_postgres_is_one_line_per_test(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -168,7 +168,6 @@ def _answers(root: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted((root / "answers").iterdir())}
 
 
-@pytest.mark.both_backends
 @pytest.mark.parametrize("mode", ["library", "server"])
 def test_record_then_replay_offline_in_a_copy(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str

@@ -36,6 +36,7 @@ def _module(body: str) -> str:
 
 
 @TOOLS_MODES
+@pytest.mark.exec_too
 def test_a_seeded_function_is_a_listed_tool_and_the_next_test_has_none(
     pytester: pytest.Pytester, mode: str
 ) -> None:
@@ -151,6 +152,7 @@ def test_one_server_per_function_list_shared_by_tests_and_restarted_if_it_died(
     pytester.runpytest().assert_outcomes(passed=3)
 
 
+@pytest.mark.flavor_neutral
 def test_under_xdist_each_test_sees_only_its_own_functions(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         _module(

@@ -156,6 +156,7 @@ def test_a_store_broken_during_the_test_fails_its_integrity_check(
     result.stdout.fnmatch_lines(["*persistent store 'fragile' failed its integrity check:*"])
 
 
+@pytest.mark.flavor_neutral
 def test_200_restart_cycles_lose_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -261,6 +262,7 @@ def test_sigkill_mid_registration_loses_nothing_committed(
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.flavor_neutral
 def test_xdist_workers_hammering_one_store_are_serialized(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

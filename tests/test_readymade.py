@@ -138,8 +138,8 @@ def test_config_and_versions_come_from_memory_as_the_functions_answer() -> None:
 def test_consecutive_forked_server_stacks_see_nothing_of_each_other(
     pytester: pytest.Pytester, inner_args: list[str]
 ) -> None:
-    """Each server stack (forked from one zygote with the release's shortcuts, or exec in
-    the exec suite) has its own files and registry, through the prebuilt routers."""
+    """Each server stack (forked from one zygote with the release's shortcuts) has its own
+    files and registry, through the prebuilt routers."""
     skip_module_without_a_stack()
     pytester.makepyfile(ISOLATION)
     pytester.runpytest("--llama-stack-mode=server", *inner_args).assert_outcomes(passed=5)

@@ -17,6 +17,7 @@ BOTH_MODES = pytest.mark.parametrize("mode", ["library", "server"])
 
 
 @BOTH_MODES
+@pytest.mark.exec_too
 def test_seeded_toolgroups_are_listed_by_a_running_stack(
     pytester: pytest.Pytester, mode: str
 ) -> None:

@@ -70,6 +70,7 @@ def test_next(llama_stack):
 """
 
 
+@pytest.mark.flavor_neutral
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 @pytest.mark.parametrize(
     ("process", "watchdog"),

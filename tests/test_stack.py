@@ -15,6 +15,7 @@ MINIMAL = FLAVOR.default_config
 
 
 @BOTH_MODES
+@pytest.mark.exec_too
 def test_a_toolgroup_registered_in_one_test_is_absent_in_the_next(
     pytester: pytest.Pytester, mode: str
 ) -> None:
@@ -74,6 +75,7 @@ def test_same_toolgroup_id_in_the_next_test_serves_the_next_servers_tools(
 
 
 @BOTH_MODES
+@pytest.mark.exec_too
 def test_restart_keeps_registrations_and_unregister_removes(
     pytester: pytest.Pytester, mode: str
 ) -> None:
@@ -92,6 +94,7 @@ def test_restart_keeps_registrations_and_unregister_removes(
     pytester.runpytest(f"--llama-stack-mode={mode}").assert_outcomes(passed=1)
 
 
+@pytest.mark.exec_too
 def test_server_mode_basics_and_log_on_failure(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -113,6 +116,7 @@ def test_server_mode_basics_and_log_on_failure(pytester: pytest.Pytester) -> Non
 
 
 @BOTH_MODES
+@pytest.mark.exec_too
 def test_unknown_provider_is_named_on_the_errors_first_line(
     pytester: pytest.Pytester, mode: str
 ) -> None:
@@ -204,6 +208,7 @@ def test_module_scoped_stack_from_the_factories(pytester: pytest.Pytester) -> No
     pytester.runpytest().assert_outcomes(passed=2)
 
 
+@pytest.mark.flavor_neutral
 def test_xdist_server_mode_one_store_and_port_per_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -139,6 +139,7 @@ def test_last_still_sees_the_template(llama_stack):
 
 @BOTH_MODES
 @pytest.mark.both_backends
+@pytest.mark.exec_too
 def test_every_test_starts_from_the_template(
     pytester: pytest.Pytester, mode: str, tmp_path: Path
 ) -> None:
@@ -153,6 +154,7 @@ def test_every_test_starts_from_the_template(
     )
 
 
+@pytest.mark.flavor_neutral
 @pytest.mark.both_backends
 def test_a_template_is_built_once_across_xdist_workers(
     pytester: pytest.Pytester, tmp_path: Path

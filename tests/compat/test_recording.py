@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import import_stack
 from flavors import FLAVOR, skip_module_without_a_stack
 from openai_server import FakeOpenAI, running_openai_server, with_fake_model
+from pytest_zygote import import_stack
 
 from pytest_llamastate.plugin.inference import recorder_problem
 from pytest_llamastate.releases import import_quietly
@@ -57,9 +57,13 @@ def test_two(llama_stack, llama_recordings):
 
 @pytest.fixture(scope="module")
 def fake_model() -> Iterator[FakeOpenAI]:
-    """The model, for the module; and the stack imported in this process (llama-stack
-    before 0.4.3 is not, by the conftest), which the in-process inner runs need."""
+    """The model, for the module; and the stack and its recorder imported in this process
+    (the conftest does not import the stack before llama-stack 0.4.3), which the in-process
+    inner runs need: a stack re-imported by each run mixes fresh modules with those of the
+    last (llama-stack 0.3's API types then recurse in ``typing``)."""
     import_stack()
+    if FLAVOR.recorder is not None and recorder_problem(FLAVOR) is None:
+        import_quietly(FLAVOR.recorder.module)
     with running_openai_server() as server:
         yield server
 

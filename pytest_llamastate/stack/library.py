@@ -148,7 +148,7 @@ def _initialize(flavor: Flavor, client: Any) -> None:
 def _shut_down_impls(flavor: Flavor, client: Any, engines: EngineTracker) -> None:
     """Stop a client that has no ``shutdown()`` (before 0.4.3): what the server does on
     exit, each API's implementation shut down, its SQL engines disposed, then the client's
-    loop closed and the request recorder left."""
+    loop closed."""
 
     async def shut_down() -> None:
         for impl in client.async_client.impls.values():
@@ -161,16 +161,16 @@ def _shut_down_impls(flavor: Flavor, client: Any, engines: EngineTracker) -> Non
         engines.dispose(client.loop)
     finally:
         client.loop.close()
-        _leave_recorder(flavor)
 
 
 def _leave_recorder(flavor: Flavor) -> None:
-    """Undo the request recorder's patches, as ``Stack.shutdown`` does (``--llama-inference``).
+    """Leave the request recorder if the stack has not, and forget it (``--llama-inference``).
 
-    Left on, its patches outlive the stack: the next stack's start drops the context
-    (its generator, collected, undoes them), and after the last one the interpreter's
-    exit does, too late to import what it restores (an ``ImportError`` printed after
-    the run).
+    Before 0.4.3 nothing leaves it at a stop: its patches outlived the stack, and the
+    interpreter's exit undid them too late to import what it restores (an ``ImportError``
+    after the run). From 0.4.3 ``Stack.shutdown`` leaves it but keeps the finished context
+    in the module, where the next stack of the process found it. Leaving a context twice
+    does nothing: its generator has finished.
     """
     stack: Any = import_quietly(f"{flavor.core}.stack")
     context = getattr(stack, "TEST_RECORDING_CONTEXT", None)
@@ -281,6 +281,7 @@ class LibraryBackend:
             # OGX's atexit hook would keep this whole stack alive until exit.
             if self._flavor.library_stop == "shutdown":
                 atexit.unregister(client.shutdown)
+            _leave_recorder(self._flavor)
             _reset_globals(self._flavor)
             rebase_config_dirs(self._flavor.core)  # back to the process's own
 

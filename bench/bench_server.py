@@ -77,13 +77,14 @@ def _fork_cycle(
     before = time.process_time() + (_cpu_s(zygote.pid) if zygote else 0.0)
     start = time.perf_counter()
     # As the plugin's server backend does (``schema=False``: as it did before).
-    with shortcuts.server_schema(FLAVOR, config, store if schema else None):
+    with shortcuts.server_schema(FLAVOR, config, store if schema else None) as skipped:
         child = server.spawn(
             config_path=config,
             port=port,
             env={**os.environ, **state_env(store)},
             log_path=store / "server.log",
             cwd=store,
+            schema=skipped,
         )
         child.wait_ready(60)
     assert _health(port)

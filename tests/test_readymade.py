@@ -10,6 +10,8 @@ consecutive forked server stacks through the plugin, one registering, the next s
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import subprocess
 import sys
 import types
@@ -143,3 +145,144 @@ def test_consecutive_forked_server_stacks_see_nothing_of_each_other(
     skip_module_without_a_stack()
     pytester.makepyfile(ISOLATION)
     pytester.runpytest("--llama-stack-mode=server", *inner_args).assert_outcomes(passed=5)
+
+
+LEARNING = """
+import importlib.util, re, sys
+spec = importlib.util.spec_from_file_location("readymade", {path!r})
+readymade = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readymade)
+readymade.prepare([], "nocore", [])
+assert readymade.learned() == {{"versions": [], "texts": []}}  # nothing new: no names read
+import colorsys
+re.compile("llamastate-[a-z]+", re.I)
+said = readymade.learned()
+assert said["modules"] == ["colorsys"], said
+assert said["patterns"] == [["llamastate-[a-z]+", re.I.value]], said
+readymade.learn(said)  # the zygote: imports and compiles them, then knows them
+assert "modules" not in readymade.learned()
+print("ok")
+"""
+
+
+def test_a_child_reports_what_it_added_since_its_zygote_last_learned() -> None:
+    """In a process of its own: what it imported and compiled, nothing once it is known."""
+    script = LEARNING.format(path=str(Path(readymade.__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_stacks_logging_set_up_clears_level_caches_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loggers = [logging.getLogger(f"batchcore.test.{n}") for n in range(3)]
+
+    def setup_logging(level: int) -> None:
+        for logger in loggers:
+            logger.setLevel(level)
+
+    log = types.ModuleType("batchcore.log")
+    server = types.ModuleType("batchcore.server.server")
+    log.setup_logging = server.setup_logging = setup_logging  # type: ignore[attr-defined]
+    for module in (log, server):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    manager: Any = logging.Logger.manager
+    clears: list[int] = []
+    clear = type(manager)._clear_cache
+    monkeypatch.setattr(type(manager), "_clear_cache", lambda self: clears.append(1) or clear(self))
+    setup_logging(logging.WARNING)
+    assert not loggers[0].isEnabledFor(logging.DEBUG)  # cached now
+    clears.clear()
+    readymade._batch_log_levels("batchcore.log")
+    server.setup_logging(logging.DEBUG)  # type: ignore[attr-defined]
+    assert clears == [1]  # once, not once per logger
+    assert loggers[0].isEnabledFor(logging.DEBUG)  # the cache of then is gone
+    assert "_clear_cache" not in vars(manager)
+    assert log.setup_logging is server.setup_logging is not setup_logging  # type: ignore[attr-defined]
+
+
+def test_log_lines_are_the_same_text_and_highlighted_only_in_color(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rich_logging = pytest.importorskip("rich.logging")
+    from rich.console import Console
+    from rich.highlighter import ReprHighlighter
+
+    handler_class = rich_logging.RichHandler
+    monkeypatch.setattr(handler_class, "render_message", handler_class.render_message)
+    highlighted: list[str] = []
+    highlight = ReprHighlighter.highlight
+    monkeypatch.setattr(
+        ReprHighlighter,
+        "highlight",
+        lambda self, text: highlighted.append(text) or highlight(self, text),
+    )
+    said = [
+        'GET /v1/health HTTP/1.1" 200 [bold]{"a": 1}[/bold] http://127.0.0.1:8321/v1 True None',
+        "apis:\n- files\nserver:\n  port: 8321\n" + "x" * 150,
+    ]
+
+    def logged(color: bool) -> str:
+        out = io.StringIO()  # not a terminal
+        console = Console(file=out, width=120, force_terminal=color or None)
+        handler = handler_class(console=console, markup=True, show_time=False, show_path=False)
+        for message in said:
+            handler.emit(logging.LogRecord("x", logging.INFO, __file__, 1, message, None, None))
+        return out.getvalue()
+
+    before = logged(False), logged(True)
+    assert "\x1b[" in before[1]
+    assert "\x1b[" not in before[0]
+    readymade._skip_unseen_highlighting()
+    highlighted.clear()
+    assert logged(False) == before[0]  # the same text, with nothing highlighted
+    assert highlighted == []
+    assert logged(True) == before[1]  # a console with colors still gets them
+    assert highlighted
+
+
+def test_an_app_including_a_prebuilt_router_takes_its_routes_built_in_the_zygote(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Built before any request, with the app's own dependency overrides; an app that
+    includes it otherwise (a prefix), or a second app, builds its own."""
+    routing = pytest.importorskip("fastapi.routing")
+    if "_effective_candidates_version" not in getattr(
+        getattr(routing, "_IncludedRouter", None), "__dataclass_fields__", {}
+    ):
+        pytest.skip("this FastAPI builds its routes as it includes them")
+    from fastapi import APIRouter, Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(routing.APIRouter, "include_router", routing.APIRouter.include_router)
+
+    def caller() -> str:
+        return "nobody"
+
+    def router_of(impl: Any) -> Any:
+        router = APIRouter()
+
+        @router.get("/v1/name")
+        async def name(who: str = Depends(caller)) -> dict[str, str]:
+            return {"name": await impl.list_files(), "caller": who}
+
+        return router
+
+    registry = types.ModuleType("warmcore.server.fastapi_router_registry")
+    registry.__dict__.update(_ROUTER_FACTORIES={"files": router_of}, build_fastapi_router=None)
+    registry.build_fastapi_router = lambda api, impl: router_of(impl)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, registry.__name__, registry)
+    readymade._prebuild_routers("warmcore")
+    router = registry.build_fastapi_router(_Api("files"), _Impl("mine"))  # type: ignore[attr-defined]
+
+    app = FastAPI()
+    app.include_router(router)
+    assert app.router.routes[-1]._effective_candidates_version is not None  # before a request
+    app.dependency_overrides[caller] = lambda: "overridden"
+    assert TestClient(app).get("/v1/name").json() == {"name": "mine", "caller": "overridden"}
+    for other, prefix in ((FastAPI(), "/x"), (FastAPI(), "")):
+        other.include_router(router, prefix=prefix)
+        assert other.router.routes[-1]._effective_candidates_version is None
+        other.dependency_overrides[caller] = lambda: "other"
+        got = TestClient(other).get(f"{prefix}/v1/name").json()
+        assert got == {"name": "mine", "caller": "other"}

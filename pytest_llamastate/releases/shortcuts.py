@@ -12,9 +12,13 @@ Only releases whose internals were read and whose suite passed with them are lis
 any other runs its client as its users do, and the header says so.
 
 A forked server (``stack/forkserver.py``) takes its own shortcuts from its zygote
-(``stack/readymade.py`` says what each does): ``prebuilt-routers`` (FastAPI routers built
-once in the zygote, bound by each child to its own implementations), ``config-once`` and
-``versions-once`` (the run config's YAML parsed, package versions read, once per zygote).
+(``stack/readymade.py`` says what each does): ``prebuilt-routers`` (FastAPI routers and
+their request handlers built once in the zygote, bound by each child to its own
+implementations and app), ``config-once`` and ``versions-once`` (the run config's YAML
+parsed, package versions read, once per zygote), ``batched-log-levels`` (the stack's
+logging set-up clears the loggers' caches once) and ``uncolored-log-lines`` (a log written
+to a file is not highlighted: the same text). With ``sql-schema`` its SQL stores skip what
+the store's files have, too, until it listens (``stack/schemaskip.py``).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ __all__ = [
 ]
 
 Shortcut = Literal["httpx-tls", "lazy-rest-tls", "route-table", "sql-schema", "config-once"]
-ServerShortcut = Literal["prebuilt-routers", "config-once", "versions-once"]
+ServerShortcut = Literal[
+    "prebuilt-routers", "config-once", "versions-once", "batched-log-levels", "uncolored-log-lines"
+]
 _T = TypeVar("_T", bound=str)
 
 #: Per flavor, ``(first release, its shortcuts)`` rows in ascending order; a release
@@ -55,12 +61,15 @@ LIBRARY_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[Shortcut]], ...]]
 }
 
 
-#: The same for forked servers: the releases whose server builds its routers through
-#: ``fastapi_router_registry.build_fastapi_router`` and whose suite passed with them.
-_SERVER = frozenset[ServerShortcut]({"prebuilt-routers", "config-once", "versions-once"})
+#: The same for forked servers, on the releases whose suite passed with them; routers
+#: from the releases that build them through ``fastapi_router_registry`` (0.4, OGX).
+_ANY_SERVER = frozenset[ServerShortcut](
+    {"config-once", "versions-once", "batched-log-levels", "uncolored-log-lines"}
+)
+_SERVER = _ANY_SERVER | frozenset[ServerShortcut]({"prebuilt-routers"})
 SERVER_SHORTCUTS: dict[FlavorName, tuple[tuple[str, frozenset[ServerShortcut]], ...]] = {
-    "llama-stack": (("0.7", _SERVER), ("0.8", frozenset())),
-    "ogx": (("1.5", _SERVER), ("1.6", frozenset())),
+    "llama-stack": (("0.2", _ANY_SERVER), ("0.4", _SERVER), ("0.8", frozenset())),
+    "ogx": (("0.8", _SERVER), ("1.6", frozenset())),
 }
 
 

@@ -118,7 +118,8 @@ class ContainerBackend(ServerBackend):
         super().__init__("exec")
         self.runtime = runtime
 
-    def _spawn(self, spec: StartSpec, port: int) -> ExecChild:
+    def _spawn(self, spec: StartSpec, port: int, schema: object = None) -> ExecChild:
+        """``schema`` is never given: the stack's process is the image's own."""
         engine, image = self.runtime.engine, self.runtime.image
         name = f"llamastate-{port}-{secrets.token_hex(4)}"
         command = run_command(

@@ -146,15 +146,23 @@ class ForkServer:
         self._buffer, self._said = b"", {}
 
     def spawn(
-        self, *, config_path: Path, port: int, env: Mapping[str, str], log_path: Path, cwd: Path
+        self,
+        *,
+        config_path: Path,
+        port: int,
+        env: Mapping[str, str],
+        log_path: Path,
+        cwd: Path,
+        schema: Mapping[str, Any] | None = None,
     ) -> ServerChild:
         """Fork a server for ``config_path`` on ``port``; ``env`` is its whole environment
-        (``os.environ`` with the store's variables applied), its output goes to ``log_path``."""
+        (``os.environ`` with the store's variables applied), its output goes to ``log_path``;
+        ``schema``: what its SQL stores may skip until it listens (``schemaskip.wire``)."""
         self.start()
         self._answer("hello", "start")
         self._next_id += 1
         request = {"id": self._next_id, "argv": self.flavor.run_command(config_path, port)}
-        request.update(env=dict(env), log=str(log_path), cwd=str(cwd))
+        request.update(env=dict(env), log=str(log_path), cwd=str(cwd), schema=schema)
         try:
             assert self._proc is not None
             assert self._proc.stdin is not None

@@ -30,9 +30,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import importlib
 import io
+import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable, Collection, Iterable
@@ -64,20 +67,59 @@ def prepare(modules: Iterable[str], core: str, shortcuts: Collection[str]) -> No
     import_quietly(modules)
     if "prebuilt-routers" in shortcuts:
         _prebuild_routers(core)
+    if "batched-log-levels" in shortcuts:
+        _batch_log_levels(f"{core.partition('.')[0]}.log")
+    if "uncolored-log-lines" in shortcuts:
+        _skip_unseen_highlighting()
     if "versions-once" in shortcuts:
         _remember(importlib.import_module("importlib.metadata").version, _version)
     if "config-once" in shortcuts and (yaml := sys.modules.get("yaml")) is not None:
         _remember(yaml.safe_load, _safe_load)
+    _snapshot()
 
 
 def learned() -> dict[str, Any]:
-    """In a ready child: what the zygote can learn from it."""
-    return {"modules": sorted(sys.modules), **{k: sorted(v) for k, v in _missed.items()}}
+    """In a ready child: what the zygote can learn from it, that it did not know when it
+    forked: the modules the child imported, the regular expressions it compiled (its log
+    lines' highlighting compiles ~150 per start), the texts and versions it missed.
+
+    A child that learned nothing new (the usual case once the zygote has learned) says
+    so without reading all its module names: that would copy the pages they are on."""
+    said: dict[str, Any] = {k: sorted(v) for k, v in _missed.items()}
+    if _marks() != _known["marks"]:
+        patterns = _patterns() - _known["patterns"]
+        said["patterns"] = [[p, f] for _, p, f in patterns if len(p) <= _MAX_TEXT]
+        said["modules"] = sorted(sys.modules.keys() - _known["modules"])
+    return said
+
+
+#: What this process knew when it last learned (its children report what they add).
+_known: dict[str, Any] = {"modules": frozenset(), "patterns": frozenset(), "marks": None}
+
+
+def _patterns() -> frozenset[tuple[type, str, int]]:
+    """The text patterns in ``re``'s cache."""
+    cache: dict[tuple[type, Any, int], Any] = getattr(re, "_cache", {})
+    return frozenset(key for key in list(cache) if key[0] is str)
+
+
+def _marks() -> tuple[Any, ...]:
+    """Changes when a module is imported or a pattern compiled (both dicts keep their
+    order of insertion): their sizes and last keys."""
+    cache: dict[Any, Any] = getattr(re, "_cache", {})
+    return tuple((len(d), next(reversed(d), None)) for d in (sys.modules, cache))
+
+
+def _snapshot() -> None:
+    _known.update(modules=frozenset(sys.modules), patterns=_patterns(), marks=_marks())
 
 
 def learn(said: dict[str, Any]) -> None:
     """In the zygote: do what a child reported (see :func:`learned`) for the next one."""
     import_quietly(said.get("modules", []))
+    for pattern, flags in said.get("patterns", []):
+        with contextlib.suppress(Exception):
+            re.compile(pattern, flags)
     with warnings.catch_warnings(action="ignore"):
         for name in said.get("versions", []) if _version in _originals else ():
             with contextlib.suppress(Exception):
@@ -85,6 +127,7 @@ def learn(said: dict[str, Any]) -> None:
         for text in said.get("texts", []) if _safe_load in _originals else ():
             with contextlib.suppress(Exception):
                 _parsed.setdefault(text, _originals[_safe_load](text))
+    _snapshot()
 
 
 #: The functions :func:`_remember` replaced, by what replaced them.
@@ -131,6 +174,53 @@ def _safe_load(stream: Any) -> Any:
     named = io.StringIO(text)
     named.name = getattr(stream, "name", "<file>")  # what its errors say
     return original(named)
+
+
+# -- logging -------------------------------------------------------------------------------
+
+
+def _batch_log_levels(module_name: str) -> None:
+    """The stack's ``setup_logging`` clears every logger's level cache once, not once per
+    ``setLevel``: it sets ~140 levels, and each ``Logger.setLevel`` clears the caches of
+    all ~150 loggers (~10 ms of a child's start). Nothing logs while it runs."""
+    if (module := sys.modules.get(module_name)) is None or not hasattr(module, "setup_logging"):
+        return
+    original = module.setup_logging
+
+    @functools.wraps(original)
+    def setup_logging(*args: Any, **kwargs: Any) -> Any:
+        manager: Any = logging.Logger.manager
+        manager._clear_cache = lambda: None  # this instance's, over the class's
+        try:
+            return original(*args, **kwargs)
+        finally:
+            del manager._clear_cache
+            manager._clear_cache()
+
+    _replace_everywhere(original, setup_logging)
+
+
+def _skip_unseen_highlighting() -> None:
+    """A rich log handler whose console has no color system (a child's log is a file)
+    renders its lines without highlighting them: highlighting only adds styles, which
+    such a console never writes, so the text is the same (~10 ms of a child's start)."""
+    if (rich_logging := sys.modules.get("rich.logging")) is None:
+        return
+    handler_class: Any = rich_logging.RichHandler
+    original = handler_class.render_message
+
+    @functools.wraps(original)
+    def render_message(self: Any, record: Any, message: str) -> Any:
+        if self.console.color_system is not None:
+            return original(self, record, message)
+        highlighter, keywords = self.highlighter, self.keywords
+        self.highlighter, self.keywords = None, []  # under the handler's lock
+        try:
+            return original(self, record, message)
+        finally:
+            self.highlighter, self.keywords = highlighter, keywords
+
+    handler_class.render_message = render_message
 
 
 # -- routers -------------------------------------------------------------------------------
@@ -190,3 +280,47 @@ def _prebuild_routers(core: str) -> None:
         return router if late.bind(impl) else original(api, impl)
 
     _replace_everywhere(original, build_fastapi_router)
+    _warm_route_contexts([router for _, _, router in prebuilt.values()])
+
+
+def _warm_route_contexts(routers: list[Any]) -> None:
+    """FastAPI builds each included route's request handler on the app's first request
+    (the releases with ``_IncludedRouter``; ~20 ms of a child's start): build them here, for
+    an app that includes ``routers`` as they are, and give a child's app including one
+    of them those, its own app bound as their dependency-overrides provider (a
+    :class:`_Late`). An inclusion that differs (a prefix, tags...) builds its own."""
+    routing: Any = sys.modules.get("fastapi.routing")
+    included_class: Any = getattr(routing, "_IncludedRouter", None)
+    fields = getattr(included_class, "__dataclass_fields__", {})
+    if not routers or "_effective_candidates_version" not in fields:
+        return  # a FastAPI that builds routes as it includes them, or not at all
+    app, source = _Late(), getattr(routing, "_extract_endpoint_context", None)
+    parent = importlib.import_module("fastapi").FastAPI().router
+    parent.dependency_overrides_provider = app
+    warmed: dict[int, Any] = {}
+    for router in routers:
+        with warnings.catch_warnings(action="ignore"), contextlib.suppress(Exception):
+            parent.include_router(router)
+            included = parent.routes[-1]
+            for context in included.effective_route_contexts():
+                if (call := getattr(getattr(context, "dependant", None), "call", None)) and source:
+                    source(call)  # where its errors say it is: read on its first request
+            included.effective_low_priority_routes()
+            warmed[id(router)] = included
+    original = routing.APIRouter.include_router
+
+    @functools.wraps(original)
+    def include_router(self: Any, router: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, router, *args, **kwargs)
+        new, warm = self.routes[-1] if self.routes else None, warmed.get(id(router))
+        if warm is None or not isinstance(new, included_class) or new.original_router is not router:
+            return
+        context = dataclasses.replace(new.include_context, dependency_overrides_provider=None)
+        if context != dataclasses.replace(warm.include_context, dependency_overrides_provider=None):
+            return
+        if app.bind(new.include_context.dependency_overrides_provider):
+            for name in fields:
+                if name.startswith("_effective_") and not name.endswith("_lock"):
+                    setattr(new, name, getattr(warm, name))
+
+    routing.APIRouter.include_router = include_router

@@ -204,7 +204,7 @@ class ServerBackend:
         self._child: _Child | None = None
         self._port: tuple[int, BaseFileLock] | None = None
 
-    def _spawn(self, spec: StartSpec, port: int) -> _Child:
+    def _spawn(self, spec: StartSpec, port: int, schema: dict[str, Any] | None = None) -> _Child:
         log, url = spec.store.log_path, f"http://127.0.0.1:{port}"
         if self._process == "exec":
             command = spec.flavor.run_command(spec.config_path, port, _executable(spec.flavor))
@@ -220,6 +220,7 @@ class ServerBackend:
                 env=dict(os.environ),
                 log_path=log,
                 cwd=spec.store.path,
+                schema=schema,
             )
         except ForkServerError as exc:
             raise StackError(f"{exc} (--llama-server-process=exec runs the CLI instead)") from None
@@ -234,10 +235,10 @@ class ServerBackend:
         port = self._port[0]
         log = spec.store.log_path
         sqlite = spec.store.tables.sqlite_folder
-        schema = self._process == "fork"  # exec: the exact CLI path, nothing added
         try:
-            with shortcuts.server_schema(spec.flavor, spec.config.path, sqlite if schema else None):
-                self._child = child = self._spawn(spec, port)
+            store = sqlite if self._process == "fork" else None  # exec: the exact CLI path
+            with shortcuts.server_schema(spec.flavor, spec.config.path, store) as schema:
+                self._child = child = self._spawn(spec, port, schema)
                 _live[child.pid] = child
                 child.wait_ready(spec.start_timeout)
         except ChildExitedError as exc:

@@ -41,7 +41,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..releases import Flavor, Shortcut, import_quietly, library_shortcuts
+from ..releases import Flavor, Shortcut, import_quietly, library_shortcuts, sql_store_module
+from . import schemaskip
 from .sqlschema import SchemaTemplates
 
 __all__ = ["applied", "describe", "describe_one", "http_client", "server_schema"]
@@ -121,15 +122,19 @@ def _shared_tls(flavor: Flavor) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def server_schema(flavor: Flavor, config: Path, store: Path | None) -> Iterator[None]:
+def server_schema(
+    flavor: Flavor, config: Path, store: Path | None
+) -> Iterator[dict[str, Any] | None]:
     """While a forked server of ``config`` starts on ``store`` (``None``: not SQLite files
-    there) and until it is ready: ``sql-schema``'s files, when the release allows it. The
-    server's own SQL stores run as usual; they find their tables and write no DDL."""
+    there) and until it is ready: ``sql-schema``'s files, when the release allows it, and
+    what the server's SQL stores may skip while it starts (``schemaskip.wire``: for the
+    fork request; ``None``: nothing)."""
     if "sql-schema" not in library_shortcuts(flavor):
-        yield
+        yield None
         return
-    with _SCHEMAS.prepared(("server", flavor.name, flavor.version(), config), store):
-        yield
+    key = ("server", flavor.name, flavor.version(), config)
+    with _SCHEMAS.prepared(key, store) as known:
+        yield schemaskip.wire(sql_store_module(flavor), known) if known else None
 
 
 @contextlib.contextmanager

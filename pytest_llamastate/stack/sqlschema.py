@@ -11,7 +11,8 @@ and the schema it created (``sqlite_master``: tables and indexes, no rows) is re
 each SQLite file it created in its store. A later stack of the same key on a fresh
 store gets those files created beforehand, in one ``executescript`` each, and while it
 starts, its SQL stores skip the steps whose outcome that schema already is (a column or
-index it has, a table it has once the engine exists); everything else runs as usual.
+index it has, a table it has once the engine exists: ``schemaskip``, in the plugin's
+process for a library stack, in a forked server's own); everything else runs as usual.
 Each store still gets files of its own, empty like a fresh one's: only DDL is shared.
 A store that is not fresh (persistent, templated, seeded), a Postgres store, or a file
 outside the store is never touched.
@@ -21,18 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..releases import Flavor, import_quietly, sql_store_module
+from ..releases import Flavor, sql_store_module
+from .schemaskip import skipping
 
 __all__ = ["SchemaTemplates"]
 
-_STORE_CLASS = "SqlAlchemySqlStoreImpl"
-#: The schema steps of the store class that may be skipped (each release has some).
-_STEPS = ("_add_column_now", "add_column_if_not_exists", "create_table", "create_index")
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
@@ -120,72 +118,9 @@ class SchemaTemplates:
     def applied(self, flavor: Flavor, key: object, store: Path | None) -> Iterator[None]:
         """:meth:`prepared`, and the release's SQL stores skipping what the files have,
         while a library stack starts in this process."""
-        with self.prepared(key, store) as known:
-            if not known:
-                yield
-                return
-            with _skipping(flavor, known):
-                yield
-
-
-@contextlib.contextmanager
-def _skipping(flavor: Flavor, known: Mapping[str, Schema]) -> Iterator[None]:
-    """The release's SQL store skips, for the files in ``known``, what their schema has.
-
-    Each step is wrapped where the release's store has it: adding a column it has (the
-    check and ``ALTER TABLE`` are ``_add_column_now`` from llama-stack 0.7 and OGX 1.5 on,
-    ``add_column_if_not_exists`` before, which touches no metadata there); creating a
-    table it has once the engine is up (0.7 / OGX: ``create_table`` creates at once then);
-    an index it has (OGX). A store class the release does not have: nothing is wrapped.
-    """
-    try:
-        module = import_quietly(sql_store_module(flavor))
-    except ModuleNotFoundError:  # no SQLAlchemy (llama-stack 0.2): the files are enough
-        yield
-        return
-    store_class: Any = getattr(module, _STORE_CLASS)
-    original = {name: getattr(store_class, name) for name in _STEPS if name in vars(store_class)}
-
-    def schema_of(store: Any) -> Schema | None:
-        path = getattr(store.config, "db_path", None)  # SQLite configs only
-        return known.get(str(Path(path).resolve())) if path else None
-
-    async def skip_known_column(store: Any, table: str, column: str, *args: Any) -> None:
-        schema = schema_of(store)
-        if schema is None or column not in schema.columns.get(table, ()):
-            await original[column_step](store, table, column, *args)
-
-    async def skip_known_table(store: Any, table: str, *args: Any) -> None:
-        """Register the table; with the engine up, ``create_table`` would create it now,
-        and it exists: so the engine is hidden while it registers (no await in between)."""
-        schema = schema_of(store)
-        if getattr(store, "_engine", None) is None or schema is None or table not in schema.columns:
-            await original["create_table"](store, table, *args)
-            return
-        engine, store._engine = store._engine, None
-        try:
-            await original["create_table"](store, table, *args)
-        finally:
-            store._engine = engine
-
-    async def skip_known_index(store: Any, name: str, table: str, *args: Any) -> None:
-        """An index the file has: the engine is started as ``create_index`` would."""
-        schema = schema_of(store)
-        if schema is None or name not in schema.indexes:
-            await original["create_index"](store, name, table, *args)
-        else:
-            await store._ensure_engine()
-
-    column_step = "_add_column_now" if "_add_column_now" in original else "add_column_if_not_exists"
-    steps: dict[str, Callable[..., Awaitable[None]]] = {column_step: skip_known_column}
-    if "_ensure_engine" in vars(store_class):  # an engine kept by the store (0.7, OGX)
-        steps["create_table"] = skip_known_table
-    if "create_index" in original:
-        steps["create_index"] = skip_known_index
-    try:
-        for name, step in steps.items():
-            setattr(store_class, name, step)
-        yield
-    finally:
-        for name in steps:
-            setattr(store_class, name, original[name])
+        module = sql_store_module(flavor)
+        with (
+            self.prepared(key, store) as known,
+            skipping(module, known) if known else contextlib.nullcontext(),
+        ):
+            yield

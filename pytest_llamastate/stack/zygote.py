@@ -29,6 +29,8 @@ import signal
 import sys
 import time
 import traceback
+import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,25 +40,50 @@ else:  # a script in another process: the lifetime module alone, by its folder
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "process"))
     import lifetime
 
-__all__ = ["rebase_config_dirs"]
+__all__ = ["config_dir_sites", "rebase_config_dirs"]
 
 
-def rebase_config_dirs(core: str) -> None:
+def rebase_config_dirs(core: str, sites: Sites | None = None) -> None:
     """Point the config-folder constants at the ``*_CONFIG_DIR`` of the environment now.
 
     llama-stack computes them from the environment at import (in the zygote, or before a
     library stack's store existed); ``from config_dirs import X`` copied them into other
-    modules, so every module attribute equal to an old value is replaced."""
+    modules (``sites``, by default :func:`config_dir_sites`), so every module attribute
+    equal to an old value is replaced."""
     if (module := sys.modules.get(f"{core}.utils.config_dirs")) is None:
         return
     old = {k: v for k, v in vars(module).items() if isinstance(v, Path)}
+    sites = config_dir_sites(core) if sites is None else sites
     new = vars(importlib.reload(module))
     moved = {old[k]: new[k] for k in old if new.get(k) != old[k]}
+    for mod, attrs in sites if moved else ():
+        for attr in attrs:
+            if isinstance(value := vars(mod).get(attr), Path) and value in moved:
+                setattr(mod, attr, moved[value])
+
+
+Sites = list[tuple[types.ModuleType, tuple[str, ...]]]
+#: Per module of the stack's package: the module, and its attributes that held a
+#: config-folder constant when it was first scanned.
+_scanned: dict[str, tuple[types.ModuleType, tuple[str, ...]]] = {}
+
+
+def config_dir_sites(core: str) -> Sites:
+    """Where the stack's modules copied the config-folder constants.
+
+    A module copies them when it is imported, so each is scanned once per process: a
+    library stack scans the modules new since the last one; the zygote scans before it
+    forks, and its child takes the answer as it is (a child that reads every module's
+    attributes copies the pages they are on: ~8 ms of its start)."""
+    if (module := sys.modules.get(f"{core}.utils.config_dirs")) is None:
+        return []
+    values = {v for v in vars(module).values() if isinstance(v, Path)}
+    top = core.partition(".")[0]
     for name, mod in list(sys.modules.items()):
-        if moved and name.partition(".")[0] == core.partition(".")[0]:
-            for attr, value in list(vars(mod).items()):
-                if isinstance(value, Path) and value in moved:
-                    setattr(mod, attr, moved[value])
+        if name.partition(".")[0] == top and _scanned.get(name, (None,))[0] is not mod:
+            attrs = (a for a, v in list(vars(mod).items()) if isinstance(v, Path) and v in values)
+            _scanned[name] = (mod, tuple(attrs))
+    return [site for site in _scanned.values() if site[1]]
 
 
 def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
@@ -77,10 +104,15 @@ def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        rebase_config_dirs(zygote.core)
+        rebase_config_dirs(zygote.core, zygote.sites)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
-        _report_ready_after_startup(report, zygote.readymade)
+        starting = contextlib.ExitStack()
+        if request.get("schema"):  # its SQL stores skip what the store's files have
+            starting.enter_context(
+                zygote.schemaskip.skipping(*zygote.schemaskip.unwire(request["schema"]))
+            )
+        _report_ready_after_startup(report, zygote.readymade, starting.close)
         sys.argv = list(request["argv"])
         module, _, function = zygote.entry.partition(":")
         result = getattr(importlib.import_module(module), function)()
@@ -96,14 +128,15 @@ def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
         os._exit(code)
 
 
-def _report_ready_after_startup(report: int, readymade: Any) -> None:
+def _report_ready_after_startup(report: int, readymade: Any, started: Callable[[], Any]) -> None:
     """Tell the zygote once uvicorn listens, with what it can learn from this child (the
-    modules it took to get there...: ``readymade.learned``)."""
+    modules it took to get there...: ``readymade.learned``); call ``started`` before."""
     server_class: Any = importlib.import_module("uvicorn.server").Server
     startup = server_class.startup
 
     async def reporting_startup(self: Any, sockets: Any = None) -> None:
         await startup(self, sockets=sockets)
+        started()
         if self.started:
             os.write(report, b"ready\n")
             with os.fdopen(report, "wb") as out:
@@ -112,11 +145,12 @@ def _report_ready_after_startup(report: int, readymade: Any) -> None:
     server_class.startup = reporting_startup
 
 
-def _readymade() -> Any:
-    """``readymade.py`` beside this file, loaded by path (a script has no package)."""
-    path = Path(__file__).with_name("readymade.py")
-    spec: Any = importlib.util.spec_from_file_location("_llamastate_readymade", path)
-    spec.loader.exec_module(module := importlib.util.module_from_spec(spec))
+def _beside(name: str) -> Any:
+    """The module ``name`` beside this file, loaded by path (a script has no package)."""
+    path = Path(__file__).with_name(f"{name}.py")
+    spec: Any = importlib.util.spec_from_file_location(f"_llamastate_{name}", path)
+    sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 
@@ -128,9 +162,10 @@ class _Zygote:
         lifetime.die_with_parent(int(os.environ.pop("_LLAMASTATE_PARENT")))
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
-        self.readymade = _readymade()
+        self.readymade, self.schemaskip = _beside("readymade"), _beside("schemaskip")
         modules = ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
         self.readymade.prepare(modules, core, shortcuts.split(","))
+        self.sites = config_dir_sites(core)
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
         self.out = os.fdopen(1, "wb", buffering=0)
@@ -180,6 +215,7 @@ class _Zygote:
             except ValueError:  # cut short: the child was stopped while it reported
                 return
             self.readymade.learn(learned)
+            self.sites = config_dir_sites(self.core)
             gc.freeze()
 
     def fork(self, request: dict[str, Any]) -> None:

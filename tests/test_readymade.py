@@ -172,33 +172,45 @@ def test_a_child_reports_what_it_added_since_its_zygote_last_learned() -> None:
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_the_stacks_logging_set_up_clears_level_caches_once(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    loggers = [logging.getLogger(f"batchcore.test.{n}") for n in range(3)]
+BATCHED = """
+import importlib.util, logging, logging.config, sys, types
+spec = importlib.util.spec_from_file_location("readymade", {path!r})
+readymade = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(readymade)
+loggers = [logging.getLogger(f"batchcore.test.{{n}}") for n in range(3)]
+def setup_logging(level):
+    for logger in loggers:
+        logger.setLevel(level)
+    logging.config.dictConfig({{"version": 1, "incremental": True}})  # nested: batched too
+sys.modules["batchcore.log"] = log = types.ModuleType("batchcore.log")
+sys.modules["batchcore.server"] = server = types.ModuleType("batchcore.server")
+log.setup_logging = server.setup_logging = setup_logging
+before = [setup_logging]  # a module attribute would be replaced too (this module's)
+manager = logging.Logger.manager
+clears = []
+clear = type(manager)._clear_cache
+type(manager)._clear_cache = lambda self: clears.append(1) or clear(self)
+setup_logging(logging.WARNING)
+assert not loggers[0].isEnabledFor(logging.DEBUG)  # cached now
+readymade.prepare([], "batchcore.core", ["batched-log-levels"])
+clears.clear()
+server.setup_logging(logging.DEBUG)
+assert clears == [1], clears  # once, not once per logger
+assert loggers[0].isEnabledFor(logging.DEBUG)  # the cache of then is gone
+assert "_clear_cache" not in vars(manager)
+assert log.setup_logging is server.setup_logging is not before[0]
+clears.clear()
+logging.config.dictConfig({{"version": 1, "loggers": {{"a": {{"level": "INFO"}}, "b": {{}}}}}})
+assert clears == [1], clears
+print("ok")
+"""
 
-    def setup_logging(level: int) -> None:
-        for logger in loggers:
-            logger.setLevel(level)
 
-    log = types.ModuleType("batchcore.log")
-    server = types.ModuleType("batchcore.server.server")
-    log.setup_logging = server.setup_logging = setup_logging  # type: ignore[attr-defined]
-    for module in (log, server):
-        monkeypatch.setitem(sys.modules, module.__name__, module)
-    manager: Any = logging.Logger.manager
-    clears: list[int] = []
-    clear = type(manager)._clear_cache
-    monkeypatch.setattr(type(manager), "_clear_cache", lambda self: clears.append(1) or clear(self))
-    setup_logging(logging.WARNING)
-    assert not loggers[0].isEnabledFor(logging.DEBUG)  # cached now
-    clears.clear()
-    readymade._batch_log_levels("batchcore.log")
-    server.setup_logging(logging.DEBUG)  # type: ignore[attr-defined]
-    assert clears == [1]  # once, not once per logger
-    assert loggers[0].isEnabledFor(logging.DEBUG)  # the cache of then is gone
-    assert "_clear_cache" not in vars(manager)
-    assert log.setup_logging is server.setup_logging is not setup_logging  # type: ignore[attr-defined]
+def test_the_stacks_logging_set_up_clears_level_caches_once() -> None:
+    """In a process of its own: the shortcut patches ``logging.config``."""
+    script = BATCHED.format(path=str(Path(readymade.__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.strip() == "ok", out.stderr
 
 
 def test_log_lines_are_the_same_text_and_highlighted_only_in_color(

@@ -103,11 +103,11 @@ def _patterns() -> frozenset[tuple[type, str, int]]:
     return frozenset(key for key in list(cache) if key[0] is str)
 
 
-def _marks() -> tuple[Any, ...]:
-    """Changes when a module is imported or a pattern compiled (both dicts keep their
-    order of insertion): their sizes and last keys."""
-    cache: dict[Any, Any] = getattr(re, "_cache", {})
-    return tuple((len(d), next(reversed(d), None)) for d in (sys.modules, cache))
+def _marks() -> tuple[int, int]:
+    """Changes when a module is imported or a pattern compiled: the sizes of both
+    (``re`` reorders its cache as it is used; a pattern compiled once it is full is
+    not learned, and needs none of this to work)."""
+    return len(sys.modules), len(getattr(re, "_cache", {}))
 
 
 def _snapshot() -> None:
@@ -180,16 +180,22 @@ def _safe_load(stream: Any) -> Any:
 
 
 def _batch_log_levels(module_name: str) -> None:
-    """The stack's ``setup_logging`` clears every logger's level cache once, not once per
-    ``setLevel``: it sets ~140 levels, and each ``Logger.setLevel`` clears the caches of
-    all ~150 loggers (~10 ms of a child's start). Nothing logs while it runs."""
-    if (module := sys.modules.get(module_name)) is None or not hasattr(module, "setup_logging"):
-        return
-    original = module.setup_logging
+    """The stack's ``setup_logging`` and ``logging.config.dictConfig`` (uvicorn's, the
+    stack's) clear every logger's level cache once, not once per ``setLevel``: the stack
+    sets ~140 levels, and each ``Logger.setLevel`` clears the caches of all ~150 loggers
+    (~10 ms of a child's start). Neither logs while it runs."""
+    config = importlib.import_module("logging.config")
+    functions = [config.dictConfig, getattr(sys.modules.get(module_name), "setup_logging", None)]
+    for original in filter(None, functions):
+        _replace_everywhere(original, _clearing_caches_once(original))
 
+
+def _clearing_caches_once(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
-    def setup_logging(*args: Any, **kwargs: Any) -> Any:
+    def batched(*args: Any, **kwargs: Any) -> Any:
         manager: Any = logging.Logger.manager
+        if "_clear_cache" in vars(manager):  # called by one that batches already
+            return original(*args, **kwargs)
         manager._clear_cache = lambda: None  # this instance's, over the class's
         try:
             return original(*args, **kwargs)
@@ -197,7 +203,7 @@ def _batch_log_levels(module_name: str) -> None:
             del manager._clear_cache
             manager._clear_cache()
 
-    _replace_everywhere(original, setup_logging)
+    return batched
 
 
 def _skip_unseen_highlighting() -> None:

@@ -163,6 +163,7 @@ class _Zygote:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is pytest's to handle
         start = time.perf_counter()
         self.readymade, self.schemaskip = _beside("readymade"), _beside("schemaskip")
+        _beside("recorderhook")  # for its children's ``llamastate_recorder_boot``
         modules = ["uvicorn.server", entry.partition(":")[0], f"{core}.server.server"]
         self.readymade.prepare(modules, core, shortcuts.split(","))
         self.sites = config_dir_sites(core)

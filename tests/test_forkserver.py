@@ -238,14 +238,30 @@ def test_a_sigkilled_parent_leaves_no_zygote_no_server_and_a_free_port(tmp_path:
         time.sleep(0.05)
 
 
-def test_close_stops_every_server_and_the_zygote(tmp_path: Path) -> None:
+def test_close_stops_every_server_and_the_zygote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """And no temporary file is left: a server's ``TMPDIR`` is the zygote's, removed when
+    it ends, SIGKILL included (OGX 1.5 wrote one ``ogx-run-*.yaml`` per server to /tmp);
+    the folder of a zygote that died with a killed run is removed by the next one."""
+    temp = tmp_path / "tmp"
+    (temp / "llamastate-servers-999999999-old" / "12").mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(temp))
     fork = forkserver.ForkServer(FLAVOR)
+    killed = Server(fork, tmp_path / "killed").ready()
     server = Server(fork, tmp_path / "store").ready()
+    (root,) = temp.iterdir()
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        str(s.child.pid) for s in (killed, server)
+    )
+    killed.child.stop(grace=0)
+    assert [p.name for p in root.iterdir()] == [str(server.child.pid)]
     zygote = fork._proc.pid
     fork.close()
     assert server.child.returncode == -signal.SIGKILL
     assert not _alive(zygote)
     assert nothing_listens(server.port)
+    assert list(temp.iterdir()) == []
 
 
 def test_a_report_cut_short_teaches_the_zygote_nothing_and_it_goes_on() -> None:

@@ -71,6 +71,17 @@ def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> bool:
     return armed
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def kill_group(pid: int, sig: int) -> None:
     """Signal the process group ``pid`` leads (0: this process's own); one already gone is
     no error."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from ..process.lifetime import alive
 from ..releases import Flavor, detect
 from ..state.stackconfig import env_references
 from ..state.store import LlamaStore, state_env
@@ -162,7 +163,7 @@ class Engine:
         for line in listed.stdout.splitlines():
             cid, image, owner, store = [*line.split("\t", 3), "", "", ""][:4]
             owner_host, _, pid = owner.strip().rpartition(":")
-            if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            if owner_host == host and pid.isdigit() and not alive(int(pid)):
                 dead.append((cid, image, Path(store)))
         return dead
 
@@ -184,16 +185,6 @@ class Engine:
 def last_line(text: str, default: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else default
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _docker_answers(exe: str) -> tuple[bool, str]:

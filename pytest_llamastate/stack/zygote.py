@@ -25,8 +25,10 @@ import importlib.util
 import json
 import os
 import select
+import shutil
 import signal
 import sys
+import tempfile
 import time
 import traceback
 import types
@@ -103,7 +105,8 @@ def _child(request: dict[str, Any], report: int, zygote: _Zygote) -> None:
         os.closerange(report + 1, 1 << 16)
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(request["env"], TMPDIR=str(zygote.temp_of(os.getpid(), create=True)))
+        tempfile.tempdir = None  # from TMPDIR when next asked
         rebase_config_dirs(zygote.core, zygote.sites)
         sys.path.insert(0, str(Path(__file__).with_name("recorder_site")))  # recorderhook.py:
         importlib.import_module("llamastate_recorder_boot")  # installed if recording is on
@@ -154,6 +157,17 @@ def _beside(name: str) -> Any:
     return module
 
 
+def _temp_root() -> Path:
+    """This zygote's folder of its children's temporary folders, in the ``TMPDIR`` it
+    was given; the folders of zygotes that died with a killed run are removed first."""
+    prefix = "llamastate-servers-"
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = old.name.removeprefix(prefix).partition("-")[0]
+        if pid.isdigit() and not lifetime.alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
 class _Zygote:
     """Import once, then fork a child per JSON request on stdin; report on stdout."""
 
@@ -169,6 +183,7 @@ class _Zygote:
         self.sites = config_dir_sites(core)
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
+        self.temp = _temp_root()
         self.out = os.fdopen(1, "wb", buffering=0)
         self.children: set[int] = set()
         self.reports: dict[int, tuple[int, bytearray]] = {}  # read end: (pid, its words)
@@ -177,6 +192,15 @@ class _Zygote:
         signal.set_wakeup_fd(wake_w)  # SIGCHLD wakes the select below
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.say({"hello": self.pid, "import_s": round(time.perf_counter() - start, 3)})
+
+    def temp_of(self, pid: int, create: bool = False) -> Path:
+        """The temporary folder of child ``pid`` (its ``TMPDIR``), removed when it ends:
+        a server killed at once leaves what it meant to remove at exit (OGX 1.5 writes
+        its resolved run config to ``ogx-run-*.yaml`` there, one file per server)."""
+        folder = self.temp / str(pid)
+        if create:
+            folder.mkdir(mode=0o700)
+        return folder
 
     def say(self, message: dict[str, Any]) -> None:
         self.out.write(json.dumps(message).encode() + b"\n")
@@ -189,6 +213,7 @@ class _Zygote:
                 os.read(self.wake, 4096)
             while self.children and (done := os.waitpid(-1, os.WNOHANG))[0]:
                 self.children.discard(done[0])
+                shutil.rmtree(self.temp_of(done[0]), ignore_errors=True)
                 self.say({"pid": done[0], "exit": os.waitstatus_to_exitcode(done[1])})
             for fd in (fd for fd in readable if fd in self.reports):
                 self.read_report(fd)
@@ -196,6 +221,7 @@ class _Zygote:
                 if not (chunk := os.read(0, 1 << 20)):  # pytest is gone or done: so are
                     for pid in self.children:  # its servers
                         lifetime.kill_group(pid, signal.SIGKILL)
+                    shutil.rmtree(self.temp, ignore_errors=True)
                     os._exit(0)
                 *lines, stdin = (stdin + chunk).split(b"\n")
                 for line in lines:

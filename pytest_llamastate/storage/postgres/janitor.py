@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ...process.lifetime import alive
 from .client import (
     DB_PREFIX,
     PostgresError,
@@ -87,14 +88,8 @@ def process_start(pid: int) -> str:
 
 
 def _alive(pid: int, started: str) -> bool:
-    if pid <= 0:
+    if pid <= 0 or not alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
     return not started or process_start(pid) in (started, "")
 
 

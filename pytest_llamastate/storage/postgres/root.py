@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ...process.lifetime import alive
+
 __all__ = ["as_user", "binaries_for", "data_folder", "run_as_user"]
 
 _SYSTEM_USER = "pgserver"
@@ -157,13 +159,7 @@ def _postmaster_alive(folder: Path) -> bool:
         pid = int((folder / "postmaster.pid").read_text(encoding="utf-8").split()[0])
     except (OSError, ValueError, IndexError):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    return alive(pid)
 
 
 def binaries_for(bin_dir: Path, user: str) -> Path:

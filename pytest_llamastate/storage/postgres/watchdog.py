@@ -70,13 +70,7 @@ def _wait_for_old_postmaster(pgdata: Path, timeout: float = 30.0) -> None:
     except (OSError, ValueError, IndexError):
         return
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            pass
+    while time.monotonic() < deadline and lifetime.alive(pid):
         time.sleep(0.05)
 
 

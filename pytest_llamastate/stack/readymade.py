@@ -14,14 +14,19 @@ the run config (three times); ~3% to reading the release's version from package 
   builds (reads an attribute, checks its class) gets no prebuilt router: the child builds
   that one, as before; so does any other call (another implementation, ``None``, a factory
   replaced by an external API).
+  With FastAPI's lazy inclusion the routes' request handlers are built here too
+  (:func:`_warm_route_contexts`), for the child's app to take.
 - ``config-once``: ``yaml.safe_load`` of a text parsed before returns a deep copy of it.
 - ``versions-once``: ``importlib.metadata.version`` of a distribution looked up before
   returns the answer of then (the zygote's imported code is what each child runs anyway).
+- ``batched-log-levels``: the stack's logging set-up clears the loggers' caches once.
+- ``uncolored-log-lines``: a log line for a console without colors is not highlighted.
 
-The zygote learns the last two from its children: each says, when ready, what it parsed and
-looked up (and imported), and the zygote does that itself for the next child. Each child
-still builds its own stack, store, providers, app and event loop; only route shapes, parsed
-texts and version strings are shared, and a child's binding is its own process's memory.
+The zygote learns the texts and versions from its children: each says, when ready, what it
+parsed and looked up (and imported, and compiled), and the zygote does that itself for the
+next child. Each child still builds its own stack, store, providers, app and event loop;
+only route shapes and handlers, parsed texts, version strings and compiled patterns are
+shared, and a child's bindings are its own process's memory.
 
 Stdlib only, loaded by path: the zygote runs as a script, without the plugin's package.
 """

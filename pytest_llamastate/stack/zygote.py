@@ -1,17 +1,20 @@
 """The zygote: a process that imports the stack once and forks a server per request.
 
 Run as a script by ``forkserver.ForkServer`` (``python -P zygote.py ENTRY CORE SHORTCUTS``):
-stdlib only, nothing of the plugin imported but ``process/lifetime.py`` (by its folder) and
-``readymade.py`` (by its path). It starts no thread or event loop and opens no store
-(forking a threaded process is unsafe). It reads JSON requests on stdin, one per line, and
-answers on stdout: ``{"hello": pid}`` once imported, ``{"id", "pid"}`` per fork,
-``{"pid", "ready"}`` once a child's uvicorn listens, ``{"pid", "exit"}`` when it ends. It
+stdlib only, nothing of the plugin imported but ``process/lifetime.py`` (by its folder),
+``readymade.py``, ``schemaskip.py`` and ``recorderhook.py`` (by their path). It starts no
+thread or event loop and opens no store (forking a threaded process is unsafe). It reads
+JSON requests on stdin, one per line, and answers on stdout: ``{"hello": pid}`` once
+imported, ``{"id", "pid"}`` per fork, ``{"pid", "ready"}`` once a child's uvicorn listens,
+``{"pid", "exit"}`` when it ends. It
 learns: each ready child reports the modules it imported (SQLAlchemy, the config's
 providers...), and the zygote imports them for the next one; what else it takes ready-made
-from the zygote is the release's server shortcuts (``readymade``). Children lead their own
+from the zygote is the release's server shortcuts (``readymade``), and what its SQL stores
+may skip while it starts (``schemaskip``, in the request). Children lead their own
 process group (``setsid``, for the group kill) and die with the zygote, as the zygote dies
 with pytest; the zygote also kills them and exits when its stdin closes (the watchdog where
-``prctl`` is missing).
+``prctl`` is missing). Each child's ``TMPDIR`` is a folder of the zygote's, removed when
+the child ends.
 
 ``rebase_config_dirs`` is also imported by library stacks (``library``).
 """

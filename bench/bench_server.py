@@ -5,7 +5,9 @@ stop. ``fork``: on a fresh store the schema files the plugin's server backend cr
 (``shortcuts.server_schema``), then :class:`~pytest_llamastate.stack.forkserver.ForkServer`
 spawns (with the release's server shortcuts, as the plugin's), the child says when it
 listens, stopped with SIGTERM (``fork_sigterm``: uvicorn's graceful shutdown) or SIGKILL
-(``fork_sigkill``: every registry write is already committed, the plugin's way).
+(``fork_sigkill``: every registry write is already committed, the plugin's way, not
+waiting for the kernel to free the killed server's memory; ``fork_sigkill_waited``:
+waiting, as the plugin did before).
 ``fork_no_shortcuts``: the same SIGKILL cycle from a zygote without the server shortcuts
 (``readymade``: as before them).
 ``exec``: the CLI as a subprocess in its own group, polled every 20 ms, SIGTERM to the
@@ -66,7 +68,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def _fork_cycle(
-    server: ForkServer, store: Path, grace: float, schema: bool = True
+    server: ForkServer, store: Path, grace: float, schema: bool = True, wait: bool = False
 ) -> tuple[float, float, float]:
     """Wall seconds of one cycle, the CPU seconds its child used up to the stop, and those
     plus the CPU of this process and of the zygote during the cycle."""
@@ -89,7 +91,7 @@ def _fork_cycle(
         child.wait_ready(60)
     assert _health(port)
     cpu = _cpu_s(child.pid)
-    child.stop(grace=grace)
+    child.stop(grace=grace, wait=wait)
     wall = time.perf_counter() - start
     zygote = getattr(server, "_proc", None)
     after = time.process_time() + (_cpu_s(zygote.pid) if zygote else 0.0)
@@ -154,17 +156,17 @@ def main() -> dict[str, object]:
     runs: dict[str, list[float]] = {
         k: [] for k in ("exec", "fork_sigterm", "fork_sigkill", "fork_no_shortcuts")
     }
-    runs.update(fork_no_schema=[], restart=[])
-    kill = {"fork_sigkill": (server, True), "fork_no_shortcuts": (plain, True)}
-    kill["fork_no_schema"] = (server, False)
+    runs.update(fork_no_schema=[], fork_sigkill_waited=[], restart=[])
+    kill = {"fork_sigkill": (server, True, False), "fork_no_shortcuts": (plain, True, False)}
+    kill.update(fork_no_schema=(server, False, False), fork_sigkill_waited=(server, True, True))
     cpu: dict[str, list[float]] = {k: [] for k in kill}
     total: dict[str, list[float]] = {k: [] for k in kill}
     try:
         for n in range(ROUNDS):
             runs["exec"].append(_exec_cycle(tmp / f"exec{n}"))
             runs["fork_sigterm"].append(_fork_cycle(server, tmp / f"term{n}", 10)[0])
-            for name, (zygote, schema) in kill.items():
-                wall, used, all_used = _fork_cycle(zygote, tmp / f"{name}{n}", 0, schema)
+            for name, (zygote, schema, wait) in kill.items():
+                wall, used, all_used = _fork_cycle(zygote, tmp / f"{name}{n}", 0, schema, wait)
                 runs[name].append(wall)
                 cpu[name].append(used)
                 total[name].append(all_used)

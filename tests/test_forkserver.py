@@ -171,6 +171,18 @@ def test_stop_frees_the_port_and_a_restart_keeps_the_state(
     again.child.stop(grace=grace)
 
 
+def test_a_kill_not_waited_for_is_reaped_and_reported_later(fork: Any, tmp_path: Path) -> None:
+    server = Server(fork, tmp_path / "store").ready()
+    _http(f"{server.url}/v1/prompts", {"prompt": "committed"})
+    assert server.child.stop(grace=0, wait=False) is None  # the signal sent, nothing read
+    assert server.child.wait(10) == -signal.SIGKILL  # the zygote's word, read later
+    assert not _alive(server.child.pid)
+    assert nothing_listens(server.port)
+    again = Server(fork, server.store).ready()  # the same store, port and zygote
+    assert again.prompts() == ["committed"]
+    again.child.stop(grace=0)
+
+
 def test_a_server_that_fails_reports_its_code_and_logs_why(fork: Any, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     text = (CONFIGS / FLAVOR.config_template).read_text()

@@ -94,7 +94,7 @@ class _ContainerChild(ExecChild):
         self.store_path = log.parent
         super().__init__(command, url, log, log.parent)
 
-    def stop(self, grace: float = 10.0) -> int | None:
+    def stop(self, grace: float = 10.0, wait: bool = True) -> int | None:
         if self.poll() is None:
             if grace > 0:
                 self.engine.call("stop", "-t", f"{grace:.0f}", self.name, timeout=grace + 60)

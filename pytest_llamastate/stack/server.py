@@ -100,7 +100,7 @@ class _Child(Protocol):
 
     def poll(self) -> int | None: ...
     def wait_ready(self, timeout: float) -> None: ...
-    def stop(self, grace: float = 10.0) -> int | None: ...
+    def stop(self, grace: float = 10.0, wait: bool = True) -> int | None: ...
 
 
 def _healthy(url: str) -> bool:
@@ -140,7 +140,9 @@ class ExecChild:
                 raise TimeoutError(self.url)
             time.sleep(0.05)
 
-    def stop(self, grace: float = 10.0) -> int | None:
+    def stop(self, grace: float = 10.0, wait: bool = True) -> int | None:
+        """SIGTERM the group, SIGKILL it after ``grace`` s; the exit code. Always waited
+        for (``wait`` is for forked servers: the CLI is stopped gracefully, ``_grace``)."""
         if self._proc.stdin is not None:
             self._proc.stdin.close()
         if self._proc.poll() is None:
@@ -267,11 +269,13 @@ class ServerBackend:
         """Why the start failed, when the process ended during start-up."""
         return f"the server exited with code {code} during start-up: {failure_line(log)}"
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """``wait=False``: a server killed at once is not waited for (its port is not used
+        again: :meth:`release`)."""
         self.client = self.base_url = None
         if (child := self._child) is not None:
             self._child = None
-            child.stop(grace=self._grace())
+            child.stop(grace=self._grace(), wait=wait)
             _live.pop(child.pid, None)
 
     def _grace(self) -> float:
@@ -287,7 +291,7 @@ class ServerBackend:
         return 10.0 if durable else 0.0
 
     def release(self) -> None:
-        self.stop()
+        self.stop(wait=False)
         if self._port is not None:
             self._port[1].release()
             self._port = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +16,10 @@ from filelock import FileLock
 from flavors import skip_module_without_a_stack
 from ports import nothing_listens
 
+from pytest_llamastate import LlamaStackFactory, LlamaStore
 from pytest_llamastate.process.lifetime import PORT_LOCKS
 from pytest_llamastate.stack.server import failure_line, log_tail
+from pytest_llamastate.state.stackconfig import DEFAULT_CONFIG
 
 skip_module_without_a_stack()
 
@@ -171,3 +174,22 @@ def test_launcher_exits_when_its_parent_is_already_gone(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert not marker.exists()
+
+
+def test_close_leaves_the_stores_databases_free_for_a_journal_change(tmp_path: Path) -> None:
+    """``close()`` waits for a killed server to be gone (a state template's seal changes the
+    journal next); the fixture's teardown, ``close(wait=False)``, does not."""
+    store = LlamaStore.create(tmp_path / "store")
+    with store.activate():
+        stack = LlamaStackFactory("server", DEFAULT_CONFIG).start(store)
+        stack.client.files.list()
+        pids = descendants(os.getpid()) - {os.getpid()}
+        server = {p for p in pids if Path(f"/proc/{p}/cwd").resolve() == store.path.resolve()}
+        stack.close()
+    assert server
+    assert not alive(server)
+    databases = sorted(store.path.rglob("*.db"))
+    assert databases
+    for db in databases:
+        with sqlite3.connect(db, timeout=0) as conn:  # locked: raises at once
+            assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"

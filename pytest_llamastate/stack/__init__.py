@@ -145,10 +145,15 @@ class LlamaStack:
         live.remove(self.store.path)
         self._backend.stop()
 
-    def close(self) -> None:
-        """Stop and release the port: the handle is done for good."""
+    def close(self, wait: bool = True) -> None:
+        """Stop and release the port: the handle is done for good.
+
+        ``wait=False`` (the ``llama_stack`` fixture's teardown): a server killed at once
+        is not waited for. The kernel takes ~10 ms to free it, and until then it still
+        holds its SQLite files: what changes a database's journal or checkpoints it
+        (a state template's seal) would find it locked; plain reads and writes do not."""
         live.remove(self.store.path)
-        self._backend.release()
+        self._backend.release(wait=wait)
 
     def restart(self) -> None:
         """Stop and start again on the same store (and port): what soak tests repeat."""

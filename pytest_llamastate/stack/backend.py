@@ -85,8 +85,9 @@ class Backend(Protocol):
     def stop(self) -> None:
         """Stop; safe to call twice. What survives a restart (a port) stays held."""
 
-    def release(self) -> None:
-        """Give back what was held across restarts: the handle is done for good."""
+    def release(self, wait: bool = True) -> None:
+        """Give back what was held across restarts: the handle is done for good.
+        ``wait=False``: a process killed at once is not waited for (see ``LlamaStack.close``)."""
 
     def toolgroups(self) -> list[ToolgroupRecord]: ...
 

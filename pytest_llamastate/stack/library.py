@@ -285,7 +285,8 @@ class LibraryBackend:
             _reset_globals(self._flavor)
             rebase_config_dirs(self._flavor.core)  # back to the process's own
 
-    def release(self) -> None:
+    def release(self, wait: bool = True) -> None:
+        """The stack is stopped in this process: there is no process to wait for."""
         self.stop()
 
     # -- the routing table behind the APIs ------------------------------------------------

@@ -270,8 +270,7 @@ class ServerBackend:
         return f"the server exited with code {code} during start-up: {failure_line(log)}"
 
     def stop(self, wait: bool = True) -> None:
-        """``wait=False``: a server killed at once is not waited for (its port is not used
-        again: :meth:`release`)."""
+        """``wait=False``: a server killed at once is not waited for (``release``)."""
         self.client = self.base_url = None
         if (child := self._child) is not None:
             self._child = None
@@ -290,8 +289,10 @@ class ServerBackend:
         durable = self._process == "exec" or self._spec.store.kind == "persistent"
         return 10.0 if durable else 0.0
 
-    def release(self) -> None:
-        self.stop(wait=False)
+    def release(self, wait: bool = True) -> None:
+        """``wait=False``: the port is not used again, so a server killed at once (a test's
+        own store) need not be gone, unless the caller touches its files next."""
+        self.stop(wait=wait)
         if self._port is not None:
             self._port[1].release()
             self._port = None

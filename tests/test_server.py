@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -193,3 +194,23 @@ def test_close_leaves_the_stores_databases_free_for_a_journal_change(tmp_path: P
     for db in databases:
         with sqlite3.connect(db, timeout=0) as conn:  # locked: raises at once
             assert conn.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+
+
+def test_an_exec_server_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its ``TMPDIR`` is a folder of the plugin's, removed when it stops (forked servers:
+    tests/test_forkserver.py): OGX 1.5 writes ``ogx-run-*.yaml`` there and removes it at
+    exit, which uvicorn skips when it re-raises SIGTERM after its graceful shutdown. A
+    killed run's folder is removed by the next server's start."""
+    temp = tmp_path / "tmp"
+    (temp / "llamastate-servers-999999999-old").mkdir(parents=True)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    store = LlamaStore.create(tmp_path / "store")
+    with store.activate():
+        stack = LlamaStackFactory("server", DEFAULT_CONFIG, server_process="exec").start(store)
+        stack.client.files.list()
+        (root,) = temp.iterdir()
+        assert root.name.startswith(f"llamastate-servers-{os.getpid()}-")
+        stack.close()
+    assert list(temp.iterdir()) == []

@@ -6,6 +6,8 @@
   caller watches a pipe from its parent instead (``launcher``, the zygote's stdin).
 - **The group kill.** A server leads its own process group, so teardown kills what it
   spawned too.
+- **Temporary files.** A server stopped at once removes nothing at exit: each gets a
+  ``TMPDIR`` of the plugin's, removed when it ends, and a killed run's by the next.
 - **The port claim.** A free TCP port on 127.0.0.1 is held by an OS file lock in one
   folder shared by every pytest process of the machine (xdist workers, concurrent runs,
   the throwaway Postgres): no two hand out the same port, and a process killed with
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -38,6 +41,7 @@ __all__ = [
     "die_with_parent",
     "kill_group",
     "parent_death_signal",
+    "servers_temp",
 ]
 
 #: The folder of port locks: one ``<port>.lock`` per port held.
@@ -80,6 +84,22 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def servers_temp() -> Path:
+    """A new folder for servers' temporary files (their ``TMPDIR``), in this process's,
+    named after this process; the folders of processes that are gone (killed runs) are
+    removed first.
+
+    A server killed at once cannot remove its temporary files, and one stopped gracefully
+    may not either: OGX 1.5 writes its resolved run config to ``ogx-run-*.yaml`` and
+    removes it at exit, which uvicorn skips when it re-raises SIGTERM after its shutdown."""
+    prefix = "llamastate-servers-"
+    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = old.name.removeprefix(prefix).partition("-")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
 
 
 def kill_group(pid: int, sig: int) -> None:

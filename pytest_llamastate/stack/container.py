@@ -92,7 +92,8 @@ class _ContainerChild(ExecChild):
     ) -> None:
         self.runtime, self.engine, self.name = runtime, runtime.engine, name
         self.store_path = log.parent
-        super().__init__(command, url, log, log.parent)
+        # The stack's temporary files are the container's, removed with it.
+        super().__init__(command, url, log, log.parent, temp=False)
 
     def stop(self, grace: float = 10.0, wait: bool = True) -> int | None:
         if self.poll() is None:

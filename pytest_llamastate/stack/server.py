@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from filelock import BaseFileLock
 
-from ..process.lifetime import NoFreePortError, claim_port, kill_group
+from ..process.lifetime import NoFreePortError, claim_port, kill_group, servers_temp
 from ..releases import Flavor, import_quietly, server_shortcuts
 from ..state.registry import ToolgroupRecord
 from ..state.seeds import ToolgroupSeed
@@ -113,10 +113,15 @@ def _healthy(url: str) -> bool:
 
 class ExecChild:
     """A command through the launcher (``llama stack run``, ``podman run``); ready when
-    ``/v1/health`` says so."""
+    ``/v1/health`` says so. ``temp``: its ``TMPDIR`` is a folder of its own
+    (``lifetime.servers_temp``), removed once it has stopped."""
 
-    def __init__(self, command: list[str], url: str, log: Path, cwd: Path) -> None:
+    def __init__(
+        self, command: list[str], url: str, log: Path, cwd: Path, temp: bool = True
+    ) -> None:
         self.url = url
+        self._temp = servers_temp() if temp else None
+        env = None if self._temp is None else {**os.environ, "TMPDIR": str(self._temp)}
         with log.open("ab") as out:
             self._proc = subprocess.Popen(
                 [sys.executable, "-I", str(_LAUNCHER), str(os.getpid()), *command],
@@ -125,6 +130,7 @@ class ExecChild:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 cwd=cwd,
+                env=env,
             )
         self.pid = self._proc.pid
 
@@ -152,6 +158,8 @@ class ExecChild:
             except subprocess.TimeoutExpired:
                 kill_group(self.pid, signal.SIGKILL)
                 self._proc.wait()
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
         return self._proc.returncode
 
 

@@ -160,17 +160,6 @@ def _beside(name: str) -> Any:
     return module
 
 
-def _temp_root() -> Path:
-    """This zygote's folder of its children's temporary folders, in the ``TMPDIR`` it
-    was given; the folders of zygotes that died with a killed run are removed first."""
-    prefix = "llamastate-servers-"
-    for old in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
-        pid = old.name.removeprefix(prefix).partition("-")[0]
-        if pid.isdigit() and not lifetime.alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
-
-
 class _Zygote:
     """Import once, then fork a child per JSON request on stdin; report on stdout."""
 
@@ -186,7 +175,7 @@ class _Zygote:
         self.sites = config_dir_sites(core)
         gc.freeze()  # keep the children's garbage collector off the shared pages
         self.entry, self.core, self.pid = entry, core, os.getpid()
-        self.temp = _temp_root()
+        self.temp = lifetime.servers_temp()  # a folder per child in it
         self.out = os.fdopen(1, "wb", buffering=0)
         self.children: set[int] = set()
         self.reports: dict[int, tuple[int, bytearray]] = {}  # read end: (pid, its words)

@@ -177,6 +177,7 @@ def test_launcher_exits_when_its_parent_is_already_gone(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_close_leaves_the_stores_databases_free_for_a_journal_change(tmp_path: Path) -> None:
     """``close()`` waits for a killed server to be gone (a state template's seal changes the
     journal next); the fixture's teardown, ``close(wait=False)``, does not."""
